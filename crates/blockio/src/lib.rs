@@ -1,0 +1,68 @@
+//! Positional, read-only access to what imgstream images.
+//!
+//! Parsers and the streaming engine see a volume only through [`ReadAt`]: `&self` reads at an
+//! absolute offset, so reader threads share one file descriptor without locks. [`Source`] opens
+//! a block device or image file read-only; [`Window`] narrows any `ReadAt` to one partition;
+//! [`Cursor`] adapts a `ReadAt` to `Read + Seek` for crates that want one (the ntfs crate).
+
+mod cursor;
+pub mod ioctl;
+pub mod mounts;
+mod source;
+mod window;
+
+pub use cursor::Cursor;
+pub use source::{Source, SourceKind};
+pub use window::Window;
+
+use std::io;
+
+/// Exact positional reads over a byte range `[0, size())`.
+pub trait ReadAt: Send + Sync {
+    /// Fills `buf` from `offset`; a read past `size()` fails with `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Length in bytes.
+    fn size(&self) -> u64;
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+/// An in-memory volume, for tests and fuzzing.
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let source = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| past_end(offset, buf.len(), self.len() as u64))?;
+        buf.copy_from_slice(source);
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.as_slice().read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+/// The error for a read that would cross the end of a volume.
+pub(crate) fn past_end(offset: u64, len: usize, size: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("read of {len} bytes at byte {offset} goes past the end ({size} bytes)"),
+    )
+}

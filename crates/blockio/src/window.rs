@@ -1,0 +1,45 @@
+//! A partition: a byte range of a larger device, seen as a volume of its own.
+
+use crate::{ReadAt, past_end};
+use std::io;
+
+/// `[start, start + len)` of `inner`, addressed from 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Window<R> {
+    inner: R,
+    start: u64,
+    len: u64,
+}
+
+impl<R: ReadAt> Window<R> {
+    /// A window over `inner`; fails if it does not lie inside `inner`.
+    pub fn new(inner: R, start: u64, len: u64) -> io::Result<Self> {
+        match start.checked_add(len) {
+            Some(end) if end <= inner.size() => Ok(Self { inner, start, len }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "range of {len} bytes at byte {start} lies outside the source ({} bytes)",
+                    inner.size()
+                ),
+            )),
+        }
+    }
+
+    /// Where the window starts in `inner`.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+}
+
+impl<R: ReadAt> ReadAt for Window<R> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match offset.checked_add(buf.len() as u64) {
+            Some(end) if end <= self.len => self.inner.read_exact_at(buf, self.start + offset),
+            _ => Err(past_end(offset, buf.len(), self.len)),
+        }
+    }
+    fn size(&self) -> u64 {
+        self.len
+    }
+}
