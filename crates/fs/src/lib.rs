@@ -1,0 +1,138 @@
+//! Which bytes of a volume must be copied, and may we zero the rest?
+//!
+//! [`examine`] recognises the filesystem of a volume, asks its crate for an [`Allocation`], and
+//! applies one policy to every filesystem:
+//! - unrecognised, or a variant its crate does not support: copy the volume raw, with a warning;
+//! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
+//! - unsafe to zero (journal needs recovery, dirty, hibernated): fail, unless `--raw` (copy
+//!   unelided) or `--force` (elide anyway, with a warning).
+
+#![forbid(unsafe_code)]
+
+use imgstream_blockio::ReadAt;
+use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
+use std::io;
+
+/// What the user allows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Policy {
+    /// Copy everything, do not even parse the filesystem (`--raw`).
+    pub raw: bool,
+    /// Elide even when the filesystem says it is unsafe (`--force`).
+    pub force: bool,
+    /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
+    pub drop_pagefile: bool,
+}
+
+/// How a volume's free space is treated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Elision {
+    /// Free space per the filesystem's allocation map is emitted as zeros.
+    Elided,
+    /// Elided although the filesystem reported hazards (`--force`).
+    Forced,
+    /// Everything is copied; the reason says why.
+    Raw(String),
+}
+
+/// The verdict on one volume.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    /// Volume size in bytes.
+    pub size: u64,
+    /// What the parser found, if a filesystem was recognised and parsed.
+    pub allocation: Option<Allocation>,
+    /// The bytes to copy; everything else is emitted as zeros.
+    pub used: RangeSet,
+    /// Elided, forced or raw.
+    pub elision: Elision,
+    /// Messages for stderr.
+    pub warnings: Vec<String>,
+}
+
+impl Volume {
+    /// Name of the recognised filesystem, or "unknown".
+    pub fn filesystem(&self) -> &str {
+        self.allocation.as_ref().map_or("unknown", |a| &a.filesystem)
+    }
+
+    fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
+        let warnings = if warn { vec![format!("{reason}; copying it raw")] } else { Vec::new() };
+        Self { size, allocation, used: RangeSet::from_range(0..size), elision: Elision::Raw(reason), warnings }
+    }
+}
+
+/// Why a volume cannot be streamed as asked. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the volume failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The filesystem's metadata is inconsistent.
+    #[error("corrupt {filesystem}: {message} (use --raw to copy it unelided)")]
+    Corrupt {
+        /// Which filesystem was recognised.
+        filesystem: &'static str,
+        /// The parser's description, with the byte offset.
+        message: String,
+    },
+    /// Zeroing free space could lose data.
+    #[error("unsafe to elide {filesystem}: {} (use --raw to copy it unelided, or --force to elide anyway)", reasons.join("; "))]
+    Unsafe {
+        /// Which filesystem.
+        filesystem: String,
+        /// What the parser found.
+        reasons: Vec<String>,
+    },
+}
+
+/// A recognised filesystem's parse result, before the policy.
+type Parsed = Result<Allocation, Box<dyn Classify>>;
+
+#[allow(dead_code)] // until the first filesystem crate is wired in
+fn boxed<E: Classify>(error: E) -> Box<dyn Classify> {
+    Box::new(error)
+}
+
+/// Tries each known filesystem's signature in turn; the first that matches parses the volume.
+/// Returns the filesystem's name with its parse result, or `None` if nothing matched.
+fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'static str, Parsed)>> {
+    // One entry per filesystem crate, most specific signature first:
+    // if imgstream_x::detect(volume)? { return Ok(Some(("x", imgstream_x::analyze(volume).map_err(boxed)))); }
+    let _ = (volume, policy);
+    Ok(None)
+}
+
+/// Decides which bytes of `volume` to copy.
+pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
+    let size = volume.size();
+    if policy.raw {
+        return Ok(Volume::raw(size, None, "--raw was given".into(), false));
+    }
+    let Some((filesystem, parsed)) = recognise(volume, policy)? else {
+        return Ok(Volume::raw(size, None, "no known filesystem".into(), true));
+    };
+    let allocation = match parsed {
+        Ok(allocation) => allocation,
+        Err(error) => {
+            return match error.class() {
+                ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
+                ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
+                ErrorClass::Unsupported => Ok(Volume::raw(size, None, format!("{filesystem}: {error}"), true)),
+            };
+        }
+    };
+    let mut warnings = allocation.warnings.clone();
+    let elision = if allocation.unsafe_reasons.is_empty() {
+        Elision::Elided
+    } else if policy.force {
+        warnings.push(format!("eliding {} despite: {} (--force)", allocation.filesystem, allocation.unsafe_reasons.join("; ")));
+        Elision::Forced
+    } else {
+        return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
+    };
+    // The parser promises volume-relative ranges; clipping keeps a bug there from reading past the end.
+    let used = allocation.used.clipped(size);
+    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings })
+}
+

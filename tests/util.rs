@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: fixtures, running the binary, oracles, byte diffs.
+
+#![allow(dead_code)] // each test module uses a different subset
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A scratch directory removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("imgstream-test-").tempdir().expect("create temp dir")
+}
+
+/// Decompresses `fixtures/<name>.img.zst` into `dir` and returns the image path.
+pub fn fixture(name: &str, dir: &Path) -> PathBuf {
+    let compressed = fixtures_dir().join(format!("{name}.img.zst"));
+    assert!(compressed.exists(), "missing fixture {} (run fixtures/make-fixtures.sh)", compressed.display());
+    let image = dir.join(format!("{name}.img"));
+    run_ok(Command::new("zstd").args(["-q", "-d", "-f", "-o"]).arg(&image).arg(&compressed));
+    image
+}
+
+/// Names of the committed fixtures whose name starts with `prefix`, sorted.
+pub fn fixtures_with_prefix(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .expect("read fixtures/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".img.zst").map(str::to_owned))
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no fixtures named {prefix}*");
+    names
+}
+
+/// The imgstream binary under test.
+pub fn imgstream() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_imgstream"));
+    command.env_remove("RUST_BACKTRACE").stdin(Stdio::null());
+    command
+}
+
+/// Runs imgstream with `args`, expecting success; returns stdout.
+pub fn imgstream_ok(args: &[&str]) -> Vec<u8> {
+    run_ok(imgstream().args(args)).stdout
+}
+
+/// Runs a command, panicking with its command line and stderr unless it succeeds.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command that must fail with exit status `code`; returns its stderr.
+pub fn run_fails(command: &mut Command, code: i32) -> String {
+    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{command:?}: wrong exit status; stderr:\n{stderr}");
+    stderr
+}
+
+/// True if `tool` is on PATH. When it is not: panics under `CI=true` (CI must run every
+/// oracle), else prints a visible skip message and returns false.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the oracle tool `{tool}` is missing");
+        eprintln!("SKIPPED: `{tool}` is not installed (the README's test command installs it)");
+    }
+    found
+}
+
+/// True if running as root (loop devices, mounts). Like `have_tool`, fails under `CI=true`.
+pub fn is_root() -> bool {
+    let root = nix_is_root();
+    if !root {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but tests are not running as root");
+        eprintln!("SKIPPED: needs root");
+    }
+    root
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// SHA-256 of a file, as hex.
+pub fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts two images are byte-identical; on mismatch, names the first differing offset and
+/// shows both sides of that 64-byte line.
+pub fn assert_same_bytes(what: &str, actual: &[u8], expected: &[u8]) {
+    if actual == expected {
+        return;
+    }
+    assert_eq!(actual.len(), expected.len(), "{what}: length differs");
+    let first = actual.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(0);
+    let line = first / 64 * 64;
+    let end = (line + 64).min(actual.len());
+    let differing = actual.iter().zip(expected).filter(|(a, b)| a != b).count();
+    panic!(
+        "{what}: {differing} bytes differ, first at byte {first} (0x{first:x})\n actual:   {:?}\n expected: {:?}",
+        String::from_utf8_lossy(&actual[line..end]),
+        String::from_utf8_lossy(&expected[line..end]),
+    );
+}
