@@ -1,0 +1,89 @@
+//! Where the image goes: a stream (pipe, socket, device), or an empty regular file that gets
+//! holes where the image has zero runs.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+
+/// Zero runs are written from this one shared buffer.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The writer's view of the output.
+pub trait Sink {
+    /// Appends `data`.
+    fn write_data(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Appends `len` zero bytes.
+    fn write_zeros(&mut self, len: u64) -> io::Result<()>;
+    /// Completes the output (sets a sparse file's final length).
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Any `Write`: zeros are written as bytes. Give it an unbuffered writer (a `File`): blocks
+/// are already large.
+pub struct StreamSink<W> {
+    out: W,
+}
+
+impl<W: Write> StreamSink<W> {
+    /// Wraps a writer.
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    /// The wrapped writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write> Sink for StreamSink<W> {
+    fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)
+    }
+
+    fn write_zeros(&mut self, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let chunk = ZEROS.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+            self.out.write_all(&ZEROS[..chunk])?;
+            len -= chunk as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// An empty regular file opened for writing (not in append mode): zero runs become holes, and
+/// `finish` sets the exact final length, so a trailing zero run also reads back as zeros.
+pub struct SparseFileSink {
+    file: File,
+    position: u64,
+}
+
+impl SparseFileSink {
+    /// Wraps an empty file positioned at byte 0.
+    pub fn new(file: File) -> Self {
+        Self { file, position: 0 }
+    }
+}
+
+impl Sink for SparseFileSink {
+    fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.position += data.len() as u64;
+        Ok(())
+    }
+
+    fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+        let delta = i64::try_from(len).map_err(|_| io::Error::other("zero run too long to seek over"))?;
+        self.file.seek(SeekFrom::Current(delta))?;
+        self.position += len;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.file.set_len(self.position)?;
+        self.file.flush()
+    }
+}

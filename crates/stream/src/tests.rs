@@ -1,0 +1,209 @@
+use super::*;
+use std::sync::atomic::AtomicU64;
+
+/// Deterministic xorshift, for property tests without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A source that records every byte it is asked for, to prove free space is never read,
+/// and can fail at one offset.
+struct Recording {
+    data: Vec<u8>,
+    fail_at: Option<u64>,
+    reads_outside: Mutex<Vec<Range>>,
+    allowed: RangeSet,
+    bytes_read: AtomicU64,
+}
+type Range = std::ops::Range<u64>;
+
+impl ReadAt for Recording {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let range = offset..offset + buf.len() as u64;
+        if !self.allowed.contains_range(range.clone()) {
+            self.reads_outside.lock().unwrap().push(range.clone());
+        }
+        if self.fail_at.is_some_and(|at| range.contains(&at)) {
+            return Err(io::Error::other(format!("injected read error at byte {offset}")));
+        }
+        self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.data.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+fn random_case(rng: &mut Rng) -> (Vec<u8>, RangeSet) {
+    let size = rng.next() % (3 << 20) + 1;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8 | 1).collect();
+    let mut used = RangeSet::new();
+    for _ in 0..rng.next() % 40 {
+        let start = rng.next() % size;
+        let len = match rng.next() % 3 {
+            0 => rng.next() % 100,
+            1 => rng.next() % 8192,
+            _ => rng.next() % (1 << 20),
+        };
+        used.insert(start..(start + len).min(size));
+    }
+    (data, used)
+}
+
+fn expected_image(data: &[u8], used: &RangeSet) -> Vec<u8> {
+    let mut image = vec![0u8; data.len()];
+    for range in used.iter() {
+        let (start, end) = (range.start as usize, range.end as usize);
+        image[start..end].copy_from_slice(&data[start..end]);
+    }
+    image
+}
+
+fn options(threads: usize, block_size: usize) -> Options {
+    Options { threads: NonZeroUsize::new(threads).unwrap(), block_size }
+}
+
+#[test]
+fn output_is_the_source_with_free_bytes_zeroed_for_any_threads_and_block_size() {
+    let mut rng = Rng(0xDEAD_BEEF);
+    for case in 0..40 {
+        let (data, used) = random_case(&mut rng);
+        let expected = expected_image(&data, &used);
+        for (threads, block_size) in [(1, 4096), (3, 65536), (8, 1 << 20), (2, 4 << 20)] {
+            let source = Recording {
+                data: data.clone(),
+                fail_at: None,
+                reads_outside: Mutex::new(Vec::new()),
+                allowed: used.clone(),
+                bytes_read: AtomicU64::new(0),
+            };
+            let mut sink = StreamSink::new(Vec::new());
+            let stats = stream(&source, &used, &mut sink, options(threads, block_size), &NoProgress).unwrap();
+            assert!(sink.into_inner() == expected, "case {case}, {threads} threads, block {block_size}: image differs");
+            assert_eq!(*source.reads_outside.lock().unwrap(), Vec::<Range>::new(), "free space was read");
+            assert_eq!(source.bytes_read.load(Ordering::Relaxed), used.total());
+            assert_eq!(stats.total, data.len() as u64);
+            assert_eq!(stats.read + stats.elided, stats.total);
+        }
+    }
+}
+
+#[test]
+fn plan_covers_the_image_in_order_with_aligned_data_blocks() {
+    let mut rng = Rng(7);
+    for _ in 0..200 {
+        let (data, used) = random_case(&mut rng);
+        let size = data.len() as u64;
+        let block = 4096 << (rng.next() % 4);
+        let mut cursor = 0;
+        let mut previous_zero = false;
+        let mut zero_run_start = 0;
+        for segment in Plan::new(&used, size, block) {
+            match segment {
+                Segment::Data(range) => {
+                    assert_eq!(range.start, cursor);
+                    assert_eq!(range.start % block, 0, "data block not aligned");
+                    assert!(range.end - range.start == block || range.end == size);
+                    assert!(used.covered_in(range.clone()) > 0, "data block without used bytes");
+                    cursor = range.end;
+                    previous_zero = false;
+                }
+                Segment::Zeros(range) => {
+                    assert_eq!(range.start, cursor);
+                    assert!(range.end > range.start);
+                    assert_eq!(used.covered_in(range.clone()), 0, "zero run holds used bytes");
+                    // Two zero runs in a row only where a long run was split.
+                    assert!(!previous_zero || range.start - zero_run_start >= MAX_ZERO_RUN_FOR_TESTS);
+                    if !previous_zero {
+                        zero_run_start = range.start;
+                    }
+                    cursor = range.end;
+                    previous_zero = true;
+                }
+            }
+        }
+        assert_eq!(cursor, size);
+    }
+}
+const MAX_ZERO_RUN_FOR_TESTS: u64 = 256 << 20;
+
+#[test]
+fn a_read_error_stops_the_run_and_names_the_offset() {
+    let size = 8 << 20;
+    let used = RangeSet::from_range(0..size);
+    let source = Recording {
+        data: vec![1; size as usize],
+        fail_at: Some(5 << 20),
+        reads_outside: Mutex::new(Vec::new()),
+        allowed: used.clone(),
+        bytes_read: AtomicU64::new(0),
+    };
+    let mut sink = StreamSink::new(Vec::new());
+    let error = stream(&source, &used, &mut sink, options(4, 1 << 20), &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::Read(_)), "{error:?}");
+    assert!(error.to_string().contains(&format!("byte {}", 5 << 20)), "{error}");
+    assert!((sink.into_inner().len() as u64) < size);
+}
+
+/// A consumer that accepts `limit` bytes and then closes the pipe.
+struct ClosesEarly {
+    accepted: usize,
+    limit: usize,
+}
+impl io::Write for ClosesEarly {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.accepted >= self.limit {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let n = buf.len().min(self.limit - self.accepted);
+        self.accepted += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_consumer_that_closes_early_is_an_error() {
+    let data = vec![7u8; 16 << 20];
+    let used = RangeSet::from_iter([0..(4 << 20), (12 << 20)..(13 << 20)]);
+    let mut sink = StreamSink::new(ClosesEarly { accepted: 0, limit: 1 << 20 });
+    let error = stream(&data, &used, &mut sink, options(2, 65536), &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::OutputClosed { written } if written <= 1 << 20), "{error:?}");
+}
+
+#[test]
+fn a_sparse_file_gets_holes_and_the_exact_length() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("imgstream-stream-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.img");
+    let size = 32u64 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 13) as u8 + 1).collect();
+    // Used: a bit at the start and a bit in the middle; the image ends in a long zero run.
+    let used = RangeSet::from_iter([0..100_000, (10 << 20)..(11 << 20)]);
+    let mut sink = SparseFileSink::new(std::fs::File::create(&path).unwrap());
+    stream(&data, &used, &mut sink, options(2, 1 << 20), &NoProgress).unwrap();
+    let written = std::fs::read(&path).unwrap();
+    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(written == expected_image(&data, &used), "sparse output differs");
+    assert!(allocated < 4 << 20, "{allocated} bytes allocated for 2.1 MB of data");
+}
+
+#[test]
+fn invalid_block_sizes_are_refused() {
+    let data = vec![0u8; 4096];
+    for block_size in [0, 512, 3 << 20, 8 << 20] {
+        let mut sink = StreamSink::new(Vec::new());
+        let error = stream(&data, &RangeSet::new(), &mut sink, options(1, block_size), &NoProgress);
+        assert!(matches!(error, Err(Error::BlockSize(_))), "{block_size}");
+    }
+}
