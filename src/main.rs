@@ -1,1 +1,69 @@
-fn main() {}
+//! imgstream: stream disks and partitions as raw images whose free space reads as zeros.
+//!
+//! The binary only wires the library crates together: it parses the command line, opens the
+//! source, asks `imgstream-fs` which bytes are used, runs the `imgstream-stream` engine to
+//! stdout, and turns the outcome into messages on stderr and an exit status. stdout carries
+//! image bytes only.
+
+mod cli;
+mod info;
+mod output;
+mod part;
+mod progress;
+mod size;
+
+use clap::Parser;
+use std::fmt;
+use std::process::ExitCode;
+
+/// Why a command failed, and the exit status that says so.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// A runtime failure (exit status 1).
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 1 }
+    }
+
+    /// A usage error (exit status 2).
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 2 }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self::new(error.to_string())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Prints a warning on stderr.
+pub(crate) fn warn(message: &str) {
+    eprintln!("imgstream: warning: {message}");
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Part(args) => part::run(&args),
+        cli::Command::Info(args) => info::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // One line: a multi-line message from a library would break log parsers.
+            eprintln!("imgstream: error: {}", failure.message.replace('\n', " "));
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Behaviour of the command line that does not depend on a filesystem: raw copies of unknown
+//! volumes, exit statuses, a consumer that closes early, refusing read-write mounts.
+
+use crate::util::*;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A file of pseudo-random bytes (no filesystem signature anywhere).
+fn noise_image(path: &Path, len: usize) {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_unknown_volume_is_copied_raw_with_a_warning() {
+    let dir = scratch();
+    let image = dir.path().join("noise.img");
+    noise_image(&image, 3 << 20);
+    let before = sha256(&image);
+    let output = run_ok(imgstream().args(["part", "--threads", "3"]).arg(&image));
+    assert_same_bytes("raw copy", &output.stdout, &std::fs::read(&image).unwrap());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: no known filesystem"), "{stderr}");
+    assert_eq!(sha256(&image), before, "the source changed");
+}
+
+#[test]
+fn a_consumer_that_closes_early_fails_the_run() {
+    let dir = scratch();
+    let image = dir.path().join("noise.img");
+    noise_image(&image, 32 << 20);
+    let mut child = imgstream().arg("part").arg(&image).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first_mib = vec![0u8; 1 << 20];
+    child.stdout.take().unwrap().read_exact(&mut first_mib).unwrap(); // then the pipe closes
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("output closed early") && stderr.contains("truncated"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.contains("error:")).count(), 1, "one error line: {stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_runtime_errors_exit_1() {
+    let stderr = run_fails(imgstream().args(["part", "--block-size", "3M", "x"]), 2);
+    assert!(stderr.contains("power of two"), "{stderr}");
+    run_fails(imgstream().arg("part"), 2);
+    run_fails(imgstream().args(["part", "--raw", "--force", "x"]), 2);
+    let stderr = run_fails(imgstream().args(["part", "/nonexistent/disk.img"]), 1);
+    assert!(stderr.starts_with("imgstream: error: /nonexistent/disk.img:"), "{stderr}");
+    let stderr = run_fails(imgstream().args(["part", "/dev/null"]), 1);
+    assert!(stderr.contains("not a block device or regular file"), "{stderr}");
+}
+
+#[test]
+fn help_shows_examples_and_exit_statuses() {
+    let help = String::from_utf8(imgstream_ok(&["part", "--help"])).unwrap();
+    assert!(help.contains("borg create") && help.contains("Exit status"), "{help}");
+}
+
+/// A loop device over an image, detached on drop (also when the test panics).
+struct Loop(String);
+impl Loop {
+    fn attach(image: &Path) -> Loop {
+        let out = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(image));
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A mount, unmounted on drop.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn root_a_source_mounted_read_write_is_refused_and_read_only_is_fine() {
+    if !is_root() || !have_tool("mkfs.ext4") {
+        return;
+    }
+    let dir = scratch();
+    let image = dir.path().join("ext4.img");
+    std::fs::write(&image, vec![0u8; 16 << 20]).unwrap();
+    run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+    let device = Loop::attach(&image);
+    let mount_point = dir.path().join("mnt");
+    std::fs::create_dir(&mount_point).unwrap();
+    run_ok(Command::new("mount").arg(&device.0).arg(&mount_point));
+    let mount = Mount(mount_point.clone());
+
+    for source in [device.0.as_str(), image.to_str().unwrap()] {
+        let stderr = run_fails(imgstream().args(["part", source]).stdout(Stdio::null()), 1);
+        assert!(stderr.contains("mounted read-write"), "{source}: {stderr}");
+    }
+    run_ok(Command::new("mount").args(["-o", "remount,ro"]).arg(&mount_point));
+    run_ok(imgstream().args(["part", &device.0]).stdout(Stdio::null()));
+    drop(mount);
+}

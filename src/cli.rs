@@ -1,0 +1,125 @@
+//! The command line, as clap definitions only: no behaviour here.
+
+use crate::progress::ProgressMode;
+use clap::{Args, Parser, Subcommand};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  imgstream part /dev/sda2 | borg create --chunker-params fixed,4194304 repo::sda2-{now} -
+  imgstream part disk.img > part.img          (a sparse file: free space becomes holes)
+  imgstream info /dev/sda2
+  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
+
+Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
+early), 2 usage error. Killed by Ctrl-C: 130.";
+
+/// Stream disks and partitions as raw images whose free space reads as zeros.
+#[derive(Debug, Parser)]
+#[command(name = "imgstream", version, after_help = EXAMPLES)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Stream one filesystem (partition or image) to stdout as a raw image, free blocks as zeros.
+    ///
+    /// Blocks that the filesystem's own allocation map marks free are emitted as zeros without
+    /// being read; everything else, including every byte the map does not cover, is copied
+    /// exactly. The output has exactly the size of SOURCE and restores with plain `dd`.
+    /// Recognised: ext2/3/4; anything else is copied raw with a warning.
+    #[command(after_help = EXAMPLES)]
+    Part(PartArgs),
+    /// Show the filesystem of SOURCE and how much of it `part` would elide.
+    Info(InfoArgs),
+}
+
+/// `imgstream part`.
+#[derive(Debug, Args)]
+pub(crate) struct PartArgs {
+    /// Block device or image file to read (never written).
+    pub(crate) source: PathBuf,
+    /// How to treat the filesystem.
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    /// How to stream.
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+/// `imgstream info`.
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// Block device or image file to examine.
+    pub(crate) source: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Count pagefile.sys, swapfile.sys and hiberfil.sys as elidable (NTFS).
+    #[arg(long)]
+    pub(crate) drop_pagefile: bool,
+}
+
+/// Options that decide what may be zeroed.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// Copy every byte: no filesystem parsing, no elision.
+    #[arg(long, conflicts_with = "force")]
+    pub(crate) raw: bool,
+    /// Elide even when it is unsafe (journal needs recovery, dirty volume, mounted read-write).
+    ///
+    /// The on-disk allocation map may then miss blocks that are in use: the image can lose data.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// NTFS: also zero pagefile.sys, swapfile.sys and (if not hibernated) hiberfil.sys.
+    #[arg(long)]
+    pub(crate) drop_pagefile: bool,
+}
+
+/// Options of the streaming engine. The output is identical whatever their values.
+#[derive(Debug, Args)]
+pub(crate) struct EngineArgs {
+    /// Reader threads [default: available cores, at most 4].
+    #[arg(short = 'j', long, value_name = "N")]
+    pub(crate) threads: Option<NonZeroUsize>,
+    /// Read block size: a power of two from 4K to 4M, so it divides borg's 4 MiB chunks.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_block_size)]
+    pub(crate) block_size: usize,
+    /// Progress on stderr.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) progress: ProgressMode,
+}
+
+fn parse_block_size(text: &str) -> Result<usize, String> {
+    let size = crate::size::parse_size(text)?;
+    let valid = imgstream_stream::MIN_BLOCK_SIZE as u64..=imgstream_stream::MAX_BLOCK_SIZE as u64;
+    if size.is_power_of_two() && valid.contains(&size) {
+        Ok(size as usize)
+    } else {
+        Err(format!("block size {text} must be a power of two from 4K to 4M"))
+    }
+}
+
+impl EngineArgs {
+    /// The engine options, with the default thread count resolved.
+    pub(crate) fn options(&self) -> imgstream_stream::Options {
+        const DEFAULT_MAX_THREADS: usize = 4;
+        let threads = self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+            NonZeroUsize::new(cores.min(DEFAULT_MAX_THREADS)).unwrap_or(NonZeroUsize::MIN)
+        });
+        imgstream_stream::Options { threads, block_size: self.block_size }
+    }
+}
+
+impl PolicyArgs {
+    /// The filesystem policy these flags ask for.
+    pub(crate) fn policy(&self) -> imgstream_fs::Policy {
+        imgstream_fs::Policy { raw: self.raw, force: self.force, drop_pagefile: self.drop_pagefile }
+    }
+}

@@ -1,0 +1,89 @@
+//! `imgstream info`: what a source holds and how much `part` would elide.
+
+use crate::cli::InfoArgs;
+use crate::size::{human, percent};
+use crate::Failure;
+use imgstream_blockio::{ReadAt, Source, SourceKind};
+use imgstream_fs::{Elision, Policy, Volume};
+use serde_json::{Value, json};
+use std::io::Write;
+
+pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
+    let source = Source::open(&args.source)?;
+    let report = json!({
+        "source": args.source.display().to_string(),
+        "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
+        "size": source.size(),
+        "volume": volume_report(&source, args.drop_pagefile)?,
+    });
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
+    } else {
+        table(&report)
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// What `part` would do with `volume`, as JSON: filesystem, unit, size, used, free,
+/// elidable bytes, status ("elided", "raw" or "refused") with its reason, details.
+pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<Value, Failure> {
+    // Parse as if forced, so that an unsafe volume still shows its numbers; the status says
+    // that `part` would refuse it.
+    let examined: Volume = imgstream_fs::examine(volume, &Policy { raw: false, force: true, drop_pagefile })?;
+    let allocation = examined.allocation.as_ref();
+    let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
+    let (status, reason) = match &examined.elision {
+        Elision::Raw(reason) => ("raw", reason.clone()),
+        _ if !unsafe_reasons.is_empty() => ("refused", unsafe_reasons.join("; ")),
+        _ => ("elided", String::new()),
+    };
+    let used = allocation.map_or(examined.size, |a| a.used.clipped(examined.size).total());
+    let elidable = if status == "raw" { 0 } else { examined.size - used };
+    let details: serde_json::Map<String, Value> = allocation
+        .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
+        .unwrap_or_default();
+    Ok(json!({
+        "filesystem": examined.filesystem(),
+        "unit": allocation.map_or(0, |a| a.unit),
+        "size": examined.size,
+        "used": used,
+        "free": examined.size - used,
+        "elidable": elidable,
+        "status": status,
+        "reason": reason,
+        "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
+        "details": details,
+    }))
+}
+
+fn table(report: &Value) -> String {
+    let mut text = String::new();
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let volume = &report["volume"];
+    let size = number(&volume["size"]);
+    let mut row = |label: &str, value: String| text.push_str(&format!("{label:<12}{value}\n"));
+    row("source", format!("{} ({}, {} bytes)", report["source"].as_str().unwrap_or(""), report["kind"].as_str().unwrap_or(""), number(&report["size"])));
+    row("filesystem", volume["filesystem"].as_str().unwrap_or("unknown").to_owned());
+    if number(&volume["unit"]) > 0 {
+        row("unit", format!("{} bytes", number(&volume["unit"])));
+    }
+    row("used", format!("{} ({:.1}%)", human(number(&volume["used"])), percent(number(&volume["used"]), size)));
+    row("free", format!("{} ({:.1}%)", human(number(&volume["free"])), percent(number(&volume["free"]), size)));
+    let status = volume["status"].as_str().unwrap_or("");
+    let reason = volume["reason"].as_str().unwrap_or("");
+    row("elision", match status {
+        "elided" => format!("{} would be zeroed ({:.1}%)", human(number(&volume["elidable"])), percent(number(&volume["elidable"]), size)),
+        "refused" => format!("refused by `part`: {reason} (--raw copies it, --force elides anyway)"),
+        _ => format!("none, copied raw: {reason}"),
+    });
+    if let Some(details) = volume["details"].as_object() {
+        for (label, value) in details {
+            row(label, value.as_str().unwrap_or("").to_owned());
+        }
+    }
+    for warning in volume["warnings"].as_array().into_iter().flatten() {
+        row("warning", warning.as_str().unwrap_or("").to_owned());
+    }
+    text
+}
