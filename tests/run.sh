@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it: `bash tests/run.sh`.
+#
+# The oracles are real tools (e2fsprogs, zerofree, ntfs-3g, dosfstools, exfatprogs, mtools,
+# partclone, fdisk, borg). As root on Debian this installs the missing ones first; otherwise it
+# says which are missing, and the tests that need them skip visibly (or fail when CI=true).
+# Extra arguments go to `cargo test` (e.g. `bash tests/run.sh ext`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs mtools partclone fdisk zstd util-linux)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "tests: installing ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "tests: missing packages: ${missing[*]} (run as root to install them)" >&2
+    fi
+fi
+
+cargo test --workspace "$@"
