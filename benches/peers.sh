@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of imgstream and its peers, in one run, on the same images:
+#
+#   benches/peers.sh [ext4] [ntfs]        (default: ext4 ntfs; root, to drop the page cache)
+#
+# For each filesystem it builds a SIZE image (default 4G, env SIZE) filled with random garbage,
+# formats it, fills FILL% (default "30 90", env FILL) with random files, then times, with the
+# page cache dropped before every run:
+#   to /dev/null:  cat IMG | imgstream part IMG | the peers (zerofree on a copy + cat; ntfsclone)
+#   into a pipe:   imgstream part of an empty filesystem | dd of=/dev/null bs=1M (zeros rate)
+#   into borg:     the same producers piped into borg create --chunker-params fixed,4194304 -
+#                  (and borg's default chunker for NTFS), with the deduplicated repository size.
+# Prints tables of times, rates and speed ratios to each table's first row (the `cat` baseline). Everything lives under WORK
+# (default a new dir in /var/tmp) and is removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE=${SIZE:-4G}
+FILL=${FILL:-"30 90"}
+filesystems=("$@")
+[ ${#filesystems[@]} -gt 0 ] || filesystems=(ext4 ntfs)
+
+WORK=$(mktemp -d "${WORK_PARENT:-/var/tmp}/imgstream-peers.XXXXXX")
+cleanup() { mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+export BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$WORK/borg-home"
+
+cargo build --release --quiet
+IMGSTREAM=$PWD/target/release/imgstream
+
+drop_caches() {
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches
+    else echo "peers: not root: page cache NOT dropped, disk read times are meaningless" >&2; fi
+}
+
+# timed LABEL COMMAND: runs COMMAND (a bash string) after dropping caches; records seconds.
+declare -a LABELS=() SECONDS_TAKEN=() EXTRA=()
+timed() {
+    local label=$1 command=$2 start end
+    drop_caches
+    start=$(date +%s.%N)
+    bash -o pipefail -c "$command"
+    end=$(date +%s.%N)
+    LABELS+=("$label"); SECONDS_TAKEN+=("$(echo "$end - $start" | bc -l)"); EXTRA+=("${3:-}")
+}
+
+# borg_size REPO: deduplicated (unique, compressed) bytes stored in REPO.
+borg_size() { borg info --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cache"]["stats"]["unique_csize"])'; }
+
+# borg_row LABEL PRODUCER [CHUNKER]: producer | borg create into a fresh repo; records time and size.
+borg_row() {
+    local label=$1 producer=$2 chunker=${3:-fixed,4194304} repo
+    repo="$WORK/repo-$RANDOM"
+    borg init -q -e none "$repo"
+    timed "$label" "$producer | borg create --chunker-params $chunker $repo::a -"
+    EXTRA[-1]="$(numfmt --to=iec "$(borg_size "$repo")") in repo"
+    rm -rf "$repo"
+}
+
+print_table() {
+    local title=$1 baseline=${SECONDS_TAKEN[0]} bytes=$2 i
+    echo
+    echo "### $title"
+    echo
+    printf '| %-58s | %8s | %10s | %9s | %s |\n' "run" "seconds" "MB/s" "speed vs row 1" "notes"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "----------" "------------" "-----------" "------"
+    for i in "${!LABELS[@]}"; do
+        printf '| %-58s | %8.2f | %10.0f | %8.2fx | %s |\n' "${LABELS[$i]}" "${SECONDS_TAKEN[$i]}" \
+            "$(echo "$bytes / ${SECONDS_TAKEN[$i]} / 1000000" | bc -l)" \
+            "$(echo "$baseline / ${SECONDS_TAKEN[$i]}" | bc -l)" "${EXTRA[$i]}"
+    done
+    LABELS=(); SECONDS_TAKEN=(); EXTRA=()
+}
+
+# fill_files DIR BYTES: random files of 1-64 MiB totalling BYTES.
+fill_files() {
+    local dir=$1 remaining=$2 n=0 size
+    mkdir -p "$dir"
+    while [ "$remaining" -gt 0 ]; do
+        size=$(( (RANDOM % 64 + 1) << 20 )); [ "$size" -le "$remaining" ] || size=$remaining
+        head -c "$size" /dev/urandom > "$dir/file$n"
+        remaining=$((remaining - size)); n=$((n + 1))
+    done
+}
+
+# garbage_image PATH: SIZE bytes of random data, so free space is not holes (holes read free).
+garbage_image() { head -c "$SIZE" /dev/urandom > "$1"; }
+
+bench_ext4() {
+    local fill=$1 img="$WORK/ext4.img" bytes used_kb
+    garbage_image "$img"
+    bytes=$(stat -c %s "$img")
+    fill_files "$WORK/files" $(( bytes * fill / 100 ))
+    mkfs.ext4 -q -F -E nodiscard -d "$WORK/files" "$img"
+    rm -rf "$WORK/files"
+    used_kb=$("$IMGSTREAM" info --json "$img" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
+    timed "cat IMG > /dev/null" "cat '$img' > /dev/null"
+    timed "imgstream part IMG > /dev/null" "'$IMGSTREAM' part '$img' > /dev/null 2>/dev/null"
+    timed "cp IMG copy && zerofree copy && cat copy > /dev/null" \
+        "cp '$img' '$WORK/copy' && zerofree '$WORK/copy' && cat '$WORK/copy' > /dev/null; rm -f '$WORK/copy'"
+    print_table "ext4, $SIZE image, ${used_kb}% used (imgstream info): to /dev/null" "$bytes"
+    borg_row "cat IMG | borg create (fixed 4 MiB)" "cat '$img'"
+    borg_row "imgstream part IMG | borg create (fixed 4 MiB)" "'$IMGSTREAM' part '$img' 2>/dev/null"
+    borg_row "cp+zerofree copy, cat copy | borg create (fixed 4 MiB)" \
+        "cp '$img' '$WORK/copy' && zerofree '$WORK/copy' && cat '$WORK/copy'"
+    rm -f "$WORK/copy"
+    print_table "ext4, $SIZE image, ${used_kb}% used: into borg" "$bytes"
+    rm -f "$img"
+}
+
+bench_zeros_into_pipe() {
+    local img="$WORK/empty.img" bytes
+    truncate -s "$SIZE" "$img"
+    mkfs.ext4 -q -F "$img"
+    bytes=$(stat -c %s "$img")
+    timed "cat IMG > /dev/null (sparse, nearly all holes)" "cat '$img' > /dev/null"
+    timed "imgstream part EMPTY | dd of=/dev/null bs=1M" "'$IMGSTREAM' part '$img' 2>/dev/null | dd of=/dev/null bs=1M status=none"
+    print_table "zeros into a pipe: empty ext4, $SIZE" "$bytes"
+    rm -f "$img"
+}
+
+bench_ntfs() {
+    local fill=$1 img="$WORK/ntfs.img" bytes used
+    garbage_image "$img"
+    bytes=$(stat -c %s "$img")
+    mkntfs -q -F -f "$img"
+    mkdir -p "$WORK/mnt"
+    ntfs-3g "$img" "$WORK/mnt"
+    fill_files "$WORK/mnt/files" $(( bytes * fill / 100 ))
+    umount "$WORK/mnt"
+    used=$("$IMGSTREAM" info --json "$img" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
+    timed "cat IMG > /dev/null" "cat '$img' > /dev/null"
+    timed "imgstream part IMG > /dev/null" "'$IMGSTREAM' part '$img' > /dev/null 2>/dev/null"
+    timed "ntfsclone -o - IMG > /dev/null" "ntfsclone -f -o - '$img' > /dev/null 2>/dev/null"
+    timed "ntfsclone -s -o - IMG > /dev/null" "ntfsclone -f -s -o - '$img' > /dev/null 2>/dev/null"
+    timed "partclone.ntfs -c -s IMG -o - > /dev/null" "partclone.ntfs -q -c -s '$img' -o - > /dev/null 2>/dev/null"
+    print_table "NTFS, $SIZE image, ${used}% used (imgstream info): to /dev/null" "$bytes"
+    for chunker in fixed,4194304 buzhash,19,23,21,4095; do
+        borg_row "cat IMG | borg (${chunker%%,*})" "cat '$img'" "$chunker"
+        local name=${chunker%%,*}
+        borg_row "imgstream part IMG | borg ($name)" "'$IMGSTREAM' part '$img' 2>/dev/null" "$chunker"
+        borg_row "ntfsclone -o - IMG | borg ($name)" "ntfsclone -f -o - '$img' 2>/dev/null" "$chunker"
+        borg_row "ntfsclone -s -o - IMG | borg ($name)" "ntfsclone -f -s -o - '$img' 2>/dev/null" "$chunker"
+        borg_row "partclone.ntfs -c -s IMG -o - | borg ($name)" "partclone.ntfs -q -c -s '$img' -o - 2>/dev/null" "$chunker"
+    done
+    print_table "NTFS, $SIZE image, ${used}% used: into borg (ratios to the first row)" "$bytes"
+    rm -f "$img"
+}
+
+for fs in "${filesystems[@]}"; do
+    case $fs in
+        ext4) for fill in $FILL; do bench_ext4 "$fill"; done; bench_zeros_into_pipe ;;
+        ntfs) for fill in $FILL; do bench_ntfs "$fill"; done ;;
+        *) echo "peers: unknown filesystem $fs (ext4, ntfs)" >&2; exit 2 ;;
+    esac
+done
