@@ -399,3 +399,40 @@ fn every_single_byte_corruption_of_the_metadata_is_handled() {
         }
     }
 }
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../../fixtures/{name}.img.zst", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("zstd").args(["-q", "-d", "-c", &path]).output().expect("run zstd");
+    assert!(output.status.success(), "zstd -d {path}: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+#[test]
+fn every_single_byte_corruption_of_a_fixture_boot_sector_is_handled() {
+    // fat-12/fat-16: the whole boot sector. fat-32: its BPB, signature and FSInfo fields only
+    // (each analysis reads 2 x 260 KiB of FAT, slow in a debug build).
+    for (name, targets) in [
+        ("fat-12", (0..512).collect::<Vec<usize>>()),
+        ("fat-16", (0..512).collect()),
+        ("fat-32", (0..90).chain(510..512).chain([512, 996, 1000, 1020]).collect()),
+    ] {
+        let mut image = fixture(name);
+        let size = image.len() as u64;
+        let clean = analyze(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for at in targets {
+            let original = image[at];
+            for value in [0x00, 0xFF, original ^ 0x01, original ^ 0x80] {
+                image[at] = value;
+                match analyze(&image) {
+                    Ok(allocation) => {
+                        assert!(allocation.used.end() <= size, "{name} byte {at} = {value:#x}: used past the end");
+                        assert!(allocation.used.contains_range(0..512), "{name} byte {at} = {value:#x}: boot sector elided");
+                    }
+                    Err(error) => assert!(error.to_string().contains("at byte"), "{name} byte {at}: {error}"),
+                }
+            }
+            image[at] = original;
+        }
+        assert_eq!(analyze(&image).unwrap(), clean);
+    }
+}
