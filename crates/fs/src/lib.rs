@@ -89,7 +89,6 @@ pub enum Error {
 /// A recognised filesystem's parse result, before the policy.
 type Parsed = Result<Allocation, Box<dyn Classify>>;
 
-#[allow(dead_code)] // until the first filesystem crate is wired in
 fn boxed<E: Classify>(error: E) -> Box<dyn Classify> {
     Box::new(error)
 }
@@ -99,6 +98,17 @@ fn boxed<E: Classify>(error: E) -> Box<dyn Classify> {
 fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'static str, Parsed)>> {
     // One entry per filesystem crate, most specific signature first:
     // if imgstream_x::detect(volume)? { return Ok(Some(("x", imgstream_x::analyze(volume).map_err(boxed)))); }
+    // exFAT ("EXFAT   " at byte 3) before FAT; FAT's detect also rejects NTFS and exFAT boot sectors.
+    if imgstream_exfat::detect(volume)? {
+        return Ok(Some(("exfat", imgstream_exfat::analyze(volume).map_err(boxed))));
+    }
+    if imgstream_fat::detect(volume)? {
+        return Ok(Some(("fat", imgstream_fat::analyze(volume).map_err(boxed))));
+    }
+    // Swap last: its magic ends a page (4-64 KiB), where other filesystems hold data.
+    if imgstream_swap::detect(volume)? {
+        return Ok(Some(("swap", imgstream_swap::analyze(volume).map_err(boxed))));
+    }
     let _ = (volume, policy);
     Ok(None)
 }
