@@ -10,3 +10,4 @@ mod util;
 
 mod cli;
 mod ext;
+mod fat;
