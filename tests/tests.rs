@@ -12,3 +12,4 @@ mod cli;
 mod ext;
 mod fat;
 mod exfat;
+mod swap;
