@@ -6,6 +6,8 @@
 //!   clusters as `imgstream info`;
 //! - (root) every file read through exfat-fuse from the output equals the source's.
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

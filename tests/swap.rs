@@ -3,6 +3,8 @@
 //! page must come out unchanged (swaplabel and blkid, which we did not write, must still read
 //! the label and UUID from the output), every swap page zero, and a hibernation image raw.
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::util::*;
 use std::path::Path;
 use std::process::Command;
