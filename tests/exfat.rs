@@ -8,25 +8,10 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
+use crate::fat::expected_from_partclone;
 use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The source with everything outside partclone's map of used bytes ("+" lines) zeroed.
-fn expected_from_partclone(image: &Path, source: &[u8], dir: &Path) -> Vec<u8> {
-    let map = dir.join("partclone.map");
-    run_ok(Command::new("partclone.exfat").args(["-q", "-D", "-s"]).arg(image).arg("-o").arg(&map));
-    let mut expected = vec![0u8; source.len()];
-    for line in std::fs::read_to_string(&map).unwrap().lines().filter(|l| !l.starts_with('#')) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [pos, size, "+"] = fields[..] {
-            let parse = |hex: &str| usize::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap();
-            let range = parse(pos)..parse(pos) + parse(size);
-            expected[range.clone()].copy_from_slice(&source[range]);
-        }
-    }
-    expected
-}
 
 /// `dump.exfat`'s "Free Clusters" count.
 fn dump_free_clusters(image: &Path) -> String {
@@ -48,7 +33,7 @@ fn exfat_output_is_the_source_with_exactly_the_free_clusters_zeroed() {
         let source = std::fs::read(&image).unwrap();
         let path = image.to_str().unwrap();
         let out = imgstream_ok(&["part", path, "--threads", "1"]);
-        let expected = expected_from_partclone(&image, &source, dir.path());
+        let expected = expected_from_partclone("partclone.exfat", &image, &source, dir.path());
         assert_ne!(expected, source, "{name}: no stale data in free clusters, the test would prove nothing");
         assert_same_bytes(&format!("{name} vs partclone.exfat"), &out, &expected);
 
@@ -82,7 +67,7 @@ fn exfat_dirty_volume_is_refused_unless_forced() {
     assert!(imgstream_ok(&["part", "--raw", path]) == source, "--raw is not a copy");
     let forced = run_ok(imgstream().args(["part", "--force", path]));
     assert!(String::from_utf8_lossy(&forced.stderr).contains("imgstream: warning:"));
-    assert_same_bytes("exfatbad-dirty --force", &forced.stdout, &expected_from_partclone(&image, &source, dir.path()));
+    assert_same_bytes("exfatbad-dirty --force", &forced.stdout, &expected_from_partclone("partclone.exfat", &image, &source, dir.path()));
 }
 
 /// A loop device mounted read-only with exfat-fuse; unmounted and detached on drop.

@@ -92,8 +92,9 @@ fn expected_from_mtools(image: &Path, source: &[u8], bad: Option<Range<usize>>) 
     expected
 }
 
-/// The source with everything outside partclone's map of used bytes ("+" lines) zeroed.
-fn expected_from_partclone(tool: &str, image: &Path, source: &[u8], dir: &Path) -> Vec<u8> {
+/// The source with everything outside partclone's map of used bytes ("+" lines) zeroed
+/// (`partclone.<fs> -D` writes that map; tests/exfat.rs uses this too).
+pub(crate) fn expected_from_partclone(tool: &str, image: &Path, source: &[u8], dir: &Path) -> Vec<u8> {
     let map = dir.join("partclone.map");
     run_ok(Command::new(tool).args(["-q", "-D", "-s"]).arg(image).arg("-o").arg(&map));
     let mut expected = vec![0u8; source.len()];

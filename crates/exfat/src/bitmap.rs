@@ -4,7 +4,7 @@
 
 use crate::boot_region::BootSector;
 use crate::directory::SystemFile;
-use crate::error::{Error, read};
+use imgstream_fat::error::{Error, read};
 use crate::fat;
 use imgstream_blockio::ReadAt;
 use imgstream_volume::RangeSet;

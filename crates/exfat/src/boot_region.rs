@@ -2,7 +2,8 @@
 //! (§3.1) first and the boot checksum sector (§3.4) last. Every field that locates the FAT and
 //! the cluster heap is validated here against the spec's ranges and the volume's size.
 
-use crate::error::{Error, read};
+use imgstream_fat::error::{Error, read};
+use imgstream_fat::fields::{byte_at, u16_at, u32_at, u64_at};
 use imgstream_blockio::ReadAt;
 
 /// Sectors in one boot region; the backup region follows the main one.
@@ -48,22 +49,6 @@ const MIN_FAT_OFFSET: u64 = 2 * REGION_SECTORS;
 pub(crate) const ACTIVE_FAT: u16 = 0x0001;
 pub(crate) const VOLUME_DIRTY: u16 = 0x0002;
 pub(crate) const MEDIA_FAILURE: u16 = 0x0004;
-
-pub(crate) fn u16_at(bytes: &[u8], offset: usize) -> u16 {
-    bytes.get(offset..offset + 2).and_then(|b| b.try_into().ok()).map_or(0, u16::from_le_bytes)
-}
-
-pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    bytes.get(offset..offset + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
-}
-
-pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    bytes.get(offset..offset + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
-}
-
-fn byte_at(bytes: &[u8], offset: usize) -> u8 {
-    bytes.get(offset).copied().unwrap_or(0)
-}
 
 /// The signature check behind [`crate::detect`]: "EXFAT   " at byte 3.
 pub(crate) fn has_signature(sector: &[u8]) -> bool {

@@ -1,8 +1,9 @@
 //! The root directory (exFAT specification §6 and §7): 32-byte entries, of which we need the
 //! Allocation Bitmap (type 0x81, §7.1) and Up-case Table (0x82, §7.2) entries.
 
-use crate::boot_region::{BootSector, u32_at, u64_at};
-use crate::error::{Error, read};
+use crate::boot_region::BootSector;
+use imgstream_fat::fields::{u32_at, u64_at};
+use imgstream_fat::error::{Error, read};
 use crate::fat;
 use imgstream_blockio::ReadAt;
 

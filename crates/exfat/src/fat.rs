@@ -3,7 +3,7 @@
 //! directory's chain and to check that the allocation bitmap is contiguous.
 
 use crate::boot_region::BootSector;
-use crate::error::{Error, read};
+use imgstream_fat::error::{Error, read};
 use imgstream_blockio::ReadAt;
 
 /// FAT entry marking the end of a chain.

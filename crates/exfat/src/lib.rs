@@ -13,11 +13,11 @@
 mod bitmap;
 mod boot_region;
 mod directory;
-mod error;
 mod fat;
 
 pub use boot_region::BootSector;
-pub use error::Error;
+/// exFAT errors have the same shape as FAT's: structure, absolute byte offset, problem.
+pub use imgstream_fat::Error;
 
 use boot_region::{MEDIA_FAILURE, MIN_SECTOR, REGION_SECTORS, VOLUME_DIRTY};
 use imgstream_blockio::ReadAt;
@@ -42,7 +42,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         return Err(Error::corrupt("main boot sector", 0, format!("the volume holds only {size} bytes")));
     }
     let mut first = [0u8; MIN_SECTOR];
-    error::read(volume, "main boot sector", 0, &mut first)?;
+    imgstream_fat::error::read(volume, "main boot sector", 0, &mut first)?;
     let boot = BootSector::parse(&first, size)?;
     let main = boot_region::read_region(volume, "main boot region", 0, boot.sector_size)?;
     let mut warnings = Vec::new();

@@ -3,6 +3,7 @@
 //! the specification does (§3.5 "FAT Type Determination"), never by the `BS_FilSysType` label.
 
 use crate::error::Error;
+use crate::fields::{byte_at, u16_at, u32_at};
 use std::fmt;
 
 /// Bytes of the boot sector we parse (the BPB lies in the first 90; the signature at 510).
@@ -117,18 +118,6 @@ impl fmt::Display for FatType {
             Self::Fat32 => "FAT32",
         })
     }
-}
-
-pub(crate) fn u16_at(bytes: &[u8], offset: usize) -> u16 {
-    bytes.get(offset..offset + 2).and_then(|b| b.try_into().ok()).map_or(0, u16::from_le_bytes)
-}
-
-pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    bytes.get(offset..offset + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
-}
-
-fn byte_at(bytes: &[u8], offset: usize) -> u8 {
-    bytes.get(offset).copied().unwrap_or(0)
 }
 
 /// The cheap signature check behind [`crate::detect`]: a jump instruction, 0x55AA, a valid sector

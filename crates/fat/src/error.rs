@@ -1,4 +1,4 @@
-//! Why a FAT volume could not be analysed.
+//! Why a FAT or exFAT volume could not be analysed (the exfat crate shares this type).
 //!
 //! Rules: every message is one line and names the on-disk structure and its absolute byte
 //! offset in the volume, with the expected and the actual value where there is one. Reads go
@@ -9,7 +9,7 @@
 use imgstream_volume::{Classify, ErrorClass};
 use std::io;
 
-/// Why a FAT volume could not be analysed.
+/// Why a FAT or exFAT volume could not be analysed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading the volume failed.
@@ -45,7 +45,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn corrupt(structure: &'static str, offset: u64, problem: impl Into<String>) -> Self {
+    /// A [`Error::Corrupt`] for `structure` at byte `offset`.
+    pub fn corrupt(structure: &'static str, offset: u64, problem: impl Into<String>) -> Self {
         Self::Corrupt { structure, offset, problem: problem.into() }
     }
 }
@@ -61,7 +62,7 @@ impl Classify for Error {
 }
 
 /// Reads `buf.len()` bytes at `offset`, naming `structure` on failure.
-pub(crate) fn read(
+pub fn read(
     volume: &dyn imgstream_blockio::ReadAt,
     structure: &'static str,
     offset: u64,

@@ -4,7 +4,8 @@
 //! FSInfo's free count is only a hint. So a bad signature or a stale backup is a warning, not
 //! an error; the counts are shown by `imgstream info`.
 
-use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector, u32_at};
+use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector};
+use crate::fields::u32_at;
 use crate::error::{Error, read};
 use imgstream_blockio::ReadAt;
 

@@ -15,7 +15,8 @@
 #![forbid(unsafe_code)]
 
 mod boot_sector;
-mod error;
+pub mod error;
+pub mod fields;
 mod fsinfo;
 mod table;
 
