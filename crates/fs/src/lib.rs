@@ -105,6 +105,10 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     if imgstream_fat::detect(volume)? {
         return Ok(Some(("fat", imgstream_fat::analyze(volume).map_err(boxed))));
     }
+    // ext2/3/4: magic 0xEF53 at byte 1080, in the superblock.
+    if imgstream_ext::detect(volume)? {
+        return Ok(Some(("ext", imgstream_ext::analyze(volume).map_err(boxed))));
+    }
     // Swap last: its magic ends a page (4-64 KiB), where other filesystems hold data.
     if imgstream_swap::detect(volume)? {
         return Ok(Some(("swap", imgstream_swap::analyze(volume).map_err(boxed))));

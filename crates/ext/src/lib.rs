@@ -1,0 +1,233 @@
+//! ext2, ext3 and ext4: which bytes of a volume are in use.
+//!
+//! This crate owns the on-disk rules that decide it: the superblock and its feature words,
+//! the group descriptors (32 or 64 bytes, crc16 or crc32c checksums, meta_bg placement), and
+//! the block bitmaps (cluster bitmaps with bigalloc, checksummed with metadata_csum). The
+//! bitmap of a `BLOCK_UNINIT` group is computed from the layout, never read, exactly when
+//! e2fsprogs does so. Everything no bitmap covers is reported used: the bytes before
+//! `s_first_data_block` (block 0 with 1 KiB blocks) and the tail between the end of the
+//! filesystem and the end of the volume. Each group's free count is cross-checked with its
+//! descriptor: a clean filesystem always agrees, so a mismatch is corruption.
+//!
+//! Hazards that a valid filesystem can be in (journal needs recovery, external journal, not
+//! cleanly unmounted, errors recorded, MMP in use) are reported in
+//! [`Allocation::unsafe_reasons`]; the `fs` crate decides what to do with them.
+//!
+//! References: e2fsprogs lib/ext2fs (openfs.c, closefs.c, alloc_sb.c, rw_bitmaps.c, csum.c,
+//! check_desc.c), the kernel's Documentation/filesystems/ext4, and the team's notes
+//! (shared/crates.md §3.3, §3.4).
+
+#![forbid(unsafe_code)]
+
+mod block_bitmap;
+mod checksum;
+mod error;
+mod features;
+mod group_desc;
+mod mmp;
+mod superblock;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::Error;
+
+use error::read;
+use features::{incompat, ro_compat};
+use group_desc::{BG_FREE_BLOCKS_COUNT_LO, BLOCK_UNINIT, DescriptorTable};
+use imgstream_blockio::ReadAt;
+use imgstream_volume::{Allocation, RangeSet};
+use std::io;
+use std::ops::Range;
+use superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
+
+/// Whether `volume` holds an ext2/3/4 superblock (magic 0xEF53 at byte 1080). A volume too
+/// small to hold it is not ext.
+pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
+    let magic_offset = SUPERBLOCK_OFFSET + superblock::S_MAGIC as u64;
+    if volume.size() < magic_offset + 2 {
+        return Ok(false);
+    }
+    let mut magic = [0u8; 2];
+    volume.read_exact_at(&mut magic, magic_offset)?;
+    Ok(u16::from_le_bytes(magic) == superblock::EXT_MAGIC)
+}
+
+/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
+pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
+    let size = volume.size();
+    let superblock_end = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64;
+    if size < superblock_end {
+        return Err(Error::corrupt(
+            "superblock",
+            SUPERBLOCK_OFFSET,
+            format!("truncated: the volume is {size} bytes, the superblock ends at byte {superblock_end}"),
+        ));
+    }
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    read(volume, || "superblock".into(), SUPERBLOCK_OFFSET, &mut raw)?;
+    let sb = Superblock::parse(&raw, size)?;
+
+    let mut unsafe_reasons = hazards(&sb);
+    if sb.has_incompat(incompat::MMP) {
+        unsafe_reasons.extend(mmp::hazard(volume, &sb)?);
+    }
+    let (used, free_clusters) = used_ranges(volume, &sb)?;
+
+    let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
+    allocation.unsafe_reasons = unsafe_reasons;
+    allocation.details = details(&sb, free_clusters);
+    Ok(allocation)
+}
+
+/// The states in which the on-disk bitmaps may not tell the whole truth.
+fn hazards(sb: &Superblock) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if sb.has_incompat(incompat::RECOVER) {
+        reasons.push(
+            "the journal needs recovery (needs_recovery is set): committed transactions may allocate blocks that the on-disk bitmaps still show as free; mount the filesystem or run e2fsck to replay it first".into(),
+        );
+    }
+    if let Some(journal) = sb.external_journal() {
+        reasons.push(format!("the journal is on an external device ({journal}): whether it holds transactions to replay cannot be checked from this volume"));
+    }
+    if sb.state & STATE_VALID == 0 {
+        reasons.push(format!("the filesystem was not cleanly unmounted (s_state 0x{:x} lacks the valid bit): its bitmaps may be stale; run e2fsck first", sb.state));
+    }
+    if sb.state & STATE_ERROR != 0 {
+        reasons.push(format!(
+            "the kernel recorded errors in this filesystem (s_state 0x{:x} has the error bit): run e2fsck first",
+            sb.state
+        ));
+    }
+    reasons
+}
+
+/// The used byte ranges of the volume and the number of free clusters.
+fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), Error> {
+    let size = volume.size();
+    let block_bytes = |blocks: Range<u64>| (blocks.start << sb.block_bits)..(blocks.end << sb.block_bits);
+    let cluster_bytes = |clusters: Range<u64>| {
+        let shift = sb.block_bits + sb.cluster_bits;
+        (clusters.start << shift)..(clusters.end << shift)
+    };
+    // Whole clusters around a block range, in blocks.
+    let round_to_clusters = |blocks: Range<u64>| {
+        let ratio = 1u64 << sb.cluster_bits;
+        (blocks.start & !(ratio - 1))..blocks.end.div_ceil(ratio) * ratio
+    };
+
+    // From the bitmaps, group by group, in ascending order (so that inserting is cheap).
+    let mut from_bitmaps = RangeSet::new();
+    // Everything else, merged in at the end.
+    let mut extra: Vec<Range<u64>> = vec![
+        // Outside every bitmap: before s_first_data_block, and after the filesystem.
+        0..block_bytes(0..sb.first_data_block).end,
+        block_bytes(0..sb.blocks_count).end..size,
+        // The primary superblock, whatever its bitmap bit says.
+        SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64,
+    ];
+
+    let honour_uninit = sb.has_group_desc_csum();
+    let per_block = sb.descs_per_block();
+    let mut table = DescriptorTable::new(volume, sb);
+    let mut free_total = 0u64;
+    for group in 0..sb.groups {
+        // Verified (checksum and locations) before anything in it is trusted.
+        let desc = table.get(group)?;
+        if group % per_block == 0 {
+            let block = table.block_location(group / per_block)?;
+            extra.push(block_bytes(round_to_clusters(block..block + 1)));
+        }
+        // Every group's own metadata, wherever it lies: a superset of what the bitmaps say.
+        for blocks in [
+            desc.block_bitmap..desc.block_bitmap + 1,
+            desc.inode_bitmap..desc.inode_bitmap + 1,
+            desc.inode_table..desc.inode_table + sb.inode_table_blocks(),
+        ] {
+            extra.push(block_bytes(round_to_clusters(blocks)));
+        }
+
+        let clusters = sb.clusters_in_group(group);
+        let first_cluster = sb.group_first_block(group) >> sb.cluster_bits;
+        // BLOCK_UNINIT counts only with descriptor checksums, which `get` verified.
+        let free = if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
+            let used = block_bitmap::uninit_used_clusters(sb, group, &desc);
+            for range in used.iter() {
+                from_bitmaps.insert(cluster_bytes(range));
+            }
+            clusters - used.total()
+        } else {
+            let bitmap = block_bitmap::read_bitmap(volume, sb, group, &desc)?;
+            from_bitmaps.insert_bitmap(
+                &bitmap,
+                clusters,
+                first_cluster << (sb.block_bits + sb.cluster_bits),
+                sb.cluster_size(),
+            );
+            block_bitmap::count_free(&bitmap, clusters)
+        };
+        if free != desc.free_clusters {
+            let source = if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
+                "the layout of this BLOCK_UNINIT group leaves"
+            } else {
+                "its block bitmap has"
+            };
+            return Err(Error::corrupt(
+                format!("group descriptor {group}"),
+                desc.offset + BG_FREE_BLOCKS_COUNT_LO as u64,
+                format!("free count {} but {source} {free} free of {clusters} clusters", desc.free_clusters),
+            ));
+        }
+        free_total += free;
+    }
+
+    extra.sort_by_key(|r| r.start);
+    Ok((merge(&from_bitmaps, &extra).clipped(size), free_total))
+}
+
+/// The union of a set and sorted ranges, in one ascending pass (inserting in order is cheap).
+fn merge(set: &RangeSet, sorted: &[Range<u64>]) -> RangeSet {
+    let mut merged = RangeSet::new();
+    let mut left = set.iter().peekable();
+    let mut right = sorted.iter().cloned().peekable();
+    loop {
+        let next = match (left.peek(), right.peek()) {
+            (Some(a), Some(b)) if a.start <= b.start => left.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => right.next(),
+            (Some(_), None) => left.next(),
+            (None, None) => break,
+        };
+        if let Some(range) = next {
+            merged.insert(range);
+        }
+    }
+    merged
+}
+
+/// Facts for `imgstream info`.
+fn details(sb: &Superblock, free_clusters: u64) -> Vec<(String, String)> {
+    let mut details = vec![("block size".to_owned(), sb.block_size().to_string())];
+    if sb.has_ro_compat(ro_compat::BIGALLOC) {
+        details.push(("cluster size".into(), sb.cluster_size().to_string()));
+    }
+    details.push(("block count".into(), sb.blocks_count.to_string()));
+    details.push(("block groups".into(), sb.groups.to_string()));
+    details.push(("free blocks".into(), (free_clusters << sb.cluster_bits).to_string()));
+    details.push(("features".into(), sb.features.names()));
+    if !sb.volume_name.is_empty() {
+        details.push(("label".into(), sb.volume_name.clone()));
+    }
+    details.push(("UUID".into(), superblock::format_uuid(&sb.uuid)));
+    let state = match (sb.state & STATE_VALID != 0, sb.state & STATE_ERROR != 0) {
+        (true, false) => "clean",
+        (true, true) => "clean with errors",
+        (false, false) => "not clean",
+        (false, true) => "not clean with errors",
+    };
+    details.push(("state".into(), state.into()));
+    if !sb.last_mounted.is_empty() {
+        details.push(("last mounted on".into(), sb.last_mounted.clone()));
+    }
+    details
+}
