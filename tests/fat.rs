@@ -162,7 +162,7 @@ fn fat_output_is_the_source_with_exactly_the_free_clusters_zeroed() {
 
 #[test]
 fn fat_info_shows_type_cluster_size_and_free_space() {
-    if !have_tool("minfo") {
+    if !(have_tool("minfo") && have_tool("fsck.fat")) {
         return;
     }
     for (name, fat_type) in [("fat-12", "fat12"), ("fat-16", "fat16"), ("fat-32", "fat32")] {
@@ -174,6 +174,17 @@ fn fat_info_shows_type_cluster_size_and_free_space() {
         assert!(text.lines().any(|l| l.starts_with("unit") && l.contains(&format!("{cluster} bytes"))), "{name}:\n{text}");
         assert!(text.lines().any(|l| l.starts_with("clusters") && l.ends_with(&format!(" {count}"))), "{name}:\n{text}");
         assert!(text.lines().any(|l| l.starts_with("free")), "{name}:\n{text}");
+
+        // fsck.fat's "N files, USED/TOTAL clusters" (bad clusters count as used): the free bytes
+        // `info --json` reports are exactly the free clusters.
+        let fsck = run_ok(Command::new("fsck.fat").arg("-n").arg(&image));
+        let summary = String::from_utf8_lossy(&fsck.stdout).lines().last().unwrap_or_default().to_owned();
+        let counts = summary.rsplit(", ").next().and_then(|c| c.strip_suffix(" clusters")).unwrap_or_else(|| panic!("{summary}"));
+        let (used, total) = counts.split_once('/').unwrap();
+        let free_clusters = total.parse::<u64>().unwrap() - used.parse::<u64>().unwrap();
+        let json = String::from_utf8(imgstream_ok(&["info", "--json", image.to_str().unwrap()])).unwrap();
+        let expected = format!("\"free\": {},", free_clusters * cluster as u64);
+        assert!(json.contains(&expected), "{name}: fsck.fat says {summary}, expected {expected} in\n{json}");
     }
 }
 
