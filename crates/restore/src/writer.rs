@@ -1,0 +1,200 @@
+//! The copy loop: fill a large block from the stream, split it into pages, write data runs,
+//! turn zero runs into holes, `BLKZEROOUT` or plain zeros.
+
+use crate::{Error, Target, ZeroMode};
+use imgstream_blockio::ioctl;
+use imgstream_stream::Progress;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+
+/// Zero detection granularity: a file-system page, so holes line up with filesystem blocks.
+pub const PAGE_SIZE: usize = 4096;
+/// The stream is read in blocks of this size (borg's fixed chunk size).
+pub const DEFAULT_BLOCK_SIZE: usize = 4 << 20;
+/// `BLKZEROOUT` needs 512-byte aligned start and length.
+const ZEROOUT_ALIGN: u64 = 512;
+
+/// Zeros to compare pages against (memcmp is vectorised) and to write zero runs from.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// What a stream copy did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Bytes of stream consumed.
+    pub total: u64,
+    /// Bytes written as data.
+    pub data: u64,
+    /// Bytes in zero runs (holes, zeroed out, skipped or written as zeros).
+    pub zeros: u64,
+}
+
+/// Copies `input` into `target` starting at byte `offset`. The stream must hold exactly
+/// `expected` bytes if given; it may never reach past the target's capacity. Reads in blocks of
+/// `block_size` bytes (a multiple of [`PAGE_SIZE`]), filling each block across short reads.
+pub fn write_stream(
+    target: &Target,
+    input: &mut dyn Read,
+    offset: u64,
+    expected: Option<u64>,
+    block_size: usize,
+    progress: &dyn Progress,
+) -> Result<Report, Error> {
+    let block_size = block_size.max(PAGE_SIZE) / PAGE_SIZE * PAGE_SIZE;
+    let limit = match (expected, target.capacity()) {
+        (Some(expected), _) => Some(expected),
+        (None, Some(capacity)) => Some(capacity.saturating_sub(offset)),
+        (None, None) => None,
+    };
+    if let (Some(expected), Some(capacity)) = (expected, target.capacity()) {
+        if offset.saturating_add(expected) > capacity {
+            return Err(Error::Refused {
+                path: target.path.clone(),
+                reason: format!("{expected} bytes at byte {offset} do not fit in its {capacity} bytes"),
+            });
+        }
+    }
+    let mut writer = Writer { target, zeros: None, report: Report::default() };
+    let mut buffer = vec![0u8; block_size];
+    let mut received = 0u64;
+    loop {
+        let filled = fill(input, &mut buffer).map_err(|source| Error::Read { received, source })?;
+        if filled == 0 {
+            break;
+        }
+        let after = received + filled as u64;
+        if let Some(limit) = limit {
+            if after > limit {
+                return Err(Error::Long { path: target.path.clone(), expected: limit });
+            }
+        }
+        let block = buffer.get(..filled).unwrap_or_default();
+        writer.block(block, offset + received)?;
+        received = after;
+        progress.advance(filled as u64);
+    }
+    writer.flush_zeros()?;
+    if let Some(expected) = expected {
+        if received != expected {
+            return Err(Error::Short { path: target.path.clone(), received, expected });
+        }
+    }
+    writer.report.total = received;
+    Ok(writer.report)
+}
+
+/// Reads until `buffer` is full or the stream ends (a pipe delivers at most its buffer per read).
+fn fill(input: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buffer.get_mut(filled..) {
+        if rest.is_empty() {
+            break;
+        }
+        match input.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    ZEROS.get(..page.len()).is_some_and(|zeros| zeros == page)
+}
+
+struct Writer<'a> {
+    target: &'a Target,
+    /// A zero run not yet applied (absolute offsets): consecutive runs across blocks merge.
+    zeros: Option<Range<u64>>,
+    report: Report,
+}
+
+impl Writer<'_> {
+    /// One block of the stream at absolute offset `at`: data runs written, zero runs collected.
+    fn block(&mut self, block: &[u8], at: u64) -> Result<(), Error> {
+        let mut data_start: Option<usize> = None;
+        for (index, page) in block.chunks(PAGE_SIZE).enumerate() {
+            let page_at = index * PAGE_SIZE;
+            if is_zero(page) {
+                if let Some(start) = data_start.take() {
+                    self.data(block.get(start..page_at).unwrap_or_default(), at + start as u64)?;
+                }
+                let page_range = at + page_at as u64..at + (page_at + page.len()) as u64;
+                self.zeros = Some(match self.zeros.take() {
+                    Some(run) if run.end == page_range.start => run.start..page_range.end,
+                    Some(run) => {
+                        self.apply_zeros(run)?;
+                        page_range
+                    }
+                    None => page_range,
+                });
+            } else if data_start.is_none() {
+                self.flush_zeros()?;
+                data_start = Some(page_at);
+            }
+        }
+        if let Some(start) = data_start {
+            self.data(block.get(start..).unwrap_or_default(), at + start as u64)?;
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8], at: u64) -> Result<(), Error> {
+        self.target.file.write_all_at(bytes, at).map_err(|e| self.write_error("write", at, bytes.len() as u64, e))?;
+        self.report.data += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush_zeros(&mut self) -> Result<(), Error> {
+        match self.zeros.take() {
+            Some(run) => self.apply_zeros(run),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_zeros(&mut self, run: Range<u64>) -> Result<(), Error> {
+        self.report.zeros += run.end - run.start;
+        match self.target.zero_mode {
+            ZeroMode::Skip => Ok(()),
+            ZeroMode::Write => self.write_zeros(run),
+            ZeroMode::ZeroOut => {
+                // The aligned middle through the ioctl, any unaligned edge as written zeros.
+                let start = run.start.div_ceil(ZEROOUT_ALIGN) * ZEROOUT_ALIGN;
+                let end = run.end / ZEROOUT_ALIGN * ZEROOUT_ALIGN;
+                if start >= end {
+                    return self.write_zeros(run);
+                }
+                self.write_zeros(run.start..start)?;
+                match ioctl::zero_out(&self.target.file, start, end - start) {
+                    Ok(()) => {}
+                    // Not supported by this device (or kernel): zeros the slow way.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL)) => {
+                        self.write_zeros(start..end)?;
+                    }
+                    Err(e) => return Err(self.write_error("zero-out", start, end - start, e)),
+                }
+                self.write_zeros(end..run.end)
+            }
+        }
+    }
+
+    fn write_zeros(&self, run: Range<u64>) -> Result<(), Error> {
+        let mut at = run.start;
+        while at < run.end {
+            let len = usize::try_from(run.end - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+            let zeros = ZEROS.get(..len).unwrap_or_default();
+            self.target.file.write_all_at(zeros, at).map_err(|e| self.write_error("write", at, len as u64, e))?;
+            at += len as u64;
+        }
+        Ok(())
+    }
+
+    fn write_error(&self, what: &'static str, offset: u64, len: u64, source: io::Error) -> Error {
+        Error::Write { path: self.target.path.clone(), what, offset, len, source }
+    }
+}
+
+#[cfg(test)]
+mod tests;
