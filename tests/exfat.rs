@@ -47,7 +47,10 @@ fn exfat_output_is_the_source_with_exactly_the_free_clusters_zeroed() {
 
         let info = String::from_utf8(imgstream_ok(&["info", path])).unwrap();
         let free = dump_free_clusters(&image);
-        assert!(info.lines().any(|l| l.starts_with("free clusters") && l.ends_with(&free)), "{name}: dump.exfat says {free}:\n{info}");
+        assert!(
+            info.lines().any(|l| l.starts_with("free clusters") && l.ends_with(&free)),
+            "{name}: dump.exfat says {free}:\n{info}"
+        );
         assert!(info.lines().any(|l| l.starts_with("filesystem") && l.ends_with("exfat")), "{info}");
         assert_eq!(sha256(&image), hash, "{name}: the source changed");
     }
@@ -67,7 +70,11 @@ fn exfat_dirty_volume_is_refused_unless_forced() {
     assert!(imgstream_ok(&["part", "--raw", path]) == source, "--raw is not a copy");
     let forced = run_ok(imgstream().args(["part", "--force", path]));
     assert!(String::from_utf8_lossy(&forced.stderr).contains("imgstream: warning:"));
-    assert_same_bytes("exfatbad-dirty --force", &forced.stdout, &expected_from_partclone("partclone.exfat", &image, &source, dir.path()));
+    assert_same_bytes(
+        "exfatbad-dirty --force",
+        &forced.stdout,
+        &expected_from_partclone("partclone.exfat", &image, &source, dir.path()),
+    );
 }
 
 /// A loop device mounted read-only with exfat-fuse; unmounted and detached on drop.
@@ -132,7 +139,10 @@ fn root_exfat_every_file_reads_back_equal() {
         assert!(files.len() >= 6, "{name}: only {files:?}");
         assert_eq!(files_under(&output.mountpoint), files, "{name}: the file lists differ");
         for file in &files {
-            let (a, b) = (std::fs::read(source.mountpoint.join(file)).unwrap(), std::fs::read(output.mountpoint.join(file)).unwrap());
+            let (a, b) = (
+                std::fs::read(source.mountpoint.join(file)).unwrap(),
+                std::fs::read(output.mountpoint.join(file)).unwrap(),
+            );
             assert!(a == b, "{name}: {} differs", file.display());
         }
     }

@@ -110,7 +110,11 @@ pub(crate) fn expected_from_partclone(tool: &str, image: &Path, source: &[u8], d
 }
 
 fn have_fat_tools() -> bool {
-    have_tool("minfo") && have_tool("mshowfat") && have_tool("mcopy") && have_tool("fsck.fat") && have_tool("partclone.fat")
+    have_tool("minfo")
+        && have_tool("mshowfat")
+        && have_tool("mcopy")
+        && have_tool("fsck.fat")
+        && have_tool("partclone.fat")
 }
 
 #[test]
@@ -151,7 +155,10 @@ fn fat_output_is_the_source_with_exactly_the_free_clusters_zeroed() {
         std::fs::write(&output_image, &out).unwrap();
         let fsck = run_ok(Command::new("fsck.fat").arg("-n").arg(&output_image));
         let report = String::from_utf8_lossy(&fsck.stdout);
-        assert!(!report.to_lowercase().contains("differ") && !report.contains("Free cluster summary"), "{name}: {report}");
+        assert!(
+            !report.to_lowercase().contains("differ") && !report.contains("Free cluster summary"),
+            "{name}: {report}"
+        );
         for file in all_paths(&image).iter().filter(|p| !p.ends_with('/')) {
             let read = |from: &Path| run_ok(mtools("mcopy").arg("-n").arg("-i").arg(from).arg(file).arg("-")).stdout;
             assert!(read(&output_image) == read(&image), "{name}: {file} differs after imgstream");
@@ -171,15 +178,25 @@ fn fat_info_shows_type_cluster_size_and_free_space() {
         let (_, cluster, count) = geometry(&image);
         let text = String::from_utf8(imgstream_ok(&["info", image.to_str().unwrap()])).unwrap();
         assert!(text.lines().any(|l| l.starts_with("filesystem") && l.ends_with(fat_type)), "{name}:\n{text}");
-        assert!(text.lines().any(|l| l.starts_with("unit") && l.contains(&format!("{cluster} bytes"))), "{name}:\n{text}");
-        assert!(text.lines().any(|l| l.starts_with("clusters") && l.ends_with(&format!(" {count}"))), "{name}:\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("unit") && l.contains(&format!("{cluster} bytes"))),
+            "{name}:\n{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("clusters") && l.ends_with(&format!(" {count}"))),
+            "{name}:\n{text}"
+        );
         assert!(text.lines().any(|l| l.starts_with("free")), "{name}:\n{text}");
 
         // fsck.fat's "N files, USED/TOTAL clusters" (bad clusters count as used): the free bytes
         // `info --json` reports are exactly the free clusters.
         let fsck = run_ok(Command::new("fsck.fat").arg("-n").arg(&image));
         let summary = String::from_utf8_lossy(&fsck.stdout).lines().last().unwrap_or_default().to_owned();
-        let counts = summary.rsplit(", ").next().and_then(|c| c.strip_suffix(" clusters")).unwrap_or_else(|| panic!("{summary}"));
+        let counts = summary
+            .rsplit(", ")
+            .next()
+            .and_then(|c| c.strip_suffix(" clusters"))
+            .unwrap_or_else(|| panic!("{summary}"));
         let (used, total) = counts.split_once('/').unwrap();
         let free_clusters = total.parse::<u64>().unwrap() - used.parse::<u64>().unwrap();
         let json = String::from_utf8(imgstream_ok(&["info", "--json", image.to_str().unwrap()])).unwrap();
@@ -198,7 +215,10 @@ fn fat_dirty_volume_is_elided_with_a_warning() {
     let source = std::fs::read(&image).unwrap();
     let output = run_ok(imgstream().args(["part", image.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("imgstream: warning:") && stderr.contains("not cleanly unmounted (FAT entry 1)"), "{stderr}");
+    assert!(
+        stderr.contains("imgstream: warning:") && stderr.contains("not cleanly unmounted (FAT entry 1)"),
+        "{stderr}"
+    );
     assert_same_bytes("fatbad-dirty vs mtools", &output.stdout, &expected_from_mtools(&image, &source, None));
     let info = String::from_utf8(imgstream_ok(&["info", image.to_str().unwrap()])).unwrap();
     assert!(info.lines().any(|l| l.starts_with("dirty") && l.ends_with("yes")), "{info}");

@@ -40,7 +40,10 @@ fn swap_keeps_the_header_page_and_zeroes_every_swap_page() {
         assert!(source[page..pages_end].iter().any(|&b| b != 0), "{name}: the source's pages are already zero");
         assert!(out[pages_end..] == source[pages_end..], "{name}: the tail past the last page changed");
         for threads in ["2", "4"] {
-            assert!(imgstream_ok(&["part", image.to_str().unwrap(), "--threads", threads]) == out, "{name}: {threads} threads");
+            assert!(
+                imgstream_ok(&["part", image.to_str().unwrap(), "--threads", threads]) == out,
+                "{name}: {threads} threads"
+            );
         }
         let output_image = dir.path().join("out.img");
         std::fs::write(&output_image, &out).unwrap();
@@ -68,6 +71,9 @@ fn swap_hibernation_image_is_streamed_raw_with_a_warning() {
     let source = std::fs::read(&image).unwrap();
     let output = run_ok(imgstream().args(["part", image.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("imgstream: warning:") && stderr.contains("hibernation image") && stderr.contains("S1SUSPEND"), "{stderr}");
+    assert!(
+        stderr.contains("imgstream: warning:") && stderr.contains("hibernation image") && stderr.contains("S1SUSPEND"),
+        "{stderr}"
+    );
     assert!(output.stdout == source, "a hibernated swap area must be copied raw");
 }

@@ -12,7 +12,12 @@ use zero_tail::ZeroTail;
 
 /// The exFAT boot checksum (specification §3.4) of 512-byte-sector region `region`.
 fn boot_checksum(region: &[u8]) -> u32 {
-    region.iter().take(11 * 512).enumerate().filter(|(i, _)| ![106, 107, 112].contains(i)).fold(0u32, |sum, (_, &b)| sum.rotate_right(1).wrapping_add(u32::from(b)))
+    region
+        .iter()
+        .take(11 * 512)
+        .enumerate()
+        .filter(|(i, _)| ![106, 107, 112].contains(i))
+        .fold(0u32, |sum, (_, &b)| sum.rotate_right(1).wrapping_add(u32::from(b)))
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -41,7 +41,12 @@ impl ReadAt for ZeroTail<'_> {
 
 /// The properties every parser answer must have: used ranges inside the volume, and the same
 /// answer twice.
-pub fn check(volume: &ZeroTail<'_>, first: &imgstream_volume::Allocation, again: &imgstream_volume::Allocation, kept: u64) {
+pub fn check(
+    volume: &ZeroTail<'_>,
+    first: &imgstream_volume::Allocation,
+    again: &imgstream_volume::Allocation,
+    kept: u64,
+) {
     assert!(first.used.end() <= volume.size(), "used range past the end of the volume");
     assert_eq!(first, again, "two analyses of the same volume differ");
     assert!(first.unit > 0);

@@ -4,9 +4,9 @@
 
 use crate::boot_region::BootSector;
 use crate::directory::SystemFile;
-use imgstream_fat::error::{Error, read};
 use crate::fat;
 use imgstream_blockio::ReadAt;
+use imgstream_fat::error::{Error, read};
 use imgstream_volume::RangeSet;
 use std::ops::Range;
 
@@ -62,7 +62,10 @@ pub(crate) fn read_into(
         return Err(Error::corrupt(
             "allocation bitmap entry",
             file.entry_offset,
-            format!("DataLength {} is shorter than the {needed} bytes {} clusters need", file.data_length, boot.cluster_count),
+            format!(
+                "DataLength {} is shorter than the {needed} bytes {} clusters need",
+                file.data_length, boot.cluster_count
+            ),
         ));
     }
     let start = boot.cluster_offset(file.first_cluster);

@@ -2,9 +2,9 @@
 //! (§3.1) first and the boot checksum sector (§3.4) last. Every field that locates the FAT and
 //! the cluster heap is validated here against the spec's ranges and the volume's size.
 
+use imgstream_blockio::ReadAt;
 use imgstream_fat::error::{Error, read};
 use imgstream_fat::fields::{byte_at, u16_at, u32_at, u64_at};
-use imgstream_blockio::ReadAt;
 
 /// Sectors in one boot region; the backup region follows the main one.
 pub(crate) const REGION_SECTORS: u64 = 12;
@@ -104,7 +104,10 @@ impl BootSector {
             return Err(bad(MUST_BE_ZERO + at, "MustBeZero field is not zero (a FAT BPB?)".into()));
         }
         if u16_at(sector, BOOT_SIGNATURE) != 0xAA55 {
-            return Err(bad(BOOT_SIGNATURE, format!("BootSignature is 0x{:04X}, expected 0xAA55", u16_at(sector, BOOT_SIGNATURE))));
+            return Err(bad(
+                BOOT_SIGNATURE,
+                format!("BootSignature is 0x{:04X}, expected 0xAA55", u16_at(sector, BOOT_SIGNATURE)),
+            ));
         }
         let revision = u16_at(sector, FILE_SYSTEM_REVISION);
         let revision = ((revision >> 8) as u8, (revision & 0xFF) as u8);
@@ -123,7 +126,10 @@ impl BootSector {
         if cluster_shift > MAX_CLUSTER_SHIFT - sector_shift {
             return Err(bad(
                 SECTORS_PER_CLUSTER_SHIFT,
-                format!("SectorsPerClusterShift {cluster_shift} makes clusters larger than 32 MiB (at most {})", MAX_CLUSTER_SHIFT - sector_shift),
+                format!(
+                    "SectorsPerClusterShift {cluster_shift} makes clusters larger than 32 MiB (at most {})",
+                    MAX_CLUSTER_SHIFT - sector_shift
+                ),
             ));
         }
         let number_of_fats = u64::from(byte_at(sector, NUMBER_OF_FATS));
@@ -138,7 +144,9 @@ impl BootSector {
         if volume_bytes.is_none_or(|bytes| bytes > volume_size) {
             return Err(bad(
                 VOLUME_LENGTH,
-                format!("VolumeLength {volume_length} sectors of {sector_size} bytes does not fit in the volume of {volume_size} bytes (truncated image?)"),
+                format!(
+                    "VolumeLength {volume_length} sectors of {sector_size} bytes does not fit in the volume of {volume_size} bytes (truncated image?)"
+                ),
             ));
         }
         let fat_offset = u64::from(u32_at(sector, FAT_OFFSET));
@@ -146,28 +154,41 @@ impl BootSector {
         let cluster_heap_offset = u64::from(u32_at(sector, CLUSTER_HEAP_OFFSET));
         let cluster_count = u64::from(u32_at(sector, CLUSTER_COUNT));
         if fat_offset < MIN_FAT_OFFSET {
-            return Err(bad(FAT_OFFSET, format!("FatOffset {fat_offset} lies inside the boot regions (at least {MIN_FAT_OFFSET})")));
+            return Err(bad(
+                FAT_OFFSET,
+                format!("FatOffset {fat_offset} lies inside the boot regions (at least {MIN_FAT_OFFSET})"),
+            ));
         }
         // u32 values: these sums and products fit in u64.
         let fats_end = fat_offset + fat_length * number_of_fats;
         if fat_length == 0 || fats_end > cluster_heap_offset {
             return Err(bad(
                 FAT_LENGTH,
-                format!("{number_of_fats} FATs of {fat_length} sectors from sector {fat_offset} end at sector {fats_end}, past ClusterHeapOffset {cluster_heap_offset}"),
+                format!(
+                    "{number_of_fats} FATs of {fat_length} sectors from sector {fat_offset} end at sector {fats_end}, past ClusterHeapOffset {cluster_heap_offset}"
+                ),
             ));
         }
         if cluster_count == 0 || cluster_count > MAX_CLUSTER_COUNT {
-            return Err(bad(CLUSTER_COUNT, format!("ClusterCount {cluster_count} is out of range (1..={MAX_CLUSTER_COUNT})")));
+            return Err(bad(
+                CLUSTER_COUNT,
+                format!("ClusterCount {cluster_count} is out of range (1..={MAX_CLUSTER_COUNT})"),
+            ));
         }
         let heap_end = cluster_heap_offset + cluster_count * sectors_per_cluster;
         if heap_end > volume_length {
             return Err(bad(
                 CLUSTER_COUNT,
-                format!("ClusterCount {cluster_count} clusters of {sectors_per_cluster} sectors from sector {cluster_heap_offset} end at sector {heap_end}, past VolumeLength {volume_length} (cluster count out of range)"),
+                format!(
+                    "ClusterCount {cluster_count} clusters of {sectors_per_cluster} sectors from sector {cluster_heap_offset} end at sector {heap_end}, past VolumeLength {volume_length} (cluster count out of range)"
+                ),
             ));
         }
         if (cluster_count + 2) * 4 > fat_length * sector_size {
-            return Err(bad(FAT_LENGTH, format!("FatLength {fat_length} sectors cannot hold {} entries", cluster_count + 2)));
+            return Err(bad(
+                FAT_LENGTH,
+                format!("FatLength {fat_length} sectors cannot hold {} entries", cluster_count + 2),
+            ));
         }
         let root_cluster = u32_at(sector, FIRST_CLUSTER_OF_ROOT_DIRECTORY);
         if root_cluster < 2 || u64::from(root_cluster) > cluster_count + 1 {

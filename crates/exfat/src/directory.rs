@@ -2,10 +2,10 @@
 //! Allocation Bitmap (type 0x81, §7.1) and Up-case Table (0x82, §7.2) entries.
 
 use crate::boot_region::BootSector;
-use imgstream_fat::fields::{u32_at, u64_at};
-use imgstream_fat::error::{Error, read};
 use crate::fat;
 use imgstream_blockio::ReadAt;
+use imgstream_fat::error::{Error, read};
+use imgstream_fat::fields::{u32_at, u64_at};
 
 const ENTRY_LEN: usize = 32;
 /// EntryType 0x00: end of directory; every later entry is unused.

@@ -3,8 +3,8 @@
 //! directory's chain and to check that the allocation bitmap is contiguous.
 
 use crate::boot_region::BootSector;
-use imgstream_fat::error::{Error, read};
 use imgstream_blockio::ReadAt;
+use imgstream_fat::error::{Error, read};
 
 /// FAT entry marking the end of a chain.
 pub(crate) const END_OF_CHAIN: u32 = 0xFFFF_FFFF;

@@ -49,7 +49,10 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let sector = usize::try_from(boot.sector_size).unwrap_or(MIN_SECTOR);
     match boot_region::read_region(volume, "backup boot region", REGION_SECTORS, boot.sector_size) {
         Ok(backup) => {
-            if !boot_region::same_boot_sector(main.get(..sector).unwrap_or_default(), backup.get(..sector).unwrap_or_default()) {
+            if !boot_region::same_boot_sector(
+                main.get(..sector).unwrap_or_default(),
+                backup.get(..sector).unwrap_or_default(),
+            ) {
                 warnings.push(format!(
                     "the backup boot sector at byte {} differs from the main one",
                     REGION_SECTORS * boot.sector_size
@@ -79,7 +82,8 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let mut used = RangeSet::from_range(0..boot.heap_start());
     let mut system_files = Vec::new();
     for bitmap_file in &root.bitmaps {
-        system_files.push(("allocation bitmap", bitmap::contiguous_clusters(volume, &boot, bitmap_file, "allocation bitmap")?));
+        system_files
+            .push(("allocation bitmap", bitmap::contiguous_clusters(volume, &boot, bitmap_file, "allocation bitmap")?));
         bitmap::read_into(volume, &boot, bitmap_file, &mut used)?;
     }
     if let Some(upcase) = &root.upcase {

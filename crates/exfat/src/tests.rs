@@ -83,7 +83,11 @@ fn boot_checksums_are_verified() {
     let mut backup = good.clone();
     backup[12 * 512 + 512 * 2] ^= 1;
     let allocation = analyze(&backup).unwrap();
-    assert!(allocation.warnings.iter().any(|w| w.contains("backup boot region at byte 11776: boot checksum")), "{:?}", allocation.warnings);
+    assert!(
+        allocation.warnings.iter().any(|w| w.contains("backup boot region at byte 11776: boot checksum")),
+        "{:?}",
+        allocation.warnings
+    );
 
     let mut differing = good;
     differing[12 * 512 + 100] ^= 1; // VolumeSerialNumber of the backup
@@ -93,7 +97,11 @@ fn boot_checksums_are_verified() {
         put32(&mut differing, at, checksum);
     }
     let allocation = analyze(&differing).unwrap();
-    assert!(allocation.warnings.iter().any(|w| w.contains("backup boot sector at byte 6144 differs")), "{:?}", allocation.warnings);
+    assert!(
+        allocation.warnings.iter().any(|w| w.contains("backup boot sector at byte 6144 differs")),
+        "{:?}",
+        allocation.warnings
+    );
 }
 
 #[test]
@@ -158,7 +166,10 @@ fn the_bitmap_must_exist_and_cover_the_system_files() {
     let mut root_free = good;
     root_free[bitmap + (bit / 8) as usize] &= !(1 << (bit % 8));
     let message = error_of(&root_free).to_string();
-    assert!(message.contains(&format!("cluster {} of the root directory is marked free", boot.root_cluster)), "{message}");
+    assert!(
+        message.contains(&format!("cluster {} of the root directory is marked free", boot.root_cluster)),
+        "{message}"
+    );
 }
 
 #[test]

@@ -183,18 +183,29 @@ impl BootSector {
         }
         let bytes_per_sector = u64::from(u16_at(sector, BPB_BYTS_PER_SEC));
         if !VALID_BYTES_PER_SECTOR.iter().any(|&v| u64::from(v) == bytes_per_sector) {
-            return Err(bad(BPB_BYTS_PER_SEC, format!("bytes per sector {bytes_per_sector} is not 512, 1024, 2048 or 4096")));
+            return Err(bad(
+                BPB_BYTS_PER_SEC,
+                format!("bytes per sector {bytes_per_sector} is not 512, 1024, 2048 or 4096"),
+            ));
         }
         let sectors_per_cluster = u64::from(byte_at(sector, BPB_SEC_PER_CLUS));
         if sectors_per_cluster == 0 {
             return Err(bad(BPB_SEC_PER_CLUS, "sectors per cluster is 0 (zero cluster size)".into()));
         }
         if !sectors_per_cluster.is_power_of_two() || sectors_per_cluster > u64::from(MAX_SECTORS_PER_CLUSTER) {
-            return Err(bad(BPB_SEC_PER_CLUS, format!("sectors per cluster {sectors_per_cluster} is not a power of two up to {MAX_SECTORS_PER_CLUSTER}")));
+            return Err(bad(
+                BPB_SEC_PER_CLUS,
+                format!(
+                    "sectors per cluster {sectors_per_cluster} is not a power of two up to {MAX_SECTORS_PER_CLUSTER}"
+                ),
+            ));
         }
         let reserved_sectors = u64::from(u16_at(sector, BPB_RSVD_SEC_CNT));
         if reserved_sectors == 0 {
-            return Err(bad(BPB_RSVD_SEC_CNT, "reserved sector count is 0 (the boot sector itself is reserved)".into()));
+            return Err(bad(
+                BPB_RSVD_SEC_CNT,
+                "reserved sector count is 0 (the boot sector itself is reserved)".into(),
+            ));
         }
         let num_fats = u64::from(byte_at(sector, BPB_NUM_FATS));
         if num_fats == 0 {
@@ -206,7 +217,8 @@ impl BootSector {
         }
         let root_entries = u64::from(u16_at(sector, BPB_ROOT_ENT_CNT));
         let total_sectors_16 = u64::from(u16_at(sector, BPB_TOT_SEC16));
-        let total_sectors = if total_sectors_16 != 0 { total_sectors_16 } else { u64::from(u32_at(sector, BPB_TOT_SEC32)) };
+        let total_sectors =
+            if total_sectors_16 != 0 { total_sectors_16 } else { u64::from(u32_at(sector, BPB_TOT_SEC32)) };
         if total_sectors == 0 {
             return Err(bad(BPB_TOT_SEC16, "total sector count is 0 in both BPB_TotSec16 and BPB_TotSec32".into()));
         }
@@ -221,7 +233,9 @@ impl BootSector {
         if volume_bytes > volume_size {
             return Err(bad(
                 if total_sectors_16 != 0 { BPB_TOT_SEC16 } else { BPB_TOT_SEC32 },
-                format!("{total_sectors} sectors of {bytes_per_sector} bytes ({volume_bytes} bytes) do not fit in the volume of {volume_size} bytes (truncated image?)"),
+                format!(
+                    "{total_sectors} sectors of {bytes_per_sector} bytes ({volume_bytes} bytes) do not fit in the volume of {volume_size} bytes (truncated image?)"
+                ),
             ));
         }
         let root_dir_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
@@ -229,12 +243,20 @@ impl BootSector {
         if metadata_sectors >= total_sectors {
             return Err(bad(
                 if fat32_layout { BPB_FAT_SZ32 } else { BPB_FAT_SZ16 },
-                format!("reserved sectors {reserved_sectors} + {num_fats} FATs of {fat_size} sectors + {root_dir_sectors} root directory sectors reach sector {metadata_sectors}, past the last sector {}", total_sectors - 1),
+                format!(
+                    "reserved sectors {reserved_sectors} + {num_fats} FATs of {fat_size} sectors + {root_dir_sectors} root directory sectors reach sector {metadata_sectors}, past the last sector {}",
+                    total_sectors - 1
+                ),
             ));
         }
         let cluster_count = (total_sectors - metadata_sectors) / sectors_per_cluster;
         if cluster_count == 0 {
-            return Err(bad(BPB_SEC_PER_CLUS, format!("no room for a single cluster of {sectors_per_cluster} sectors after sector {metadata_sectors}")));
+            return Err(bad(
+                BPB_SEC_PER_CLUS,
+                format!(
+                    "no room for a single cluster of {sectors_per_cluster} sectors after sector {metadata_sectors}"
+                ),
+            ));
         }
         let fat_type = if cluster_count < FAT12_MAX_CLUSTERS {
             FatType::Fat12
@@ -253,13 +275,19 @@ impl BootSector {
             ));
         }
         if cluster_count > FAT32_MAX_CLUSTERS {
-            return Err(bad(BPB_TOT_SEC32, format!("cluster count {cluster_count} is out of range (FAT32 allows at most {FAT32_MAX_CLUSTERS})")));
+            return Err(bad(
+                BPB_TOT_SEC32,
+                format!("cluster count {cluster_count} is out of range (FAT32 allows at most {FAT32_MAX_CLUSTERS})"),
+            ));
         }
         let fat_entries = fat_size * bytes_per_sector * 8 / fat_type.entry_bits();
         if fat_entries < cluster_count + 2 {
             return Err(bad(
                 if fat32_layout { BPB_FAT_SZ32 } else { BPB_FAT_SZ16 },
-                format!("a FAT of {fat_size} sectors holds {fat_entries} entries, fewer than the {} needed for cluster count {cluster_count} (cluster count out of range)", cluster_count + 2),
+                format!(
+                    "a FAT of {fat_size} sectors holds {fat_entries} entries, fewer than the {} needed for cluster count {cluster_count} (cluster count out of range)",
+                    cluster_count + 2
+                ),
             ));
         }
         let mut boot = Self {
@@ -284,7 +312,10 @@ impl BootSector {
             (BS_STATE_32, BS_BOOT_SIG_32, BS_VOL_LAB_32)
         } else {
             if root_entries == 0 {
-                return Err(bad(BPB_ROOT_ENT_CNT, format!("{fat_type} needs root directory entries, BPB_RootEntCnt is 0")));
+                return Err(bad(
+                    BPB_ROOT_ENT_CNT,
+                    format!("{fat_type} needs root directory entries, BPB_RootEntCnt is 0"),
+                ));
             }
             (BS_STATE_16, BS_BOOT_SIG_16, BS_VOL_LAB_16)
         };
@@ -314,7 +345,10 @@ impl BootSector {
         }
         let root_cluster = u32_at(sector, BPB_ROOT_CLUS);
         if root_cluster < 2 || u64::from(root_cluster) > self.cluster_count + 1 {
-            return Err(bad(BPB_ROOT_CLUS, format!("root directory cluster {root_cluster} is outside clusters 2..={}", self.cluster_count + 1)));
+            return Err(bad(
+                BPB_ROOT_CLUS,
+                format!("root directory cluster {root_cluster} is outside clusters 2..={}", self.cluster_count + 1),
+            ));
         }
         self.root_cluster = root_cluster;
         for (offset, name) in [(BPB_FS_INFO, "FSInfo"), (BPB_BK_BOOT_SEC, "backup boot")] {
@@ -323,7 +357,10 @@ impl BootSector {
                 continue;
             }
             if u64::from(value) >= self.reserved_sectors {
-                return Err(bad(offset, format!("{name} sector {value} lies outside the {} reserved sectors", self.reserved_sectors)));
+                return Err(bad(
+                    offset,
+                    format!("{name} sector {value} lies outside the {} reserved sectors", self.reserved_sectors),
+                ));
             }
             if offset == BPB_FS_INFO {
                 self.fs_info_sector = Some(u64::from(value));

@@ -5,8 +5,8 @@
 //! an error; the counts are shown by `imgstream info`.
 
 use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector};
-use crate::fields::u32_at;
 use crate::error::{Error, read};
+use crate::fields::u32_at;
 use imgstream_blockio::ReadAt;
 
 const FSI_LEAD_SIG: usize = 0;
@@ -34,9 +34,11 @@ pub(crate) fn read_fs_info(volume: &dyn ReadAt, boot: &BootSector) -> Result<Opt
     let offset = sector * boot.bytes_per_sector;
     let mut buf = [0u8; BOOT_SECTOR_LEN];
     read(volume, "FSInfo sector", offset, &mut buf)?;
-    for (field, name, expected) in
-        [(FSI_LEAD_SIG, "FSI_LeadSig", LEAD_SIG), (FSI_STRUC_SIG, "FSI_StrucSig", STRUC_SIG), (FSI_TRAIL_SIG, "FSI_TrailSig", TRAIL_SIG)]
-    {
+    for (field, name, expected) in [
+        (FSI_LEAD_SIG, "FSI_LeadSig", LEAD_SIG),
+        (FSI_STRUC_SIG, "FSI_StrucSig", STRUC_SIG),
+        (FSI_TRAIL_SIG, "FSI_TrailSig", TRAIL_SIG),
+    ] {
         let actual = u32_at(&buf, field);
         if actual != expected {
             let at = offset + field as u64;

@@ -198,7 +198,11 @@ fn a_cluster_used_in_any_fat_copy_is_used() {
     layout.set_entry_in(&mut image, 1, 9, 0xFFF);
     let allocation = analyze(&image).unwrap();
     assert_eq!(allocation.used, expected_used(&layout, &image, &[7, 9]));
-    assert!(allocation.warnings.iter().any(|w| w.contains("disagree on whether 2 clusters")), "{:?}", allocation.warnings);
+    assert!(
+        allocation.warnings.iter().any(|w| w.contains("disagree on whether 2 clusters")),
+        "{:?}",
+        allocation.warnings
+    );
 }
 
 #[test]
@@ -223,7 +227,11 @@ fn dirty_bits_warn_but_do_not_refuse() {
         layout.set_entry_in(&mut image, 0, 1, entry1);
         let dirty = analyze(&image).unwrap();
         assert!(dirty.unsafe_reasons.is_empty());
-        assert!(dirty.warnings.iter().any(|w| w.contains("not cleanly unmounted (FAT entry 1)")), "{:?}", dirty.warnings);
+        assert!(
+            dirty.warnings.iter().any(|w| w.contains("not cleanly unmounted (FAT entry 1)")),
+            "{:?}",
+            dirty.warnings
+        );
         assert!(dirty.details.contains(&("dirty".into(), "yes".into())));
         assert!(clean.details.contains(&("dirty".into(), "no".into())));
         assert_eq!(dirty.used, clean.used);
@@ -246,16 +254,25 @@ fn corrupt_boot_sector_fields_give_clear_errors() {
         ("past the last sector", Box::new(|i| put16(i, 22, 0xFFFF))),
         ("total sector count is 0", Box::new(|i| put16(i, 19, 0))),
         ("do not fit in the volume", Box::new(|i| put16(i, 19, 0xFFFF))),
-        ("FAT size is 0", Box::new(|i| {
-            put16(i, 22, 0);
-            put32(i, 36, 0);
-        })),
-        ("fewer than the 5022 needed for cluster count 5020 (cluster count out of range)", Box::new(|i| put16(i, 22, 10))),
+        (
+            "FAT size is 0",
+            Box::new(|i| {
+                put16(i, 22, 0);
+                put32(i, 36, 0);
+            }),
+        ),
+        (
+            "fewer than the 5022 needed for cluster count 5020 (cluster count out of range)",
+            Box::new(|i| put16(i, 22, 10)),
+        ),
         ("root directory entries, BPB_RootEntCnt is 0", Box::new(|i| put16(i, 17, 0))),
-        ("no room for a single cluster", Box::new(|i| {
-            i[13] = 2;
-            put16(i, 19, 74);
-        })),
+        (
+            "no room for a single cluster",
+            Box::new(|i| {
+                i[13] = 2;
+                put16(i, 19, 74);
+            }),
+        ),
     ];
     for (expected, mutate) in cases {
         let mut image = good.clone();
@@ -426,7 +443,10 @@ fn every_single_byte_corruption_of_a_fixture_boot_sector_is_handled() {
                 match analyze(&image) {
                     Ok(allocation) => {
                         assert!(allocation.used.end() <= size, "{name} byte {at} = {value:#x}: used past the end");
-                        assert!(allocation.used.contains_range(0..512), "{name} byte {at} = {value:#x}: boot sector elided");
+                        assert!(
+                            allocation.used.contains_range(0..512),
+                            "{name} byte {at} = {value:#x}: boot sector elided"
+                        );
                     }
                     Err(error) => assert!(error.to_string().contains("at byte"), "{name} byte {at}: {error}"),
                 }

@@ -46,7 +46,10 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let Some((page_size, signature)) = find_signature(volume).map_err(read_error(0))? else {
         return Err(Error::Corrupt {
             offset: PAGE_SIZES[0] - MAGIC_LEN,
-            problem: format!("no \"SWAPSPACE2\" signature at the end of a page of {}..={} bytes", PAGE_SIZES[0], PAGE_SIZES[4]),
+            problem: format!(
+                "no \"SWAPSPACE2\" signature at the end of a page of {}..={} bytes",
+                PAGE_SIZES[0], PAGE_SIZES[4]
+            ),
         });
     };
     let magic_at = page_size - MAGIC_LEN;

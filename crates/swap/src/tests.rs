@@ -101,7 +101,13 @@ fn the_old_format_is_unsupported_and_bad_headers_are_corrupt() {
         image[at..at + 4].copy_from_slice(&value.to_le_bytes());
         let error = analyze(&image).unwrap_err();
         assert!(error.to_string().contains(expected), "expected {expected:?} in {error}");
-        assert!(error.to_string().starts_with(&format!("swap header at byte {}", if at == 1032 && value == 1 { 1536 } else { at as u64 })), "{error}");
+        assert!(
+            error.to_string().starts_with(&format!(
+                "swap header at byte {}",
+                if at == 1032 && value == 1 { 1536 } else { at as u64 }
+            )),
+            "{error}"
+        );
     }
 }
 
