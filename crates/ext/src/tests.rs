@@ -359,7 +359,7 @@ fn a_descriptor_pointing_past_the_end() {
     expect_error(
         &img,
         ErrorClass::Corrupt,
-        &[&format!("group descriptor 5 at byte {at}"), "block bitmap at block 8005 lies outside"],
+        &[&format!("group descriptor 5 at byte {at}"), "block bitmap at block 4005 lies outside"],
     );
 }
 
@@ -425,14 +425,14 @@ fn block_uninit_without_descriptor_checksums_is_ignored() {
 
 #[test]
 fn block_uninit_groups_ignore_the_garbage_in_their_bitmap_blocks() {
-    // In ext-ext4, groups 3..6 are BLOCK_UNINIT and their on-disk bitmap blocks still hold the
+    // In ext-ext4, groups 5 and 6 are BLOCK_UNINIT and their on-disk bitmap blocks still hold the
     // FREE pattern: trashing them further changes nothing.
     let mut img = fixture("ext-ext4");
     let before = analyze_bytes(&img).unwrap();
     let sb = parsed_sb(&img);
     let mut table = DescriptorTable::new(&img, &sb);
     let uninit: Vec<u64> = (0..sb.groups).filter(|&g| table.get(g).unwrap().flags & BLOCK_UNINIT != 0).collect();
-    assert!(uninit.len() >= 3, "the fixture should have BLOCK_UNINIT groups: {uninit:?}");
+    assert!(uninit.len() >= 2, "the fixture should have BLOCK_UNINIT groups: {uninit:?}");
     let bitmaps: Vec<u64> = uninit.iter().map(|&g| table.get(g).unwrap().block_bitmap).collect();
     let first_bitmap = (bitmaps[0] << sb.block_bits) as usize;
     assert!(img[first_bitmap..first_bitmap + 16].starts_with(b"FREE lba="), "the uninit bitmap block holds the stamp");
@@ -451,7 +451,7 @@ fn bad_block_bitmap_checksum() {
     let bitmap = table.get(0).unwrap().block_bitmap;
     let at = (bitmap << sb.block_bits) as usize;
     // A bit past the group's clusters is outside the checksum: flip one inside.
-    img[at + 100] ^= 0x10;
+    img[at + 10] ^= 0x10;
     expect_error(&img, ErrorClass::Corrupt, &[&format!("block bitmap of group 0 at byte {at}"), "checksum"]);
 }
 
