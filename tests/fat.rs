@@ -109,6 +109,14 @@ pub(crate) fn expected_from_partclone(tool: &str, image: &Path, source: &[u8], d
     expected
 }
 
+/// `imgstream part SOURCE` gives `out` whatever the thread count and block size.
+pub(crate) fn assert_thread_and_block_size_invariant(name: &str, source: &str, out: &[u8]) {
+    for (threads, block) in [("4", "4K"), ("3", "64K"), ("2", "4M")] {
+        let again = imgstream_ok(&["part", source, "--threads", threads, "--block-size", block]);
+        assert!(again == out, "{name}: output differs with {threads} threads and {block} blocks");
+    }
+}
+
 fn have_fat_tools() -> bool {
     have_tool("minfo")
         && have_tool("mshowfat")
@@ -146,10 +154,7 @@ fn fat_output_is_the_source_with_exactly_the_free_clusters_zeroed() {
             assert_same_bytes(&format!("{name} vs partclone.fat"), &out, &second);
         }
 
-        for (threads, block) in [("4", "4K"), ("3", "64K"), ("2", "4M")] {
-            let again = imgstream_ok(&["part", path, "--threads", threads, "--block-size", block]);
-            assert!(again == out, "{name}: output differs with {threads} threads and {block} blocks");
-        }
+        assert_thread_and_block_size_invariant(&name, path, &out);
 
         let output_image = dir.path().join("out.img");
         std::fs::write(&output_image, &out).unwrap();

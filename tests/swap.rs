@@ -5,6 +5,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
+use crate::fat::assert_thread_and_block_size_invariant;
 use crate::util::*;
 use std::path::Path;
 use std::process::Command;
@@ -39,12 +40,7 @@ fn swap_keeps_the_header_page_and_zeroes_every_swap_page() {
         assert!(out[page..pages_end].iter().all(|&b| b == 0), "{name}: a swap page is not zero");
         assert!(source[page..pages_end].iter().any(|&b| b != 0), "{name}: the source's pages are already zero");
         assert!(out[pages_end..] == source[pages_end..], "{name}: the tail past the last page changed");
-        for threads in ["2", "4"] {
-            assert!(
-                imgstream_ok(&["part", image.to_str().unwrap(), "--threads", threads]) == out,
-                "{name}: {threads} threads"
-            );
-        }
+        assert_thread_and_block_size_invariant(name, image.to_str().unwrap(), &out);
         let output_image = dir.path().join("out.img");
         std::fs::write(&output_image, &out).unwrap();
         assert_eq!(blkid(&output_image), blkid(&image), "{name}: blkid reads a different header");
