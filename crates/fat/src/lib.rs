@@ -9,8 +9,10 @@
 //! are free. The FAT type is decided by cluster count, as the specification does.
 //!
 //! A dirty volume (FAT16/32 entry 1 "clean shutdown" bit clear, or the boot sector's state
-//! byte) is reported as a warning, not a refusal: FAT has no journal to replay, and a cluster
-//! that a crashed writer allocated is non-zero in the FAT or it was never reachable.
+//! byte) is reported as a warning and in `info`, not a refusal: FAT has no journal to replay.
+//! What a crash can leave behind is a directory entry pointing at clusters whose FAT entries
+//! were never written; those read as free here, and fsck.fat would drop them too ("start does
+//! point to a free cluster"). `--raw` copies such a volume whole.
 
 #![forbid(unsafe_code)]
 
