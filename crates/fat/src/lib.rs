@@ -11,8 +11,9 @@
 //! A dirty volume (FAT16/32 entry 1 "clean shutdown" bit clear, or the boot sector's state
 //! byte) is reported as a warning and in `info`, not a refusal: FAT has no journal to replay.
 //! What a crash can leave behind is a directory entry pointing at clusters whose FAT entries
-//! were never written; those read as free here, and fsck.fat would drop them too ("start does
-//! point to a free cluster"). `--raw` copies such a volume whole.
+//! were never written; those read as free here, and fsck.fat drops them too ("Contains a free
+//! cluster (2). Assuming EOF." then "Truncating file to 0 bytes", checked with dosfstools 4.2).
+//! `--raw` copies such a volume whole.
 
 #![forbid(unsafe_code)]
 
