@@ -58,32 +58,32 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<
 }
 
 fn table(report: &Value) -> String {
-    let mut text = String::new();
     let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
     let volume = &report["volume"];
     let size = number(&volume["size"]);
-    let mut row = |label: &str, value: String| text.push_str(&format!("{label:<12}{value}\n"));
-    row("source", format!("{} ({}, {} bytes)", report["source"].as_str().unwrap_or(""), report["kind"].as_str().unwrap_or(""), number(&report["size"])));
-    row("filesystem", volume["filesystem"].as_str().unwrap_or("unknown").to_owned());
+    let mut rows: Vec<(String, String)> = vec![
+        ("source".into(), format!("{} ({}, {} bytes)", text(&report["source"]), text(&report["kind"]), number(&report["size"]))),
+        ("filesystem".into(), text(&volume["filesystem"])),
+    ];
     if number(&volume["unit"]) > 0 {
-        row("unit", format!("{} bytes", number(&volume["unit"])));
+        rows.push(("unit".into(), format!("{} bytes", number(&volume["unit"]))));
     }
-    row("used", format!("{} ({:.1}%)", human(number(&volume["used"])), percent(number(&volume["used"]), size)));
-    row("free", format!("{} ({:.1}%)", human(number(&volume["free"])), percent(number(&volume["free"]), size)));
-    let status = volume["status"].as_str().unwrap_or("");
-    let reason = volume["reason"].as_str().unwrap_or("");
-    row("elision", match status {
+    for key in ["used", "free"] {
+        rows.push((key.into(), format!("{} ({:.1}%)", human(number(&volume[key])), percent(number(&volume[key]), size))));
+    }
+    let reason = text(&volume["reason"]);
+    rows.push(("elision".into(), match volume["status"].as_str().unwrap_or("") {
         "elided" => format!("{} would be zeroed ({:.1}%)", human(number(&volume["elidable"])), percent(number(&volume["elidable"]), size)),
         "refused" => format!("refused by `part`: {reason} (--raw copies it, --force elides anyway)"),
         _ => format!("none, copied raw: {reason}"),
-    });
-    if let Some(details) = volume["details"].as_object() {
-        for (label, value) in details {
-            row(label, value.as_str().unwrap_or("").to_owned());
-        }
+    }));
+    for (label, value) in volume["details"].as_object().into_iter().flatten() {
+        rows.push((label.clone(), text(value)));
     }
     for warning in volume["warnings"].as_array().into_iter().flatten() {
-        row("warning", warning.as_str().unwrap_or("").to_owned());
+        rows.push(("warning".into(), text(warning)));
     }
-    text
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0) + 2;
+    rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect()
 }
