@@ -121,11 +121,11 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
     let mut from_bitmaps = RangeSet::new();
     // Everything else, merged in at the end.
     let mut extra: Vec<Range<u64>> = vec![
-        // Outside every bitmap: before s_first_data_block, and after the filesystem.
-        0..block_bytes(0..sb.first_data_block).end,
+        // Before s_first_data_block (boot loaders), the superblock and the rest of its block:
+        // always, whatever a bitmap bit says.
+        0..block_bytes(0..sb.first_data_block + 1).end.max(SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64),
+        // Outside every bitmap: after the filesystem.
         block_bytes(0..sb.blocks_count).end..size,
-        // The primary superblock, whatever its bitmap bit says.
-        SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64,
     ];
 
     let honour_uninit = sb.has_group_desc_csum();
