@@ -24,6 +24,7 @@ mod checksum;
 mod error;
 mod features;
 mod group_desc;
+mod le;
 mod mmp;
 mod superblock;
 
