@@ -161,7 +161,8 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     crate::part::refuse_writable_mount(&source, args.policy.force)?;
     let policy = args.policy.policy();
     // Everything is examined before any archive exists: a refused partition fails the run here.
-    let plan = disk::plan(&source, disk::sector_size_hint(&source), &policy)?;
+    let reader = disk::Reader::new(&source);
+    let plan = disk::plan(&reader, disk::sector_size_hint(&source), &policy)?;
     for warning in &plan.layout.warnings {
         warn(warning);
     }
@@ -173,7 +174,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         }
     };
     let staging = TempDir::new("backup")?;
-    write_table_files(&source, &plan, &args.source, &name, &staging.0)?;
+    write_table_files(&reader, &plan, &args.source, &name, &staging.0)?;
 
     let repo = absolute_repo(&args.repo);
     let mut run = BorgRun { repo: &repo, attempted: Vec::new(), created: Vec::new() };

@@ -75,20 +75,34 @@ pub(crate) fn describe(partition: &Partition) -> String {
     format!("partition {} (bytes {}..{})", partition.index, partition.start, partition.start + partition.len)
 }
 
-/// A test-only fault: with `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that
-/// cover that byte of the source fail with EIO, as a failing disk would.
-struct Faulty<'a> {
+/// The source as the commands read it. A test-only fault: with
+/// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
+/// an I/O error, as a failing disk would (release builds ignore the variable).
+pub(crate) struct Reader<'a> {
     inner: &'a dyn ReadAt,
-    at: u64,
+    fail_at: Option<u64>,
 }
 
-impl ReadAt for Faulty<'_> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(inner: &'a dyn ReadAt) -> Self {
+        let fail_at = if cfg!(debug_assertions) {
+            std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok().and_then(|v| v.parse().ok())
+        } else {
+            None
+        };
+        Self { inner, fail_at }
+    }
+}
+
+impl ReadAt for Reader<'_> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if offset <= self.at && self.at < offset.saturating_add(buf.len() as u64) {
-            return Err(std::io::Error::other(format!(
-                "read of {} bytes at byte {offset}: Input/output error (injected)",
-                buf.len()
-            )));
+        if let Some(at) = self.fail_at {
+            if offset <= at && at < offset.saturating_add(buf.len() as u64) {
+                return Err(std::io::Error::other(format!(
+                    "read of {} bytes at byte {offset}: Input/output error (injected)",
+                    buf.len()
+                )));
+            }
         }
         self.inner.read_exact_at(buf, offset)
     }
@@ -97,18 +111,11 @@ impl ReadAt for Faulty<'_> {
     }
 }
 
-fn injected_fault() -> Option<u64> {
-    if cfg!(debug_assertions) { std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok()?.parse().ok() } else { None }
-}
-
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
     crate::part::refuse_writable_mount(&opened, args.policy.force)?;
-    let faulty = injected_fault().map(|at| Faulty { inner: &opened, at });
-    let source: &dyn ReadAt = match &faulty {
-        Some(faulty) => faulty,
-        None => &opened,
-    };
+    let reader = Reader::new(&opened);
+    let source: &dyn ReadAt = &reader;
     let policy = args.policy.policy();
     let (plan, used, size, start) = if policy.raw && args.partition.is_none() {
         (None, RangeSet::from_range(0..source.size()), source.size(), 0)
