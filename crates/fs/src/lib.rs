@@ -98,6 +98,11 @@ fn boxed<E: Classify>(error: E) -> Box<dyn Classify> {
 fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'static str, Parsed)>> {
     // One entry per filesystem crate, most specific signature first:
     // if imgstream_x::detect(volume)? { return Ok(Some(("x", imgstream_x::analyze(volume).map_err(boxed)))); }
+    // NTFS: "NTFS    " at byte 3 of the boot sector.
+    if imgstream_ntfs::detect(volume)? {
+        let options = imgstream_ntfs::Options { drop_pagefile: policy.drop_pagefile };
+        return Ok(Some(("ntfs", imgstream_ntfs::analyze(volume, &options).map_err(boxed))));
+    }
     // exFAT ("EXFAT   " at byte 3) before FAT; FAT's detect also rejects NTFS and exFAT boot sectors.
     if imgstream_exfat::detect(volume)? {
         return Ok(Some(("exfat", imgstream_exfat::analyze(volume).map_err(boxed))));

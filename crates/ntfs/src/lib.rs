@@ -1,0 +1,216 @@
+//! NTFS: which bytes of a volume are in use, and is it safe to zero the rest?
+//!
+//! This crate owns the NTFS answer to [`imgstream_volume::Allocation`]. It validates the boot
+//! sector itself, then opens the volume with the `ntfs` crate and reads the unnamed `$DATA` of
+//! `$Bitmap`: the used clusters, plus everything the bitmap does not cover (the volume tail
+//! after the last whole cluster, which holds the backup boot sector, and any space between the
+//! end of the volume and the end of the partition), are what must be copied. Like ntfsclone, it
+//! cross-checks the bitmap against the clusters of `$MFT`, `$MFTMirr`, `$LogFile`, `$Bitmap`
+//! and `$Boot`.
+//!
+//! Zeroing free clusters is refused (`unsafe_reasons`) when the `$Volume` dirty flag is set,
+//! when `$LogFile` needs replaying (or cannot be read), and when `hiberfil.sys` shows that
+//! Windows is hibernated (or cannot be checked). With [`Options::drop_pagefile`], the clusters
+//! of `pagefile.sys`, `swapfile.sys` and a non-hibernated `hiberfil.sys` in the root directory
+//! are zeroed too, when every check on them passes (see [`pagefiles`]).
+//!
+//! The `ntfs` crate is only ever given a volume whose geometry we checked, and records and
+//! index nodes whose sizes we bounded; as a last line of defence, a panic inside it is caught
+//! and reported as corruption (see [`guard`]).
+
+#![forbid(unsafe_code)]
+
+mod bitmap;
+mod boot_sector;
+mod data_runs;
+mod error;
+mod guard;
+mod logfile;
+mod pagefiles;
+mod root_directory;
+mod system_files;
+
+pub use error::Error;
+
+use boot_sector::BootSector;
+use data_runs::{read_at, unnamed_data};
+use error::Offset;
+use imgstream_blockio::{Cursor, ReadAt};
+use imgstream_volume::{Allocation, RangeSet};
+use logfile::LogState;
+use ntfs::Ntfs;
+use ntfs::structured_values::NtfsVolumeFlags;
+use pagefiles::Hibernation;
+use std::io;
+
+/// Choices that change the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Also zero the clusters of `pagefile.sys`, `swapfile.sys` and a non-hibernated
+    /// `hiberfil.sys` in the root directory (their MFT records are kept, so Windows recreates
+    /// their content).
+    pub drop_pagefile: bool,
+}
+
+/// Whether `volume` starts with an NTFS boot sector (its OEM id). Reads one sector; a volume
+/// too small for one is not NTFS.
+pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
+    let mut sector = [0u8; boot_sector::BOOT_SECTOR_SIZE];
+    if volume.size() < sector.len() as u64 {
+        return Ok(false);
+    }
+    volume.read_exact_at(&mut sector, 0)?;
+    Ok(BootSector::has_signature(&sector))
+}
+
+/// The byte ranges of `volume` that must be copied, with the hazards that make zeroing the
+/// rest unsafe and the facts `imgstream info` shows.
+pub fn analyze(volume: &dyn ReadAt, options: &Options) -> Result<Allocation, Error> {
+    let boot = BootSector::read(volume)?;
+    guard::no_panic("NTFS metadata", || analyze_volume(volume, &boot, options))
+}
+
+fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> Result<Allocation, Error> {
+    let mut fs = Cursor::new(volume);
+    let ntfs = Ntfs::new(&mut fs).map_err(Error::parse("boot sector at byte 0"))?;
+    if u64::from(ntfs.cluster_size()) != boot.cluster_size || ntfs.file_record_size() != boot.record_size as u32 {
+        return Err(Error::corrupt("boot sector", 0, "the ntfs crate reads a different geometry than we do"));
+    }
+
+    // The system files' data runs, then $Bitmap and the cross-check.
+    let mut system_streams = Vec::new();
+    for (record, name) in system_files::CHECKED {
+        let file = ntfs.file(&mut fs, record).map_err(Error::parse(format!("{name} (MFT record {record})")))?;
+        let at = file.position().into_offset();
+        let stream = unnamed_data(&ntfs, &file, &mut fs)?
+            .ok_or_else(|| Error::corrupt(format!("{name} (MFT record {record})"), at, "it has no unnamed $DATA"))?;
+        system_streams.push((record, name, at, stream));
+    }
+    let stream_of = |wanted: u64| system_streams.iter().find(|(record, ..)| *record == wanted);
+    let Some((_, _, bitmap_at, bitmap_stream)) = stream_of(6) else {
+        return Err(Error::corrupt("$Bitmap", 0, "not read"));
+    };
+    let mut used = bitmap::used_clusters(volume, boot, bitmap_stream, *bitmap_at)?;
+    let mut system = RangeSet::new();
+    for (record, name, at, stream) in &system_streams {
+        system_files::check_runs(name, *record, *at, stream, boot, &used)?;
+        for (position, len) in stream.allocated_runs() {
+            system.insert(position..position + len);
+        }
+    }
+    // Outside the bitmap's coverage: the backup boot sector and whatever follows the volume.
+    used.insert(boot.bitmap_coverage()..volume.size());
+
+    let mut allocation = Allocation::new("ntfs", boot.cluster_size, RangeSet::new());
+    let details = &mut allocation.details;
+    details.push(("cluster size".into(), boot.cluster_size.to_string()));
+    details.push(("sector size".into(), boot.sector_size.to_string()));
+    details.push(("MFT record size".into(), boot.record_size.to_string()));
+    details.push(("clusters".into(), boot.total_clusters.to_string()));
+    details.push(("volume serial".into(), format!("{:016X}", boot.serial_number)));
+
+    // $Volume: label, version, dirty flag.
+    if let Some(name) = ntfs.volume_name(&mut fs) {
+        let name = name.map_err(Error::parse("$Volume (MFT record 3): volume name"))?;
+        allocation.details.push(("label".into(), name.name().to_string_lossy()));
+    }
+    let info = ntfs.volume_info(&mut fs).map_err(Error::parse("$Volume (MFT record 3): volume information"))?;
+    let flags = info.flags();
+    allocation.details.push(("NTFS version".into(), format!("{}.{}", info.major_version(), info.minor_version())));
+    allocation.details.push(("volume flags".into(), format!("{:#06x}", flags.bits())));
+    let dirty = flags.contains(NtfsVolumeFlags::IS_DIRTY);
+    allocation.details.push(("dirty".into(), if dirty { "yes" } else { "no" }.into()));
+    if dirty {
+        allocation.unsafe_reasons.push(
+            "the volume's dirty flag is set ($Volume): Windows was not shut down cleanly or chkdsk is scheduled".into(),
+        );
+    }
+    if flags.contains(NtfsVolumeFlags::CHKDSK_UNDERWAY) {
+        allocation.unsafe_reasons.push("chkdsk was interrupted on this volume ($Volume flag CHKDSK_UNDERWAY)".into());
+    }
+
+    // $LogFile restart pages.
+    if let Some((_, _, log_at, log_stream)) = stream_of(2) {
+        let len = usize::try_from(log_stream.data_size().min(logfile::EXAMINED_BYTES)).unwrap_or(0);
+        let mut log = vec![0u8; len];
+        read_at(volume, log_stream, 0, &mut log)?;
+        let state = logfile::state(&log);
+        let (detail, hazard) = match state {
+            LogState::Empty => ("clean (empty)".to_owned(), None),
+            LogState::Clean { .. } => ("clean".to_owned(), None),
+            LogState::NeedsReplay { page_offset, clients, flags } => (
+                "needs replay".to_owned(),
+                Some(format!(
+                    "$LogFile (MFT record 2 at byte {log_at}) needs replaying: the restart area at log byte {page_offset} has clients in use ({clients:#06x}) and no clean flag ({flags:#06x}); mount it in Windows or run chkdsk first"
+                )),
+            ),
+            LogState::Unknown(why) => {
+                ("unknown".to_owned(), Some(format!("cannot tell whether $LogFile (MFT record 2 at byte {log_at}) is clean: {why}")))
+            }
+        };
+        allocation.details.push(("$LogFile".into(), detail));
+        allocation.unsafe_reasons.extend(hazard);
+    }
+
+    // The root directory: hibernation, and the throwaway files.
+    let report = pagefiles::examine(&ntfs, &mut fs, volume, boot, &used, &system);
+    match &report.hibernation {
+        Hibernation::No => {}
+        Hibernation::Yes(why) => allocation.unsafe_reasons.push(format!(
+            "{why}; Windows will overwrite this filesystem when it resumes (boot Windows and shut it down fully, e.g. `shutdown /s /t 0`)"
+        )),
+        Hibernation::Unknown(why) => allocation.unsafe_reasons.push(why.clone()),
+    }
+    let mut droppable = RangeSet::new();
+    for file in &report.files {
+        allocation.details.push((file.name.into(), format!("{} bytes", file.size)));
+        match &file.droppable {
+            Ok(ranges) => droppable.union_with(ranges),
+            Err(why) if options.drop_pagefile => {
+                allocation.warnings.push(format!("--drop-pagefile: keeping {}: {why}", file.name));
+            }
+            Err(_) => {}
+        }
+    }
+    if let (Some(why), true) = (&report.lookup_error, options.drop_pagefile) {
+        allocation.warnings.push(format!("--drop-pagefile: nothing dropped: {why}"));
+    }
+    let saving: u64 = droppable.iter().map(|r| used.covered_in(r)).sum();
+    allocation.details.push(("bytes --drop-pagefile would save".into(), saving.to_string()));
+    if options.drop_pagefile {
+        used = without(&used, &droppable);
+    }
+    allocation.used = used.clipped(volume.size());
+    Ok(allocation)
+}
+
+/// `set` minus `removed`.
+fn without(set: &RangeSet, removed: &RangeSet) -> RangeSet {
+    let mut result = RangeSet::new();
+    for range in set.iter() {
+        result.union_with(&removed.complement(range));
+    }
+    result
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_removes_exactly_the_given_ranges() {
+        let set: RangeSet = [0..10, 20..30].into_iter().collect();
+        let removed: RangeSet = [5..8, 9..25, 40..50].into_iter().collect();
+        assert_eq!(without(&set, &removed), [0..5, 8..9, 25..30].into_iter().collect());
+    }
+
+    #[test]
+    fn detect_is_false_for_tiny_or_foreign_volumes() {
+        assert!(!detect(&vec![0u8; 100]).unwrap());
+        assert!(!detect(&vec![0u8; 4096]).unwrap());
+        let mut ntfs = vec![0u8; 512];
+        ntfs[3..11].copy_from_slice(b"NTFS    ");
+        assert!(detect(&ntfs).unwrap());
+    }
+}
