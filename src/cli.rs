@@ -38,6 +38,17 @@ pub(crate) enum Command {
     Part(PartArgs),
     /// Show the filesystem of SOURCE and how much of it `part` would elide.
     Info(InfoArgs),
+    /// Stream a whole disk (GPT, MBR or none) to stdout: each partition elided by its filesystem,
+    /// everything outside partitions (tables, boot loader gap, EBRs, backup GPT) copied exactly.
+    Disk(crate::disk::DiskArgs),
+    /// Write a raw image from stdin to a file or block device, optionally sparse.
+    Restore(crate::restore::RestoreArgs),
+    /// Back up a whole disk into a borg repository: one archive per partition, one for the
+    /// table, raw areas and a manifest. A failed run leaves no new archive.
+    BackupDisk(crate::borg::BackupDiskArgs),
+    /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
+    /// table moved to the new end).
+    RestoreDisk(crate::borg::RestoreDiskArgs),
 }
 
 /// `imgstream part`.

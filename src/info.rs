@@ -10,6 +10,9 @@ use std::io::Write;
 
 pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
+    if let Some(text) = crate::disk::info(&source, args)? {
+        return crate::disk::print(&text);
+    }
     let report = json!({
         "source": args.source.display().to_string(),
         "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },

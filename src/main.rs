@@ -5,11 +5,14 @@
 //! stdout, and turns the outcome into messages on stderr and an exit status. stdout carries
 //! image bytes only.
 
+mod borg;
 mod cli;
+mod disk;
 mod info;
 mod output;
 mod part;
 mod progress;
+mod restore;
 mod size;
 
 use clap::Parser;
@@ -57,6 +60,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),
+        cli::Command::Disk(args) => disk::run(&args),
+        cli::Command::Restore(args) => restore::run(&args),
+        cli::Command::BackupDisk(args) => borg::backup(&args),
+        cli::Command::RestoreDisk(args) => borg::restore(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

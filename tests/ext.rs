@@ -160,7 +160,8 @@ fn compare_trees(a: &Path, b: &Path) -> usize {
 
 /// Superblock fields that zerofree's ext2fs_close updates itself (absolute offsets in the
 /// primary superblock): s_wtime, s_kbytes_written, s_wtime_hi, s_checksum.
-const ZEROFREE_FIELDS: [Range<usize>; 4] = [1024 + 0x30..1024 + 0x34, 1024 + 0x178..1024 + 0x180, 1024 + 0x274..1024 + 0x275, 1024 + 0x3FC..1024 + 0x400];
+const ZEROFREE_FIELDS: [Range<usize>; 4] =
+    [1024 + 0x30..1024 + 0x34, 1024 + 0x178..1024 + 0x180, 1024 + 0x274..1024 + 0x275, 1024 + 0x3FC..1024 + 0x400];
 
 #[test]
 fn ext_output_equals_zerofree_but_for_the_superblock_fields_it_updates() {
@@ -196,12 +197,20 @@ fn ext_names_and_details_match_blkid_and_dumpe2fs() {
         let dir = scratch();
         let image = fixture(&name, dir.path());
         let blkid = run_ok(Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(&image));
-        let info: serde_json::Value = serde_json::from_slice(&imgstream_ok(&["info", "--json", path_str(&image)])).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_slice(&imgstream_ok(&["info", "--json", path_str(&image)])).unwrap();
         let volume = &info["volume"];
         assert_eq!(volume["filesystem"], String::from_utf8_lossy(&blkid.stdout).trim(), "{name}");
         let header = dumpe2fs_header(&image);
         let details = &volume["details"];
-        for (ours, theirs) in [("block size", "Block size"), ("block count", "Block count"), ("free blocks", "Free blocks"), ("UUID", "Filesystem UUID"), ("label", "Filesystem volume name"), ("features", "Filesystem features")] {
+        for (ours, theirs) in [
+            ("block size", "Block size"),
+            ("block count", "Block count"),
+            ("free blocks", "Free blocks"),
+            ("UUID", "Filesystem UUID"),
+            ("label", "Filesystem volume name"),
+            ("features", "Filesystem features"),
+        ] {
             assert_eq!(details[ours].as_str(), header.get(theirs).map(String::as_str), "{name}: {ours}");
         }
         let cluster = header.get("Cluster size").filter(|_| header["Filesystem features"].contains("bigalloc"));
@@ -281,11 +290,29 @@ fn ext_corrupt_metadata_fails_with_one_line_naming_the_structure_and_offset() {
     // ext-ext2 has no checksums, so a field can be changed alone; ext-ext4 has them all.
     // ext-ext2's descriptor table is block 2 (1 KiB blocks); ext-ext4's is block 1 (4 KiB).
     let cases: [(&str, &str, usize, &[u8], &str); 5] = [
-        ("descriptor past the end", "ext-ext2", 2048 + 32, &u32::MAX.to_le_bytes(), "group descriptor 1 at byte 2080: block bitmap at block 4294967295 lies outside its group"),
+        (
+            "descriptor past the end",
+            "ext-ext2",
+            2048 + 32,
+            &u32::MAX.to_le_bytes(),
+            "group descriptor 1 at byte 2080: block bitmap at block 4294967295 lies outside its group",
+        ),
         ("bad descriptor checksum", "ext-ext4", 4096 + 64 + 0x0C, &[0xAB], "group descriptor 1 at byte 4190: checksum"),
         ("bad superblock checksum", "ext-ext4", 1024 + 0x78, b"X", "superblock at byte 2044: checksum"),
-        ("hostile s_log_block_size", "ext-ext2", 1024 + 0x18, &20u32.to_le_bytes(), "superblock at byte 1048: s_log_block_size 20 is out of range"),
-        ("hostile s_blocks_per_group", "ext-ext2", 1024 + 0x20, &u32::MAX.to_le_bytes(), "superblock at byte 1056: s_blocks_per_group 4294967295"),
+        (
+            "hostile s_log_block_size",
+            "ext-ext2",
+            1024 + 0x18,
+            &20u32.to_le_bytes(),
+            "superblock at byte 1048: s_log_block_size 20 is out of range",
+        ),
+        (
+            "hostile s_blocks_per_group",
+            "ext-ext2",
+            1024 + 0x20,
+            &u32::MAX.to_le_bytes(),
+            "superblock at byte 1056: s_blocks_per_group 4294967295",
+        ),
     ];
     for (what, name, offset, patch, message) in cases {
         let dir = scratch();
@@ -332,7 +359,16 @@ fn ext_journal_device_is_copied_raw_with_a_warning() {
 
 /// Runs `f` with `image` attached read-only to a loop device, detaching it in every case.
 fn with_loop_device<T>(image: &Path, f: impl FnOnce(&str) -> T) -> T {
-    let output = run_ok(Command::new("losetup").args(["-r", "-f", "--show"]).arg(image));
+    with_loop_device_mode(image, "-r", f)
+}
+
+/// `with_loop_device` with losetup's `-r` (read-only) or `-f`-only (read-write) mode.
+fn with_loop_device_mode<T>(image: &Path, mode: &str, f: impl FnOnce(&str) -> T) -> T {
+    let mut args = vec!["-f", "--show"];
+    if mode == "-r" {
+        args.insert(0, "-r");
+    }
+    let output = run_ok(Command::new("losetup").args(&args).arg(image));
     let device = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     struct Detach(String);
     impl Drop for Detach {
@@ -346,8 +382,12 @@ fn with_loop_device<T>(image: &Path, f: impl FnOnce(&str) -> T) -> T {
 
 /// Mounts `device` read-only (no journal replay) on `dir`, runs `f`, unmounts in every case.
 fn with_mount<T>(device: &str, dir: &Path, f: impl FnOnce() -> T) -> T {
+    with_mount_options(device, dir, "ro,noload", f)
+}
+
+fn with_mount_options<T>(device: &str, dir: &Path, options: &str, f: impl FnOnce() -> T) -> T {
     std::fs::create_dir_all(dir).unwrap();
-    run_ok(Command::new("mount").args(["-o", "ro,noload", device]).arg(dir));
+    run_ok(Command::new("mount").args(["-o", options, device]).arg(dir));
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -365,7 +405,7 @@ fn root_ext_loop_device_source_and_kernel_mount_of_the_output() {
     }
     for name in ["ext-ext4", "ext-1k", "ext-bigalloc", "ext-metabg"] {
         let dir = scratch();
-        let image = fixture(&name, dir.path());
+        let image = fixture(name, dir.path());
         let from_file = imgstream_ok(&["part", path_str(&image)]);
         let output_image = dir.path().join("out.img");
         std::fs::write(&output_image, &from_file).unwrap();
@@ -382,5 +422,68 @@ fn root_ext_loop_device_source_and_kernel_mount_of_the_output() {
                 })
             })
         });
+    }
+}
+
+/// Bytes of `path`, written by the test to a file in the mounted filesystem.
+fn write_random_file(path: &Path, len: usize, seed: u64) {
+    let mut state = seed | 1;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn root_ext_images_written_by_the_kernel_frozen_live_and_unmounted() {
+    // The kernel, not e2fsprogs, writes the bitmaps and group descriptors here. A copy taken
+    // under fsfreeze (what an LVM snapshot sees) must be clean and consistent; a copy of the
+    // live mounted device has needs_recovery set and must be refused; after umount, clean.
+    if !is_root() || !have_tool("losetup") || !have_tool("fsfreeze") || !have_e2fsprogs() {
+        return;
+    }
+    for name in ["ext-ext4", "ext-1k", "ext-bigalloc", "ext-ext3"] {
+        let dir = scratch();
+        let image = fixture(name, dir.path());
+        let (frozen, live) = (dir.path().join("frozen.img"), dir.path().join("live.img"));
+        let mount_point = dir.path().join("mnt");
+        with_loop_device_mode(&image, "rw", |device| {
+            with_mount_options(device, &mount_point, "rw", || {
+                write_random_file(&mount_point.join("new1"), 300_000, 1);
+                std::fs::remove_file(mount_point.join("big.bin")).unwrap();
+                std::fs::remove_dir_all(mount_point.join("many")).unwrap();
+                run_ok(&mut Command::new("sync"));
+                write_random_file(&mount_point.join("new2"), 200_000, 2);
+                run_ok(Command::new("fsfreeze").arg("-f").arg(&mount_point));
+                let copied = std::fs::copy(&image, &frozen);
+                run_ok(Command::new("fsfreeze").arg("-u").arg(&mount_point));
+                copied.unwrap();
+                write_random_file(&mount_point.join("new3"), 100_000, 3);
+                std::fs::copy(&image, &live).unwrap();
+            })
+        });
+        for (what, img) in [("frozen", &frozen), ("unmounted", &image)] {
+            let header = dumpe2fs_header(img);
+            assert!(!header["Filesystem features"].contains("needs_recovery"), "{name} {what}: needs_recovery");
+            let out = imgstream_ok(&["part", path_str(img)]);
+            assert_same_bytes(&format!("{name} {what} vs dumpe2fs"), &out, &expected_from_dumpe2fs(img, &read(img)));
+            let output_image = dir.path().join(format!("{what}-out.img"));
+            std::fs::write(&output_image, &out).unwrap();
+            let fsck = Command::new("e2fsck").arg("-fn").arg(&output_image).output().unwrap();
+            assert!(fsck.status.success(), "{name} {what}: e2fsck -fn: {}", String::from_utf8_lossy(&fsck.stdout));
+            let (a, b) = (dir.path().join(format!("{what}-a")), dir.path().join(format!("{what}-b")));
+            for (from, to) in [(img, &a), (&output_image, &b)] {
+                std::fs::create_dir(to).unwrap();
+                run_ok(Command::new("debugfs").arg("-R").arg(format!("rdump / {}", to.display())).arg(from));
+            }
+            compare_trees(&a, &b);
+        }
+        let stderr = run_fails(imgstream().args(["part", path_str(&live)]), 1);
+        assert!(stderr.contains("journal needs recovery"), "{name} live: {stderr}");
     }
 }

@@ -13,3 +13,5 @@ mod ext;
 mod fat;
 mod exfat;
 mod swap;
+mod disk;
+mod restore;

@@ -9,6 +9,7 @@
 use crate::checksum::{crc16, crc32c_raw};
 use crate::error::{Error, read};
 use crate::features::{incompat, ro_compat};
+use crate::le::{le16, le32};
 use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
 use std::ops::RangeInclusive;
@@ -46,14 +47,6 @@ pub(crate) struct GroupDesc {
     pub(crate) flags: u16,
     /// `bg_block_bitmap_csum`: the low 16 bits, and the high 16 if the descriptor holds them.
     pub(crate) block_bitmap_csum: (u16, Option<u16>),
-}
-
-fn le16(desc: &[u8], offset: usize) -> u16 {
-    desc.get(offset..offset + 2).and_then(|b| b.try_into().ok()).map_or(0, u16::from_le_bytes)
-}
-
-fn le32(desc: &[u8], offset: usize) -> u32 {
-    desc.get(offset..offset + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
 }
 
 /// Reads the primary descriptor table one block at a time, in group order.

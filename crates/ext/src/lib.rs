@@ -24,6 +24,7 @@ mod checksum;
 mod error;
 mod features;
 mod group_desc;
+mod le;
 mod mmp;
 mod superblock;
 
@@ -121,11 +122,11 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
     let mut from_bitmaps = RangeSet::new();
     // Everything else, merged in at the end.
     let mut extra: Vec<Range<u64>> = vec![
-        // Outside every bitmap: before s_first_data_block, and after the filesystem.
-        0..block_bytes(0..sb.first_data_block).end,
+        // Before s_first_data_block (boot loaders), the superblock and the rest of its block:
+        // always, whatever a bitmap bit says.
+        0..block_bytes(0..sb.first_data_block + 1).end.max(SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64),
+        // Outside every bitmap: after the filesystem.
         block_bytes(0..sb.blocks_count).end..size,
-        // The primary superblock, whatever its bitmap bit says.
-        SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64,
     ];
 
     let honour_uninit = sb.has_group_desc_csum();
@@ -135,19 +136,6 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
     for group in 0..sb.groups {
         // Verified (checksum and locations) before anything in it is trusted.
         let desc = table.get(group)?;
-        if group % per_block == 0 {
-            let block = table.block_location(group / per_block)?;
-            extra.push(block_bytes(round_to_clusters(block..block + 1)));
-        }
-        // Every group's own metadata, wherever it lies: a superset of what the bitmaps say.
-        for blocks in [
-            desc.block_bitmap..desc.block_bitmap + 1,
-            desc.inode_bitmap..desc.inode_bitmap + 1,
-            desc.inode_table..desc.inode_table + sb.inode_table_blocks(),
-        ] {
-            extra.push(block_bytes(round_to_clusters(blocks)));
-        }
-
         let clusters = sb.clusters_in_group(group);
         let first_cluster = sb.group_first_block(group) >> sb.cluster_bits;
         // BLOCK_UNINIT counts only with descriptor checksums, which `get` verified.
@@ -156,7 +144,8 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
             for range in used.iter() {
                 from_bitmaps.insert(cluster_bytes(range));
             }
-            clusters - used.total()
+            // `used` is clipped to the group's clusters.
+            clusters.saturating_sub(used.total())
         } else {
             let bitmap = block_bitmap::read_bitmap(volume, sb, group, &desc)?;
             from_bitmaps.insert_bitmap(
@@ -167,6 +156,24 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
             );
             block_bitmap::count_free(&bitmap, clusters)
         };
+        // This group's descriptor block and own metadata, wherever they lie: a superset of
+        // what the bitmaps say. On a sane filesystem they are already covered (by this group's
+        // bitmap, or with flex_bg by an earlier group's), so `extra` stays small.
+        let mut metadata = vec![
+            desc.block_bitmap..desc.block_bitmap + 1,
+            desc.inode_bitmap..desc.inode_bitmap + 1,
+            desc.inode_table..desc.inode_table + sb.inode_table_blocks(),
+        ];
+        if group % per_block == 0 {
+            let block = table.block_location(group / per_block)?;
+            metadata.push(block..block + 1);
+        }
+        for blocks in metadata {
+            let bytes = block_bytes(round_to_clusters(blocks));
+            if !from_bitmaps.contains_range(bytes.clone()) {
+                extra.push(bytes);
+            }
+        }
         if free != desc.free_clusters {
             let source = if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
                 "the layout of this BLOCK_UNINIT group leaves"

@@ -4,6 +4,7 @@
 //! Layout: e2fsprogs lib/ext2fs/ext2_fs.h (`struct mmp_struct`, `EXT4_MMP_SEQ_*`).
 
 use crate::error::{Error, read};
+use crate::le::le32;
 use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
 
@@ -30,8 +31,7 @@ pub(crate) fn hazard(volume: &dyn ReadAt, sb: &Superblock) -> Result<Option<Stri
     let offset = block << sb.block_bits;
     let mut head = [0u8; 8];
     read(volume, || "MMP block".into(), offset, &mut head)?;
-    let [m0, m1, m2, m3, s0, s1, s2, s3] = head;
-    let magic = u32::from_le_bytes([m0, m1, m2, m3]);
+    let magic = le32(&head, 0);
     if magic != MMP_MAGIC {
         return Err(Error::corrupt(
             "MMP block",
@@ -39,7 +39,7 @@ pub(crate) fn hazard(volume: &dyn ReadAt, sb: &Superblock) -> Result<Option<Stri
             format!("bad magic 0x{magic:08x} (expected 0x{MMP_MAGIC:08x})"),
         ));
     }
-    let seq = u32::from_le_bytes([s0, s1, s2, s3]);
+    let seq = le32(&head, MMP_SEQ);
     Ok(match seq {
         MMP_SEQ_CLEAN => None,
         MMP_SEQ_FSCK => Some(format!("the MMP block at byte {} says e2fsck is checking the filesystem", offset)),

@@ -9,6 +9,7 @@
 use crate::checksum::crc32c_raw;
 use crate::error::Error;
 use crate::features::{Features, compat, incompat, ro_compat};
+use crate::le::{array, le16, le32, le64};
 use std::fmt::Write as _;
 
 /// Byte offset of the primary superblock in the volume, whatever the block size.
@@ -108,23 +109,6 @@ pub(crate) struct Superblock {
     pub(crate) csum_seed: u32,
     /// Number of block groups.
     pub(crate) groups: u64,
-}
-
-fn le16(sb: &[u8; SUPERBLOCK_SIZE], offset: usize) -> u16 {
-    // The offsets are constants below SUPERBLOCK_SIZE - 2, so `get` cannot fail.
-    sb.get(offset..offset + 2).and_then(|b| b.try_into().ok()).map_or(0, u16::from_le_bytes)
-}
-
-fn le32(sb: &[u8; SUPERBLOCK_SIZE], offset: usize) -> u32 {
-    sb.get(offset..offset + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
-}
-
-fn le64(sb: &[u8; SUPERBLOCK_SIZE], offset: usize) -> u64 {
-    sb.get(offset..offset + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
-}
-
-fn bytes16(sb: &[u8; SUPERBLOCK_SIZE], offset: usize) -> [u8; 16] {
-    sb.get(offset..offset + 16).and_then(|b| b.try_into().ok()).unwrap_or([0; 16])
 }
 
 /// A NUL-terminated string field, lossily decoded.
@@ -349,7 +333,7 @@ impl Superblock {
             ));
         }
 
-        let uuid = bytes16(sb, S_UUID);
+        let uuid = array(sb, S_UUID);
         let csum_seed = if features.incompat & incompat::CSUM_SEED != 0 {
             le32(sb, S_CHECKSUM_SEED)
         } else {
@@ -370,7 +354,7 @@ impl Superblock {
             volume_name: c_string(sb, S_VOLUME_NAME, 16),
             last_mounted: c_string(sb, S_LAST_MOUNTED, 64),
             reserved_gdt_blocks: u64::from(le16(sb, S_RESERVED_GDT_BLOCKS)),
-            journal_uuid: bytes16(sb, S_JOURNAL_UUID),
+            journal_uuid: array(sb, S_JOURNAL_UUID),
             journal_inum: le32(sb, S_JOURNAL_INUM),
             journal_dev: le32(sb, S_JOURNAL_DEV),
             desc_size: u64::from(desc_size),

@@ -123,8 +123,8 @@ fn detail<'a>(allocation: &'a Allocation, label: &str) -> &'a str {
 fn assert_sane(img: &[u8], allocation: &Allocation) {
     let size = img.len() as u64;
     assert!(allocation.used.end() <= size, "used reaches past the volume: {} > {size}", allocation.used.end());
-    // The superblock is always copied.
-    assert!(allocation.used.contains_range(1024..2048), "superblock not in used");
+    // The boot area and the superblock are always copied.
+    assert!(allocation.used.contains_range(0..2048), "boot area or superblock not in used");
 }
 
 #[test]
@@ -536,4 +536,25 @@ fn robustness_block_bitmap_bytes() {
     let (ok, failed) = sweep(&mut img, at..at + 64, None);
     assert_eq!(ok, 0, "every bitmap change must be caught by the free count");
     assert!(failed > 0);
+}
+
+#[test]
+fn metadata_stays_used_even_where_its_bitmap_bit_is_clear() {
+    // ext-ext2 (no checksums): clear group 1's bit for its first inode table block and raise
+    // the free count to match. The bitmap alone would now zero that block; the descriptor
+    // says it holds inodes, so it is still copied.
+    let mut img = fixture("ext-ext2");
+    let sb = parsed_sb(&img);
+    let mut table = DescriptorTable::new(&img, &sb);
+    let desc = table.get(1).unwrap();
+    let bit = desc.inode_table - sb.group_first_block(1);
+    let at = (desc.block_bitmap << sb.block_bits) as usize + (bit / 8) as usize;
+    assert!(img[at] & 1 << (bit % 8) != 0, "the inode table block is marked used");
+    img[at] &= !(1 << (bit % 8));
+    let count_at = desc_offset(&img, 1) + crate::group_desc::BG_FREE_BLOCKS_COUNT_LO;
+    let count = u16::from_le_bytes([img[count_at], img[count_at + 1]]);
+    put16(&mut img, count_at, count + 1);
+    let allocation = analyze_bytes(&img).unwrap();
+    let block = desc.inode_table << sb.block_bits;
+    assert!(allocation.used.contains_range(block..block + sb.block_size()));
 }

@@ -77,7 +77,9 @@ impl Target {
                 return Err(refuse("a length can only be set for a regular file".into()));
             }
             // O_EXCL on a block device: EBUSY if it (or a partition of it) is mounted or held.
+            // Read access too: the partition table is read back and rewritten after a restore.
             let file = FsOpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_EXCL)
                 .open(path)
@@ -97,7 +99,7 @@ impl Target {
             return Err(refuse("--assume-zeroed is for block devices; a file is truncated and reads as zeros anyway".into()));
         }
         // Truncated: nothing of the old contents may show through a hole.
-        let file = FsOpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(open_error)?;
+        let file = FsOpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(open_error)?;
         if let Some(len) = options.file_len {
             file.set_len(len).map_err(open_error)?;
         }

@@ -1,0 +1,296 @@
+//! `imgstream disk`: a whole disk as one raw stream, and `info` on a disk.
+//!
+//! The partition table (`imgstream-ptable`) splits the disk into partitions and raw areas.
+//! Each partition is examined on its own window by `imgstream-fs` (unknown ones are copied
+//! raw); the used ranges, shifted to the partition's offset, plus every raw area (MBR/GPT,
+//! the gap before the first partition, EBRs and gaps, the backup GPT) make the disk's used
+//! set, which the same engine streams.
+
+use crate::cli::{EngineArgs, InfoArgs, PolicyArgs};
+use crate::size::{human, percent};
+use crate::{Failure, output, progress, warn};
+use clap::Args;
+use imgstream_blockio::{ReadAt, Source, SourceKind, Window};
+use imgstream_extents::RangeSet;
+use imgstream_fs::{Elision, Policy, Volume};
+use imgstream_ptable::{DiskLayout, Partition, TableKind};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `imgstream disk`.
+#[derive(Debug, Args)]
+pub(crate) struct DiskArgs {
+    /// Disk: block device or image file to read (never written).
+    pub(crate) source: PathBuf,
+    /// Stream only partition N (its number in the table, as `info` lists it).
+    #[arg(long, value_name = "N")]
+    pub(crate) partition: Option<u32>,
+    /// How to treat each partition's filesystem.
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    /// How to stream.
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+/// One partition and what its filesystem allows.
+pub(crate) struct PartPlan {
+    pub(crate) partition: Partition,
+    pub(crate) volume: Volume,
+}
+
+/// A disk: its table, each partition's verdict, and the disk-wide used set.
+pub(crate) struct DiskPlan {
+    pub(crate) layout: DiskLayout,
+    pub(crate) parts: Vec<PartPlan>,
+    /// Partitions' used ranges (disk offsets) plus every raw area.
+    pub(crate) used: RangeSet,
+}
+
+/// The logical sector size to read the table with: the device's, or probed for an image.
+pub(crate) fn sector_size_hint(source: &Source) -> Option<u32> {
+    (source.kind() == SourceKind::BlockDevice).then(|| source.sector_size())
+}
+
+/// Reads the table of `source`, then examines every partition under `policy`.
+pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Policy) -> Result<DiskPlan, Failure> {
+    let layout = imgstream_ptable::read_layout(source, sector_size)?;
+    let mut used = layout.raw.clone();
+    let mut parts = Vec::new();
+    for partition in &layout.partitions {
+        let window = Window::new(source, partition.start, partition.len)?;
+        let volume = imgstream_fs::examine(&window, policy).map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+        used.union_with(&volume.used.shifted(partition.start));
+        parts.push(PartPlan { partition: partition.clone(), volume });
+    }
+    Ok(DiskPlan { layout, parts, used })
+}
+
+/// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
+pub(crate) fn describe(partition: &Partition) -> String {
+    if partition.type_id.is_empty() && partition.start == 0 {
+        return "the disk".into();
+    }
+    format!("partition {} (bytes {}..{})", partition.index, partition.start, partition.start + partition.len)
+}
+
+/// The source as the commands read it. A test-only fault: with
+/// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
+/// an I/O error, as a failing disk would (release builds ignore the variable).
+pub(crate) struct Reader<'a> {
+    inner: &'a dyn ReadAt,
+    fail_at: Option<u64>,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(inner: &'a dyn ReadAt) -> Self {
+        let fail_at = if cfg!(debug_assertions) {
+            std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok().and_then(|v| v.parse().ok())
+        } else {
+            None
+        };
+        Self { inner, fail_at }
+    }
+}
+
+impl ReadAt for Reader<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if let Some(at) = self.fail_at {
+            if offset <= at && at < offset.saturating_add(buf.len() as u64) {
+                return Err(std::io::Error::other(format!(
+                    "read of {} bytes at byte {offset}: Input/output error (injected)",
+                    buf.len()
+                )));
+            }
+        }
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+}
+
+pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
+    let opened = Source::open(&args.source)?;
+    crate::part::refuse_writable_mount(&opened, args.policy.force)?;
+    let reader = Reader::new(&opened);
+    let source: &dyn ReadAt = &reader;
+    let policy = args.policy.policy();
+    let (plan, used, size, start) = if policy.raw && args.partition.is_none() {
+        (None, RangeSet::from_range(0..source.size()), source.size(), 0)
+    } else {
+        let plan = plan(source, sector_size_hint(&opened), &policy)?;
+        match args.partition {
+            None => {
+                let used = plan.used.clone();
+                (Some(plan), used, source.size(), 0)
+            }
+            Some(index) => {
+                let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
+                    let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
+                    Failure::usage(format!("{}: no partition {index} (partitions: {})", args.source.display(), known.join(", ")))
+                })?;
+                let (used, len, start) = (part.volume.used.clone(), part.partition.len, part.partition.start);
+                (Some(plan), used, len, start)
+            }
+        }
+    };
+    if let Some(plan) = &plan {
+        for warning in &plan.layout.warnings {
+            warn(warning);
+        }
+        for part in plan.parts.iter().filter(|p| args.partition.is_none_or(|i| i == p.partition.index)) {
+            for warning in &part.volume.warnings {
+                warn(&format!("{}: {warning}", describe(&part.partition)));
+            }
+        }
+    }
+    let window = Window::new(source, start, size)?;
+    let mut sink = output::stdout_sink()?;
+    let progress = progress::reporter(args.engine.progress, size);
+    let stats = imgstream_stream::stream(&window, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    drop(progress);
+    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let seconds = stats.elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
+    let what = match (&plan, args.partition) {
+        (None, _) => "disk (--raw)".to_owned(),
+        (Some(plan), None) => format!("{} disk, {} partition(s)", plan.layout.table.name(), plan.parts.len()),
+        (Some(_), Some(index)) => format!("partition {index}"),
+    };
+    eprintln!(
+        "imgstream: {what}: {} in {seconds:.2} s ({rate}); read {}, elided {} ({:.1}%)",
+        human(stats.total),
+        human(stats.read),
+        human(stats.elided),
+        percent(stats.elided, stats.total)
+    );
+    Ok(())
+}
+
+/// `info` on a source with a partition table: the table, each partition's filesystem, size,
+/// used and elidable bytes, and totals. `None` if the source has no table (one volume).
+pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, Failure> {
+    let layout = match imgstream_ptable::read_layout(source, sector_size_hint(source)) {
+        Ok(layout) if layout.table != TableKind::None => layout,
+        Ok(_) => return Ok(None),
+        // `info` still describes it as one volume; `disk` would refuse it.
+        Err(e) => {
+            warn(&format!("not read as a partitioned disk: {e}"));
+            return Ok(None);
+        }
+    };
+    let mut partitions = Vec::new();
+    let (mut used, mut elidable) = (layout.raw.total(), 0u64);
+    for partition in &layout.partitions {
+        let window = Window::new(source, partition.start, partition.len)?;
+        let volume = crate::info::volume_report(&window, args.drop_pagefile)
+            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+        used += volume.get("used").and_then(Value::as_u64).unwrap_or(partition.len);
+        elidable += volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        partitions.push(json!({
+            "index": partition.index,
+            "start": partition.start,
+            "size": partition.len,
+            "type": partition.type_id,
+            "name": partition.name,
+            "uuid": partition.uuid,
+            "bootable": partition.bootable,
+            "volume": volume,
+        }));
+    }
+    let report = json!({
+        "source": source.path().display().to_string(),
+        "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
+        "size": layout.size,
+        "table": {
+            "type": layout.table.name(),
+            "sector_size": layout.sector_size,
+            "id": layout.disk_id,
+            "extended": layout.extended.as_ref().map(|r| json!({"start": r.start, "size": r.end - r.start})),
+            "structures": layout.structures.iter().map(|s| json!({"what": s.what, "start": s.range.start, "size": s.range.end - s.range.start})).collect::<Vec<_>>(),
+            "warnings": layout.warnings,
+        },
+        "partitions": partitions,
+        "raw": layout.raw.total(),
+        "total": { "size": layout.size, "used": used, "elidable": elidable },
+    });
+    Ok(Some(if args.json {
+        serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
+    } else {
+        disk_table(&report)
+    }))
+}
+
+fn disk_table(report: &Value) -> String {
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let text_of = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let table = &report["table"];
+    let mut text = format!(
+        "source      {} ({}, {} bytes, {})\ntable       {}, {}-byte sectors, id {}\n",
+        text_of(&report["source"]),
+        text_of(&report["kind"]),
+        number(&report["size"]),
+        human(number(&report["size"])),
+        text_of(&table["type"]),
+        number(&table["sector_size"]),
+        text_of(&table["id"])
+    );
+    for warning in table["warnings"].as_array().into_iter().flatten() {
+        text.push_str(&format!("warning     {}\n", text_of(warning)));
+    }
+    text.push_str(&format!(
+        "\n{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}\n",
+        "#", "start", "size", "filesystem", "used", "elidable", "type / status"
+    ));
+    for p in report["partitions"].as_array().into_iter().flatten() {
+        let v = &p["volume"];
+        let status = match v["status"].as_str().unwrap_or("") {
+            "elided" => String::new(),
+            "refused" => format!(" [refused: {}]", text_of(&v["reason"])),
+            _ => format!(" [raw: {}]", text_of(&v["reason"])),
+        };
+        let name = if text_of(&p["name"]).is_empty() { String::new() } else { format!(" \"{}\"", text_of(&p["name"])) };
+        text.push_str(&format!(
+            "{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}{name}{status}\n",
+            number(&p["index"]),
+            number(&p["start"]),
+            human(number(&p["size"])),
+            text_of(&v["filesystem"]),
+            human(number(&v["used"])),
+            human(number(&v["elidable"])),
+            text_of(&p["type"]),
+        ));
+        for warning in v["warnings"].as_array().into_iter().flatten() {
+            text.push_str(&format!("    warning: {}\n", text_of(warning)));
+        }
+    }
+    let total = &report["total"];
+    let size = number(&total["size"]);
+    text.push_str(&format!(
+        "\nraw areas   {} (table, gaps, boot loader; copied verbatim)\ntotal       {}: used {} ({:.1}%), elidable {} ({:.1}%)\n",
+        human(number(&report["raw"])),
+        human(size),
+        human(number(&total["used"])),
+        percent(number(&total["used"]), size),
+        human(number(&total["elidable"])),
+        percent(number(&total["elidable"]), size)
+    ));
+    text
+}
+
+/// The `Elision` in words, for the manifest.
+pub(crate) fn elision_name(elision: &Elision) -> &'static str {
+    match elision {
+        Elision::Elided => "elided",
+        Elision::Forced => "forced",
+        Elision::Raw(_) => "raw",
+    }
+}
+
+/// Writes `text` to stdout.
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}

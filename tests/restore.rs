@@ -1,0 +1,206 @@
+//! `imgstream restore`: a raw stream on stdin into a sparse file (du vs ls -l) or a block
+//! device holding old data (exact bytes), length checks, and refusing a target in use.
+
+use crate::disk::{Borg, LoopDevice};
+use crate::util::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Runs `imgstream restore ARGS` with `stream` written into its stdin through a pipe, in
+/// pieces of odd sizes (a pipe delivers short reads).
+fn restore(args: &[&str], stream: &[u8]) -> std::process::Output {
+    let mut child = imgstream()
+        .arg("restore")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = stream.to_vec();
+    let writer = std::thread::spawn(move || {
+        for piece in data.chunks(65_537) {
+            if stdin.write_all(piece).is_err() {
+                break; // restore stopped reading (a length error)
+            }
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+fn disk_stream(dir: &Path) -> Vec<u8> {
+    let disk = fixture("disk-gpt", dir);
+    run_ok(imgstream().arg("disk").arg(&disk)).stdout
+}
+
+/// Bytes `du` says a file occupies.
+fn du_bytes(path: &Path) -> u64 {
+    let output = run_ok(Command::new("du").args(["-B1", "--"]).arg(path));
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Acceptance 4 (file): only the non-zero blocks are allocated, and the bytes are exact.
+#[test]
+fn restore_sparse_into_a_file_allocates_only_the_non_zero_blocks() {
+    if !have_tool("du") {
+        return;
+    }
+    let dir = scratch();
+    let stream = disk_stream(dir.path());
+    let target = dir.path().join("restored.img");
+    let output = restore(&["--sparse", target.to_str().unwrap()], &stream);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_same_bytes("restored file", &std::fs::read(&target).unwrap(), &stream);
+    let apparent = std::fs::metadata(&target).unwrap().len();
+    assert_eq!(apparent, stream.len() as u64, "ls -l size");
+    let non_zero = stream.chunks(4096).filter(|page| page.iter().any(|&b| b != 0)).count() as u64 * 4096;
+    let allocated = du_bytes(&target);
+    // At least the data, at most the data plus a little filesystem metadata (extent blocks).
+    assert!(allocated >= non_zero && allocated <= non_zero + (256 << 10), "du {allocated}, non-zero pages {non_zero}, ls -l {apparent}");
+    assert!(allocated < apparent / 2, "not sparse: du {allocated}, ls -l {apparent}");
+
+    // Without --sparse every block is written.
+    let dense = dir.path().join("dense.img");
+    let output = restore(&[dense.to_str().unwrap()], &stream);
+    assert!(output.status.success());
+    assert_same_bytes("dense file", &std::fs::read(&dense).unwrap(), &stream);
+    assert!(du_bytes(&dense) >= apparent, "zeros were not written");
+}
+
+#[test]
+fn a_stream_shorter_or_longer_than_expected_fails_with_both_lengths() {
+    let dir = scratch();
+    let stream = vec![7u8; 3 << 20];
+    let target = dir.path().join("t.img");
+    let path = target.to_str().unwrap();
+    let output = restore(&["--sparse", "--size", "4M", path], &stream);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ended after 3145728 bytes, 4194304 were expected") && stderr.contains("incomplete"), "{stderr}");
+    let output = restore(&["--size", "2M", path], &stream);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("longer than the 2097152 bytes expected"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.contains("error:")).count(), 1, "{stderr}");
+    // Usage errors: --assume-zeroed on a file.
+    let output = restore(&["--assume-zeroed", path], &stream);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A file of `len` bytes of 0xAB: "old data" a restore must not leave behind.
+fn old_data(path: &Path, len: usize) {
+    std::fs::write(path, vec![0xABu8; len]).unwrap();
+}
+
+/// Acceptance 4 (device): on a loop device full of old data, --sparse (BLKZEROOUT) and plain
+/// writes give the exact bytes; --assume-zeroed is exact only on a zeroed device.
+#[test]
+fn root_restore_onto_a_loop_device_with_old_data_gives_the_exact_bytes() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = scratch();
+    let stream = disk_stream(dir.path());
+    let backing = dir.path().join("device.img");
+    for args in [&["--sparse"][..], &[][..]] {
+        old_data(&backing, stream.len());
+        let device = LoopDevice::attach(&backing, &[]);
+        let mut all = args.to_vec();
+        all.push(device.path().to_str().unwrap());
+        let output = restore(&all, &stream);
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if args.is_empty() {
+            assert!(stderr.contains("written"), "{stderr}");
+        } else {
+            assert!(stderr.contains("zeroed out (BLKZEROOUT)"), "{stderr}");
+        }
+        drop(device);
+        assert_same_bytes(&format!("loop device after restore {args:?}"), &std::fs::read(&backing).unwrap(), &stream);
+    }
+    // --assume-zeroed: exact on a zeroed device, and (the reason it is opt-in) not on old data.
+    std::fs::write(&backing, vec![0u8; stream.len()]).unwrap();
+    let device = LoopDevice::attach(&backing, &[]);
+    assert!(restore(&["--assume-zeroed", device.path().to_str().unwrap()], &stream).status.success());
+    drop(device);
+    assert_same_bytes("assume-zeroed on a zeroed device", &std::fs::read(&backing).unwrap(), &stream);
+    old_data(&backing, stream.len());
+    let device = LoopDevice::attach(&backing, &[]);
+    assert!(restore(&["--assume-zeroed", device.path().to_str().unwrap()], &stream).status.success());
+    drop(device);
+    assert!(std::fs::read(&backing).unwrap() != stream, "old data should show through --assume-zeroed");
+
+    // A device of another size: the stream must match it unless --size says otherwise.
+    old_data(&backing, stream.len() + (1 << 20));
+    let device = LoopDevice::attach(&backing, &[]);
+    let output = restore(&["--sparse", device.path().to_str().unwrap()], &stream);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("were expected"));
+    let size = stream.len().to_string();
+    assert!(restore(&["--sparse", "--size", &size, device.path().to_str().unwrap()], &stream).status.success());
+}
+
+#[test]
+fn root_a_mounted_target_is_refused() {
+    if !is_root() || !have_tool("losetup") || !have_tool("mkfs.ext4") {
+        return;
+    }
+    let dir = scratch();
+    let backing = dir.path().join("fs.img");
+    std::fs::File::create(&backing).unwrap().set_len(8 << 20).unwrap();
+    run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&backing));
+    let device = LoopDevice::attach(&backing, &[]);
+    let mount_point = dir.path().join("mnt");
+    std::fs::create_dir(&mount_point).unwrap();
+    run_ok(Command::new("mount").arg(device.path()).arg(&mount_point));
+    // Mounting writes the superblock; compare while mounted, after the kernel has flushed.
+    run_ok(&mut Command::new("sync"));
+    let before = sha256(&backing);
+    let stream = vec![0u8; 8 << 20];
+    let on_device = restore(&["--sparse", device.path().to_str().unwrap()], &stream);
+    let on_file = restore(&["--sparse", backing.to_str().unwrap()], &stream);
+    run_ok(&mut Command::new("sync"));
+    let after = sha256(&backing);
+    let _ = Command::new("umount").arg(&mount_point).status();
+    assert_eq!(on_device.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&on_device.stderr);
+    assert!(stderr.contains("mounted read-write") || stderr.contains("in use"), "{stderr}");
+    assert_eq!(on_file.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&on_file.stderr);
+    assert!(stderr.contains("mounted read-write"), "{stderr}");
+    assert_eq!(after, before, "a mounted target was written");
+}
+
+/// restore-disk onto a larger block device full of old data: exact partitions and raw areas,
+/// zeros where the stream has zeros, the backup GPT at the device's end.
+#[test]
+fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
+    if !is_root() || !have_tool("losetup") || !have_tool("borg") || !have_tool("sfdisk") {
+        return;
+    }
+    let dir = scratch();
+    let borg = Borg::init(dir.path());
+    let disk = fixture("disk-gpt", dir.path());
+    let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
+    run_ok(borg.imgstream(&["backup-disk", "--name", "d"]).arg(&disk));
+    let backing = dir.path().join("device.img");
+    old_data(&backing, stream.len() + (16 << 20));
+    let device = LoopDevice::attach(&backing, &[]);
+    run_ok(borg.imgstream(&["restore-disk", "--name", "d"]).arg(device.path()));
+    let verify = run_ok(Command::new("sfdisk").arg("--verify").arg(device.path()));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("No errors detected"));
+    drop(device);
+    let restored = std::fs::read(&backing).unwrap();
+    // Partitions byte for byte (free space zeros, not 0xAB).
+    let info: serde_json::Value = serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(&disk)).stdout).unwrap();
+    for p in info["partitions"].as_array().unwrap() {
+        let (start, size) = (p["start"].as_u64().unwrap() as usize, p["size"].as_u64().unwrap() as usize);
+        assert_same_bytes(&format!("partition {}", p["index"]), &restored[start..start + size], &stream[start..start + size]);
+    }
+    let last = restored.len() - 512;
+    assert_eq!(&restored[last..last + 8], b"EFI PART");
+}
