@@ -53,7 +53,7 @@ borg_size() { borg info --json "$1" | python3 -c 'import json,sys; print(json.lo
 borg_row() {
     local label=$1 producer=$2 chunker=${3:-fixed,4194304} repo
     repo="$WORK/repo-$RANDOM"
-    borg init -q -e none "$repo"
+    borg init -e none "$repo" >/dev/null 2>&1
     timed "$label" "$producer | borg create --chunker-params $chunker $repo::a -"
     EXTRA[-1]="$(numfmt --to=iec "$(borg_size "$repo")") in repo"
     rm -rf "$repo"
