@@ -34,8 +34,31 @@ const MANIFEST_FORMAT: &str = "imgstream-disk-1";
 /// borg's advice for block devices and disk images; zero blocks then dedup to nothing.
 const DEFAULT_CHUNKER: &str = "fixed,4194304";
 
+/// How a backup is laid out in the repository, and how to restore it without imgstream's help.
+const LAYOUT_HELP: &str = "\
+Archives of a backup named NAME (default: SOURCE's file name and the UTC time):
+  NAME-partN   partition N as a raw image (free space zeroed), made with
+               borg create --content-from-command ... -- imgstream disk --partition N SOURCE
+  NAME-table   manifest.json (disk size, sector size, table type, every partition's index,
+               start, size, type, filesystem, used bytes, archive) and raw/<offset>.bin: every
+               area outside the partitions (MBR/GPT, boot loader gap, EBRs, backup GPT)
+A failing read fails the command, borg commits nothing, and the archives this run already
+made are deleted again: a failed backup-disk leaves no new archive. Default borg options:
+--chunker-params fixed,4194304 (add yours after --).
+
+Restore the whole disk:   imgstream restore-disk --repo REPO --name NAME /dev/sdX
+Restore one partition:    borg extract --stdout REPO::NAME-part2 | imgstream restore --sparse /dev/sdX2
+With plain borg and dd:   mkdir t && cd t && borg extract REPO::NAME-table
+                          for f in raw/*.bin: dd if=$f of=/dev/sdX bs=1M seek=<offset> oflag=seek_bytes conv=notrunc
+                            (<offset> is the file name without leading zeros)
+                          for each partition in manifest.json:
+                            borg extract --stdout REPO::<archive> | dd of=/dev/sdX bs=4M seek=<start> oflag=seek_bytes conv=notrunc
+                          (dd writes every zero; on a larger GPT disk, run `sgdisk -e` or `sfdisk --relocate
+                          gpt-bak-std` afterwards to move the backup GPT to the end)";
+
 /// `imgstream backup-disk`.
 #[derive(Debug, Args)]
+#[command(after_help = LAYOUT_HELP)]
 pub(crate) struct BackupDiskArgs {
     /// Disk to back up: block device or image file (never written).
     pub(crate) source: PathBuf,
@@ -58,6 +81,7 @@ pub(crate) struct BackupDiskArgs {
 
 /// `imgstream restore-disk`.
 #[derive(Debug, Args)]
+#[command(after_help = LAYOUT_HELP)]
 pub(crate) struct RestoreDiskArgs {
     /// The borg repository.
     #[arg(long)]

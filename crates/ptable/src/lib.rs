@@ -155,7 +155,9 @@ pub fn read_layout(disk: &dyn ReadAt, sector_size: Option<u32>) -> Result<DiskLa
     let size = disk.size();
     let mut head = vec![0u8; usize::try_from(size.min(HEAD_SIZE)).unwrap_or(0)];
     disk.read_exact_at(&mut head, 0)?;
-    if size < mbr::RECORD_SIZE as u64 {
+    // Less than one sector (of the size the device reports) cannot hold a table.
+    let smallest = sector_size.map_or(mbr::RECORD_SIZE as u64, u64::from).max(mbr::RECORD_SIZE as u64);
+    if size < smallest {
         return Ok(whole_disk(size, sector_size.unwrap_or(512), None, vec![format!(
             "the disk is only {size} bytes, too small for a partition table"
         )]));

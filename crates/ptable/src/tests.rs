@@ -340,6 +340,7 @@ pub(crate) fn check_consistent(layout: &DiskLayout, what: &str) {
     assert!(inside.end() <= layout.size, "{what}: partition past the end");
     assert_eq!(inside.total() + layout.raw.total(), layout.size, "{what}: raw is not the complement");
     for s in &layout.structures {
+        assert!(s.range.end <= layout.size, "{what}: {} past the end", s.what);
         assert!(layout.raw.contains_range(s.range.clone()), "{what}: {} not raw", s.what);
     }
 }
@@ -403,4 +404,22 @@ fn corrupting_the_fixture_tables_byte_by_byte_never_panics() {
         // Both outcomes happen: damage is either survived (backup copy, unused bytes) or reported.
         assert!(ok > 0 && err > 0, "{name}: {ok} survived, {err} reported");
     }
+}
+
+/// Fuzz regression (crash-3d66d357): 584 bytes with 0x55AA and no entries, read with the
+/// device's 4096-byte sectors, gave an MBR structure reaching past the end of the disk.
+#[test]
+fn a_disk_smaller_than_one_device_sector_is_one_volume() {
+    let mut disk = vec![0u8; 584];
+    disk[..3].copy_from_slice(&[0x0B, 0x11, 0x30]);
+    disk[510] = 0x55;
+    disk[511] = 0xAA;
+    disk[512..520].copy_from_slice(b"EFI PART");
+    let layout = read_layout(&disk, Some(4096)).unwrap();
+    assert_eq!(layout.table, TableKind::None);
+    check_consistent(&layout, "584 bytes, 4096-byte sectors");
+    // With 512-byte sectors it is an empty MBR, its one sector inside the disk.
+    let layout = read_layout(&disk, Some(512)).unwrap();
+    assert_eq!(layout.table, TableKind::Mbr);
+    check_consistent(&layout, "584 bytes, 512-byte sectors");
 }
