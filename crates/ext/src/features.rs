@@ -172,7 +172,7 @@ pub(crate) struct Features {
 
 impl Features {
     /// Space-separated names of the set bits, as `dumpe2fs -h` lists them (unknown bits as
-    /// `FEATURE_C12`-style names, like e2fsprogs).
+    /// `FEATURE_C12`-style names, and "(none)" for none, like e2fsprogs).
     pub(crate) fn names(&self) -> String {
         let mut names = Vec::new();
         for (kind, word, prefix) in [
@@ -190,6 +190,9 @@ impl Features {
                     None => names.push(format!("FEATURE_{prefix}{bit}")),
                 }
             }
+        }
+        if names.is_empty() {
+            return "(none)".into();
         }
         names.join(" ")
     }
