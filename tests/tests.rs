@@ -10,6 +10,7 @@ mod util;
 
 mod cli;
 mod ext;
+mod ntfs;
 mod fat;
 mod exfat;
 mod swap;
