@@ -1,5 +1,5 @@
-//! The unnamed `$DATA` stream of a file: resident bytes, or its data runs (the clusters it
-//! occupies), following `$ATTRIBUTE_LIST` extents ourselves.
+//! The streams of a file (the unnamed `$DATA`, or `$INDEX_ALLOCATION:$I30`): resident bytes, or
+//! their data runs (the clusters they occupy), following `$ATTRIBUTE_LIST` extents ourselves.
 //!
 //! `NtfsFile::data()` of the `ntfs` crate returns the wrong extent for files with an attribute
 //! list (crates.md §2.4), so the walk is done here: with a list, every `$DATA` extent it names is
@@ -57,24 +57,35 @@ impl Stream {
 
 /// The unnamed `$DATA` stream of `file`, or `None` if it has none.
 pub(crate) fn unnamed_data<T: Read + Seek>(ntfs: &Ntfs, file: &NtfsFile<'_>, fs: &mut T) -> Result<Option<Stream>, Error> {
+    stream(ntfs, file, fs, NtfsAttributeType::Data, "")
+}
+
+/// The stream of attribute `ty` named `name` ("" for unnamed) of `file`, or `None`.
+pub(crate) fn stream<T: Read + Seek>(
+    ntfs: &Ntfs,
+    file: &NtfsFile<'_>,
+    fs: &mut T,
+    ty: NtfsAttributeType,
+    name: &str,
+) -> Result<Option<Stream>, Error> {
     let record = file.file_record_number();
     let context = |what: &str| format!("MFT record {record} at byte {}: {what}", file.position().into_offset());
     for attribute in file.attributes_raw() {
         let attribute = attribute.map_err(Error::parse(context("attribute")))?;
         if attribute.ty().map_err(Error::parse(context("attribute type")))? == NtfsAttributeType::AttributeList {
-            return from_attribute_list(ntfs, file, &attribute, fs);
+            return from_attribute_list(ntfs, file, &attribute, fs, ty, name);
         }
     }
     for attribute in file.attributes_raw() {
         let attribute = attribute.map_err(Error::parse(context("attribute")))?;
-        if attribute.ty().map_err(Error::parse(context("attribute type")))? != NtfsAttributeType::Data
-            || attribute.name_length() != 0
+        if attribute.ty().map_err(Error::parse(context("attribute type")))? != ty
+            || attribute.name().map_err(Error::parse(context("attribute name")))? != name
         {
             continue;
         }
         let mut runs = Vec::new();
         let data_size = attribute.value_length();
-        if let Some(resident) = extent(&attribute, fs, &mut runs, 0, &context("$DATA"))? {
+        if let Some(resident) = extent(&attribute, fs, &mut runs, 0, &context("attribute value"))? {
             return Ok(Some(Stream::Resident(resident)));
         }
         return Ok(Some(Stream::NonResident { data_size, runs }));
@@ -82,12 +93,15 @@ pub(crate) fn unnamed_data<T: Read + Seek>(ntfs: &Ntfs, file: &NtfsFile<'_>, fs:
     Ok(None)
 }
 
-/// Every unnamed `$DATA` extent named by `list`, read from its own record, in VCN order.
+/// Every extent of attribute `ty` named `name` listed by `list`, read from its own record, in
+/// VCN order.
 fn from_attribute_list<T: Read + Seek>(
     ntfs: &Ntfs,
     file: &NtfsFile<'_>,
     list: &NtfsAttribute<'_, '_>,
     fs: &mut T,
+    ty: NtfsAttributeType,
+    name: &str,
 ) -> Result<Option<Stream>, Error> {
     let context = format!("$ATTRIBUTE_LIST of MFT record {} at byte {}", file.file_record_number(), list.position().into_offset());
     let list = list
@@ -103,11 +117,11 @@ fn from_attribute_list<T: Read + Seek>(
             return Err(Error::corrupt(context, list.position().into_offset(), format!("more than {MAX_LIST_ENTRIES} entries")));
         }
         let entry = entry.map_err(Error::parse(context.clone()))?;
-        if entry.ty().map_err(Error::parse(context.clone()))? != NtfsAttributeType::Data || entry.name_length() != 0 {
+        if entry.ty().map_err(Error::parse(context.clone()))? != ty || entry.name() != name {
             continue;
         }
         let lowest_vcn = entry.lowest_vcn().value();
-        let where_ = format!("{context}: $DATA extent at VCN {lowest_vcn} in MFT record {}", entry.base_file_reference().file_record_number());
+        let where_ = format!("{context}: {ty:?} extent at VCN {lowest_vcn} in MFT record {}", entry.base_file_reference().file_record_number());
         let expected_offset: u64 = runs.iter().map(|r: &Run| r.len).sum();
         let offset = u64::try_from(lowest_vcn).ok().and_then(|v| v.checked_mul(u64::from(ntfs.cluster_size())));
         if offset != Some(expected_offset) {

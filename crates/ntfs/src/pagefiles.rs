@@ -71,7 +71,7 @@ pub(crate) fn examine<T: Read + Seek>(
     used: &RangeSet,
     system: &RangeSet,
 ) -> Report {
-    let found = match root_directory::find(ntfs, fs, &NAMES) {
+    let found = match root_directory::find(ntfs, fs, volume, &NAMES) {
         Ok(found) => found,
         Err(error) => {
             let why = format!("cannot search the root directory for hiberfil.sys: {error}");

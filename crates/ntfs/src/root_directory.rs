@@ -9,7 +9,12 @@
 //! looked up here.
 
 use crate::boot_sector::MAX_INDEX_RECORD_SIZE;
+use crate::boot_sector::{le_u16, le_u32};
+use crate::logfile::apply_fixups;
+use crate::data_runs::{read_at, stream};
 use crate::error::{Error, Offset};
+use imgstream_blockio::ReadAt;
+use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsIndexAllocation, NtfsIndexRoot};
 use ntfs::{Ntfs, NtfsAttributeType, NtfsFile, NtfsIndexEntry, NtfsIndexEntryFlags};
@@ -23,6 +28,19 @@ const MAX_ENTRIES_PER_NODE: usize = (MAX_INDEX_RECORD_SIZE / 16) as usize;
 /// Index entry header size; shorter entries are corrupt (and would underflow the crate's
 /// subnode arithmetic).
 const ENTRY_HEADER_SIZE: u16 = 16;
+/// Index node header (after the $INDEX_ROOT header or the INDX record header): entries offset
+/// u32 @0 and index size u32 @4, both relative to the node header; the header is 16 bytes.
+const NODE_ENTRIES_OFFSET: usize = 0;
+const NODE_INDEX_SIZE: usize = 4;
+const NODE_HEADER_SIZE: u64 = 16;
+/// The $INDEX_ROOT value starts with 16 bytes before its node header.
+const INDEX_ROOT_HEADER_SIZE: usize = 16;
+/// An INDX record starts with 24 bytes before its node header.
+const INDEX_RECORD_HEADER_SIZE: usize = 24;
+/// Index entry: length u16 @8, flags u8 @12 (0x02: the last entry of the node, no key).
+const ENTRY_LENGTH: usize = 8;
+const ENTRY_FLAGS: usize = 12;
+const LAST_ENTRY_FLAG: u8 = 0x02;
 /// Bound on the index nodes visited.
 const MAX_NODES: usize = 1 << 16;
 
@@ -38,7 +56,7 @@ pub(crate) struct Found {
 }
 
 /// Looks `names` up in the root directory; a name may be found more than once (8.3 aliases).
-pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, names: &[&str]) -> Result<Vec<Found>, Error> {
+pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt, names: &[&str]) -> Result<Vec<Found>, Error> {
     let root = ntfs.root_directory(fs).map_err(Error::parse("root directory (MFT record 5)"))?;
     let context = format!("root directory index (MFT record 5 at byte {})", root.position().into_offset());
     let mut found = Vec::new();
@@ -48,6 +66,10 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, names: &[&str]) -> R
         if attribute.ty().map_err(Error::parse(context.clone()))? == NtfsAttributeType::IndexRoot
             && attribute.name().map_err(Error::parse(context.clone()))? == DIRECTORY_INDEX
         {
+            // The crate slices the entries by these header fields without checking their order.
+            if let NtfsAttributeValue::Resident(value) = attribute.value(fs).map_err(Error::parse(context.clone()))? {
+                check_node(value.data(), INDEX_ROOT_HEADER_SIZE, value.data().len(), &context, value.data_position().into_offset())?;
+            }
             index_root = Some(attribute.resident_structured_value::<NtfsIndexRoot>().map_err(Error::parse(context.clone()))?);
             break;
         }
@@ -70,6 +92,9 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, names: &[&str]) -> R
         return Ok(found);
     }
     let allocation = index_allocation(&root, fs, &context)?;
+    let allocation_stream = stream(ntfs, &root, fs, NtfsAttributeType::IndexAllocation, DIRECTORY_INDEX)?
+        .ok_or_else(|| Error::corrupt(context.clone(), root.position().into_offset(), "no $INDEX_ALLOCATION named $I30"))?;
+    let mut record_bytes = vec![0u8; record_size as usize];
     let mut visited = BTreeSet::new();
     while let Some(vcn) = pending.pop_front() {
         if !visited.insert(vcn) {
@@ -77,6 +102,16 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, names: &[&str]) -> R
         }
         if visited.len() > MAX_NODES {
             return Err(Error::corrupt(context, 0, format!("more than {MAX_NODES} index nodes")));
+        }
+        // Where the crate will read the record (VCN x cluster size): check its node header first.
+        let offset = u64::try_from(vcn).ok().and_then(|v| v.checked_mul(u64::from(ntfs.cluster_size())));
+        if let Some(offset) = offset.filter(|&o| o < allocation_stream.data_size()) {
+            read_at(volume, &allocation_stream, offset, &mut record_bytes)?;
+            // A record that fails its fixups is rejected by the crate before it looks at entries.
+            if record_bytes.starts_with(b"INDX") && apply_fixups(&mut record_bytes).is_ok() {
+                let at = format!("{context}: index record at VCN {vcn}");
+                check_node(&record_bytes, INDEX_RECORD_HEADER_SIZE, record_bytes.len(), &at, offset)?;
+            }
         }
         let record = allocation
             .record_from_vcn(fs, record_size, ntfs::types::Vcn::from(vcn))
@@ -103,6 +138,39 @@ fn index_allocation<'n, 'f, T: Read + Seek>(root: &'f NtfsFile<'n>, fs: &mut T, 
         root.position().into_offset(),
         "$INDEX_ALLOCATION:$I30 is not in the base record (an attribute-list root directory is not supported)",
     ))
+}
+
+/// Checks the index node at `start` of `node` (`len` valid bytes) before the crate parses it:
+/// the entries it slices out, `[start + entries_offset, start + index_size)`, must be in order
+/// and inside, and each entry up to the last must be at least a header long and end inside
+/// (the crate indexes into shorter ones and loops on zero-length ones).
+fn check_node(node: &[u8], start: usize, len: usize, context: &str, position: u64) -> Result<(), Error> {
+    let entries_offset = le_u32(node, start + NODE_ENTRIES_OFFSET) as usize;
+    let index_size = le_u32(node, start + NODE_INDEX_SIZE) as usize;
+    let end = start.saturating_add(index_size);
+    if (entries_offset as u64) < NODE_HEADER_SIZE || entries_offset > index_size || end > len.min(node.len()) {
+        return Err(Error::corrupt(
+            context,
+            position,
+            format!("index node header: entries at {entries_offset}, index size {index_size}, in a {len}-byte node"),
+        ));
+    }
+    let mut entry = start + entries_offset;
+    while entry < end {
+        let length = usize::from(le_u16(node, entry + ENTRY_LENGTH));
+        if length < usize::from(ENTRY_HEADER_SIZE) || entry + length > end {
+            return Err(Error::corrupt(
+                context,
+                position + entry as u64,
+                format!("index entry of {length} bytes does not fit between its {ENTRY_HEADER_SIZE}-byte header and the node end at {end}"),
+            ));
+        }
+        if node.get(entry + ENTRY_FLAGS).is_some_and(|f| f & LAST_ENTRY_FLAG != 0) {
+            break;
+        }
+        entry += length;
+    }
+    Ok(())
 }
 
 /// Records matching names and queues subnodes of one node's entries.
