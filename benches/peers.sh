@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of imgstream and its peers, in one run, on the same images:
 #
-#   benches/peers.sh [ext4] [ntfs]        (default: ext4 ntfs; root, to drop the page cache)
+#   benches/peers.sh [ext4] [ntfs] [restore]   (default: ext4 ntfs; root, to drop the page cache)
 #
 # For each filesystem it builds a SIZE image (default 4G, env SIZE) filled with random garbage,
 # formats it, fills FILL% (default "30 90", env FILL) with random files, then times, with the
@@ -149,10 +149,31 @@ bench_ntfs() {
     rm -f "$img"
 }
 
+# bench_restore FILL: the way back: borg extract --stdout alone (the baseline), into imgstream
+# restore --sparse (holes for zeros), and into dd of a file (every zero written).
+bench_restore() {
+    local fill=$1 img="$WORK/restore.img" bytes repo="$WORK/repo-restore"
+    truncate -s "$SIZE" "$img"
+    bytes=$(stat -c %s "$img")
+    fill_files "$WORK/files" $(( bytes * fill / 100 ))
+    mkfs.ext4 -q -F -d "$WORK/files" "$img"
+    rm -rf "$WORK/files"
+    borg init -e none "$repo"
+    "$IMGSTREAM" part "$img" 2>/dev/null | borg create --chunker-params fixed,4194304 "$repo::a" -
+    timed "borg extract --stdout > /dev/null" "borg extract --stdout '$repo::a' > /dev/null"
+    timed "borg extract --stdout | imgstream restore --sparse FILE" \
+        "rm -f '$WORK/out'; borg extract --stdout '$repo::a' | '$IMGSTREAM' restore --sparse '$WORK/out' 2>/dev/null"
+    timed "borg extract --stdout | dd of=FILE bs=4M" \
+        "rm -f '$WORK/out'; borg extract --stdout '$repo::a' | dd of='$WORK/out' bs=4M status=none"
+    print_table "restore from borg: ext4, $SIZE, ${fill}% filled (speed vs borg extract alone)" "$bytes"
+    rm -rf "$repo" "$img" "$WORK/out"
+}
+
 for fs in "${filesystems[@]}"; do
     case $fs in
         ext4) for fill in $FILL; do bench_ext4 "$fill"; done; bench_zeros_into_pipe ;;
         ntfs) for fill in $FILL; do bench_ntfs "$fill"; done ;;
-        *) echo "peers: unknown filesystem $fs (ext4, ntfs)" >&2; exit 2 ;;
+        restore) for fill in $FILL; do bench_restore "$fill"; done ;;
+        *) echo "peers: unknown filesystem $fs (ext4, ntfs, restore)" >&2; exit 2 ;;
     esac
 done

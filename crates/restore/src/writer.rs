@@ -7,6 +7,7 @@ use imgstream_stream::Progress;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
 
 /// Zero detection granularity: a file-system page, so holes line up with filesystem blocks.
 pub const PAGE_SIZE: usize = 4096;
@@ -29,12 +30,19 @@ pub struct Report {
     pub zeros: u64,
 }
 
+/// Blocks in flight between the reader thread and the writer: one being filled, one being
+/// written, one queued. Memory is `READ_AHEAD * block_size`.
+const READ_AHEAD: usize = 3;
+
 /// Copies `input` into `target` starting at byte `offset`. The stream must hold exactly
 /// `expected` bytes if given; it may never reach past the target's capacity. Reads in blocks of
 /// `block_size` bytes (a multiple of [`PAGE_SIZE`]), filling each block across short reads.
+///
+/// A reader thread fills blocks while the calling thread writes the previous ones, so that the
+/// producer (borg) never waits for a write.
 pub fn write_stream(
     target: &Target,
-    input: &mut dyn Read,
+    input: &mut (dyn Read + Send),
     offset: u64,
     expected: Option<u64>,
     block_size: usize,
@@ -54,33 +62,54 @@ pub fn write_stream(
             });
         }
     }
-    let mut writer = Writer { target, zeros: None, report: Report::default() };
-    let mut buffer = vec![0u8; block_size];
-    let mut received = 0u64;
-    loop {
-        let filled = fill(input, &mut buffer).map_err(|source| Error::Read { received, source })?;
-        if filled == 0 {
-            break;
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(READ_AHEAD - 1);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(READ_AHEAD);
+    for _ in 0..READ_AHEAD {
+        empty_tx.send(Vec::new()).expect("OK to unwrap: the channel has room for every buffer");
+    }
+    std::thread::scope(|scope| {
+        // Owned by this closure: returning (even early, on an error) drops them, which stops
+        // a reader blocked on a full queue before the scope waits for it.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        scope.spawn(move || {
+            // Stops at the end of the stream, on a read error, or when the writer hangs up.
+            while let Ok(mut buffer) = empty_rx.recv() {
+                buffer.resize(block_size, 0);
+                let result = fill(input, &mut buffer);
+                let done = !matches!(result, Ok(n) if n > 0);
+                if full_tx.send(result.map(|n| (buffer, n))).is_err() || done {
+                    break;
+                }
+            }
+        });
+        let mut writer = Writer { target, zeros: None, report: Report::default() };
+        let mut received = 0u64;
+        while let Ok(result) = full_rx.recv() {
+            let (buffer, filled) = result.map_err(|source| Error::Read { received, source })?;
+            if filled == 0 {
+                break;
+            }
+            let after = received + filled as u64;
+            if let Some(limit) = limit {
+                if after > limit {
+                    return Err(Error::Long { path: target.path.clone(), expected: limit });
+                }
+            }
+            writer.block(buffer.get(..filled).unwrap_or_default(), offset + received)?;
+            received = after;
+            progress.advance(filled as u64);
+            // The reader may be gone (it stops after the last block); the buffer is then dropped.
+            let _ = empty_tx.send(buffer);
         }
-        let after = received + filled as u64;
-        if let Some(limit) = limit {
-            if after > limit {
-                return Err(Error::Long { path: target.path.clone(), expected: limit });
+        writer.flush_zeros()?;
+        if let Some(expected) = expected {
+            if received != expected {
+                return Err(Error::Short { path: target.path.clone(), received, expected });
             }
         }
-        let block = buffer.get(..filled).unwrap_or_default();
-        writer.block(block, offset + received)?;
-        received = after;
-        progress.advance(filled as u64);
-    }
-    writer.flush_zeros()?;
-    if let Some(expected) = expected {
-        if received != expected {
-            return Err(Error::Short { path: target.path.clone(), received, expected });
-        }
-    }
-    writer.report.total = received;
-    Ok(writer.report)
+        writer.report.total = received;
+        Ok(writer.report)
+    })
 }
 
 /// Reads until `buffer` is full or the stream ends (a pipe delivers at most its buffer per read).

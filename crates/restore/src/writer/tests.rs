@@ -146,3 +146,18 @@ fn assume_zeroed_is_refused_for_files_and_odd_targets_are_refused() {
     let error = Target::open(dir.path(), OpenOptions::default()).unwrap_err();
     assert!(error.to_string().contains("not a regular file or block device"), "{error}");
 }
+
+#[test]
+fn an_endless_stream_stops_at_the_limit_without_hanging() {
+    struct Endless;
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(9);
+            Ok(buf.len())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::open(&dir.path().join("x"), OpenOptions::default()).unwrap();
+    let error = write_stream(&target, &mut Endless, 0, Some(3 << 20), 1 << 20, &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::Long { expected, .. } if expected == 3 << 20), "{error}");
+}
