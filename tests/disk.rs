@@ -455,3 +455,47 @@ fn one_partition_restores_alone_with_plain_borg_and_imgstream_restore() {
     run_ok(borg.env(Command::new("bash").args(["-o", "pipefail", "-c", &script])));
     assert_same_bytes("partition 5 restored alone", &std::fs::read(&target).unwrap(), &alone);
 }
+
+/// A disk without a partition table whose sector 0 holds a filesystem is that filesystem.
+#[test]
+fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
+    let dir = scratch();
+    for name in ["fat-32", "ext-ext4"] {
+        let image = fixture(name, dir.path());
+        let disk = run_ok(imgstream().arg("disk").arg(&image)).stdout;
+        let part = run_ok(imgstream().arg("part").arg(&image)).stdout;
+        assert_same_bytes(&format!("disk vs part of {name}"), &disk, &part);
+        assert!(disk != std::fs::read(&image).unwrap(), "{name}: nothing was elided");
+    }
+}
+
+/// restore-disk without --name takes the latest backup; a 4096-byte-sector GPT moved to a larger
+/// file keeps 4096-byte sectors.
+#[test]
+fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_sectors() {
+    if !have_tool("borg") {
+        return;
+    }
+    let dir = scratch();
+    let borg = Borg::init(dir.path());
+    let disk = fixture("disk-gpt4k", dir.path());
+    let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
+    run_ok(borg.imgstream(&["backup-disk", "--name", "older"]).arg(&disk));
+    run_ok(borg.imgstream(&["backup-disk", "--name", "newer"]).arg(&disk));
+    let target = dir.path().join("large.img");
+    std::fs::File::create(&target).unwrap().set_len(2 * stream.len() as u64).unwrap();
+    let output = run_ok(borg.imgstream(&["restore-disk"]).arg(&target));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("restoring the latest backup, newer"), "{stderr}");
+    let restored = std::fs::read(&target).unwrap();
+    let end = stream.len();
+    // Partition 1 (bytes 1 MiB..9 MiB) is as in the stream (the table's sizes were updated).
+    assert_same_bytes("partition 1", &restored[1 << 20..9 << 20], &stream[1 << 20..9 << 20]);
+    let last = restored.len() - 4096;
+    assert_eq!(&restored[last..last + 8], b"EFI PART");
+    assert_eq!(u64::from_le_bytes(restored[last + 24..last + 32].try_into().unwrap()), (restored.len() / 4096 - 1) as u64);
+    let info = info_json(&target);
+    assert_eq!(info["table"]["sector_size"], 4096);
+    assert!(info["table"]["warnings"].as_array().unwrap().is_empty(), "{}", info["table"]["warnings"]);
+    assert!(restored[end - 4096..end].iter().all(|&b| b == 0), "the old backup header was cleared");
+}

@@ -423,3 +423,15 @@ fn a_disk_smaller_than_one_device_sector_is_one_volume() {
     assert_eq!(layout.table, TableKind::Mbr);
     check_consistent(&layout, "584 bytes, 512-byte sectors");
 }
+
+#[test]
+fn a_hybrid_mbr_is_reported_and_the_gpt_used() {
+    let mut disk = gpt_disk();
+    // A second MBR entry mirroring GPT partition 1 (what gdisk's hybrid MBR does).
+    set_entry(&mut disk, 0, 1, 0x80, 0x0C, 2048, 2048);
+    let layout = read_layout(&disk, None).unwrap();
+    assert_eq!(layout.table, TableKind::Gpt);
+    assert!(!layout.protective_mbr_only);
+    assert!(layout.warnings.iter().any(|w| w.contains("hybrid MBR at byte 0 (1 entries")), "{:?}", layout.warnings);
+    assert_eq!(layout.partitions.len(), 2);
+}
