@@ -404,16 +404,25 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
     }
 }
 
-/// Acceptance 3: a read error in the middle of backup-disk leaves no new archive.
-#[test]
-fn a_read_error_during_backup_disk_leaves_no_new_archive() {
+/// A scratch directory with a borg repository holding backup-disk backups of fixture `name`
+/// under each of `backups`; `None` (skipped) without borg.
+pub(crate) fn backed_up(name: &str, backups: &[&str]) -> Option<(tempfile::TempDir, Borg, PathBuf)> {
     if !have_tool("borg") {
-        return;
+        return None;
     }
     let dir = scratch();
     let borg = Borg::init(dir.path());
-    let disk = fixture("disk-gpt", dir.path());
-    run_ok(borg.imgstream(&["backup-disk", "--name", "good"]).arg(&disk));
+    let disk = fixture(name, dir.path());
+    for backup in backups {
+        run_ok(borg.imgstream(&["backup-disk", "--name", backup]).arg(&disk));
+    }
+    Some((dir, borg, disk))
+}
+
+/// Acceptance 3: a read error in the middle of backup-disk leaves no new archive.
+#[test]
+fn a_read_error_during_backup_disk_leaves_no_new_archive() {
+    let Some((_dir, borg, disk)) = backed_up("disk-gpt", &["good"]) else { return };
     let before = borg.archives();
     // Partition 3 starts at byte 46137344; --raw makes every byte of it a read. Partitions 1
     // and 2 are archived before the failure, and must be removed again.
@@ -436,13 +445,7 @@ fn a_read_error_during_backup_disk_leaves_no_new_archive() {
 /// The plain-borg way of restoring one partition, as the manifest documents it.
 #[test]
 fn one_partition_restores_alone_with_plain_borg_and_imgstream_restore() {
-    if !have_tool("borg") {
-        return;
-    }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-mbr", dir.path());
-    run_ok(borg.imgstream(&["backup-disk", "--name", "m"]).arg(&disk));
+    let Some((dir, borg, disk)) = backed_up("disk-mbr", &["m"]) else { return };
     let alone = run_ok(imgstream().args(["disk", "--partition", "5"]).arg(&disk)).stdout;
     let target = dir.path().join("p5.img");
     let script = format!(
@@ -473,15 +476,8 @@ fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
 /// file keeps 4096-byte sectors.
 #[test]
 fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_sectors() {
-    if !have_tool("borg") {
-        return;
-    }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-gpt4k", dir.path());
+    let Some((dir, borg, disk)) = backed_up("disk-gpt4k", &["older", "newer"]) else { return };
     let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
-    run_ok(borg.imgstream(&["backup-disk", "--name", "older"]).arg(&disk));
-    run_ok(borg.imgstream(&["backup-disk", "--name", "newer"]).arg(&disk));
     let target = dir.path().join("large.img");
     std::fs::File::create(&target).unwrap().set_len(2 * stream.len() as u64).unwrap();
     let output = run_ok(borg.imgstream(&["restore-disk"]).arg(&target));

@@ -1,7 +1,7 @@
 //! `imgstream restore`: a raw stream on stdin into a sparse file (du vs ls -l) or a block
 //! device holding old data (exact bytes), length checks, and refusing a target in use.
 
-use crate::disk::{Borg, LoopDevice};
+use crate::disk::{LoopDevice, backed_up};
 use crate::util::*;
 use std::io::Write;
 use std::path::Path;
@@ -179,14 +179,11 @@ fn root_a_mounted_target_is_refused() {
 /// zeros where the stream has zeros, the backup GPT at the device's end.
 #[test]
 fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
-    if !is_root() || !have_tool("losetup") || !have_tool("borg") || !have_tool("sfdisk") {
+    if !is_root() || !have_tool("losetup") || !have_tool("sfdisk") {
         return;
     }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-gpt", dir.path());
+    let Some((dir, borg, disk)) = backed_up("disk-gpt", &["d"]) else { return };
     let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
-    run_ok(borg.imgstream(&["backup-disk", "--name", "d"]).arg(&disk));
     let backing = dir.path().join("device.img");
     old_data(&backing, stream.len() + (16 << 20));
     let device = LoopDevice::attach(&backing, &[]);

@@ -281,14 +281,7 @@ fn mbr_layout(disk: &dyn ReadAt, ss: u32, head: &[u8]) -> Result<DiskLayout, Err
     if let Some(container) = &extended {
         for p in partitions.iter().filter(|p| p.index <= 4) {
             if p.start < container.end && container.start < p.start + p.len {
-                return Err(corrupt(format!(
-                    "MBR at byte 0: partition {} (bytes {}..{}) overlaps the extended partition (bytes {}..{})",
-                    p.index,
-                    p.start,
-                    p.start + p.len,
-                    container.start,
-                    container.end
-                )));
+                return Err(overlap(&format!("MBR at byte 0: partition {}", p.index), &p.range(), "the extended partition", container));
             }
         }
     }
@@ -320,6 +313,14 @@ fn mbr_partition(index: u32, entry: &mbr::Entry, ss: u64) -> Partition {
     }
 }
 
+/// "A (bytes x..y) overlaps B (bytes z..w)".
+fn overlap(a: &str, a_range: &Range<u64>, b: &str, b_range: &Range<u64>) -> Error {
+    corrupt(format!(
+        "{a} (bytes {}..{}) overlaps {b} (bytes {}..{})",
+        a_range.start, a_range.end, b_range.start, b_range.end
+    ))
+}
+
 /// Checks that partitions lie inside the disk, overlap neither each other nor the table's own
 /// sectors, and computes the raw areas.
 fn finish(mut layout: DiskLayout) -> Result<DiskLayout, Error> {
@@ -336,15 +337,7 @@ fn finish(mut layout: DiskLayout) -> Result<DiskLayout, Error> {
     for pair in sorted.windows(2) {
         if let [a, b] = pair {
             if b.start < a.start + a.len {
-                return Err(corrupt(format!(
-                    "partitions {} (bytes {}..{}) and {} (bytes {}..{}) overlap",
-                    a.index,
-                    a.start,
-                    a.start + a.len,
-                    b.index,
-                    b.start,
-                    b.start + b.len
-                )));
+                return Err(overlap(&format!("partition {}", a.index), &a.range(), &format!("partition {}", b.index), &b.range()));
             }
         }
     }

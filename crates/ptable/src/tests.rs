@@ -109,7 +109,7 @@ fn fix_header_crc(disk: &mut [u8], at: usize) {
 fn gpt_partitions_that_overlap_or_leave_the_usable_area_are_errors() {
     let overlapping = build(8192, 512, &[(0xA1, 2048, 4095), (0xB2, 4000, 6143)]);
     let Err(Error::Corrupt(message)) = read_layout(&overlapping, None) else { panic!() };
-    assert!(message.contains("partitions 1") && message.contains("overlap"), "{message}");
+    assert!(message.contains("partition 1 (bytes 1048576..2097152) overlaps partition 2") && message.contains("overlap"), "{message}");
 
     let past_usable = build(8192, 512, &[(0xA1, 2048, 8180)]);
     let Err(Error::Corrupt(message)) = read_layout(&past_usable, None) else { panic!() };
