@@ -31,8 +31,10 @@ fn sfdisk(disk: &Path) -> Sfdisk {
     let mut partitions = Vec::new();
     let mut extended = None;
     for p in table["partitions"].as_array().unwrap() {
-        let range = p["start"].as_u64().unwrap() * sector_size..(p["start"].as_u64().unwrap() + p["size"].as_u64().unwrap()) * sector_size;
-        let number: u64 = p["node"].as_str().unwrap().strip_prefix(&node_prefix).unwrap().trim_start_matches('p').parse().unwrap();
+        let range = p["start"].as_u64().unwrap() * sector_size
+            ..(p["start"].as_u64().unwrap() + p["size"].as_u64().unwrap()) * sector_size;
+        let number: u64 =
+            p["node"].as_str().unwrap().strip_prefix(&node_prefix).unwrap().trim_start_matches('p').parse().unwrap();
         let kind = p["type"].as_str().unwrap().to_owned();
         if table["label"] == "dos" && ["5", "f", "85"].contains(&kind.as_str()) {
             extended = Some(range);
@@ -41,7 +43,13 @@ fn sfdisk(disk: &Path) -> Sfdisk {
         let text = |key: &str| p[key].as_str().unwrap_or("").to_owned();
         partitions.push((number, range, kind, text("name"), text("uuid")));
     }
-    Sfdisk { label: table["label"].as_str().unwrap().to_owned(), id: table["id"].as_str().unwrap().to_owned(), sector_size, partitions, extended }
+    Sfdisk {
+        label: table["label"].as_str().unwrap().to_owned(),
+        id: table["id"].as_str().unwrap().to_owned(),
+        sector_size,
+        partitions,
+        extended,
+    }
 }
 
 fn info_json(source: &Path) -> Value {
@@ -61,7 +69,13 @@ fn assert_info_matches_sfdisk(source: &Path, oracle: &Sfdisk) {
         .map(|p| {
             let start = p["start"].as_u64().unwrap();
             let text = |key: &str| p[key].as_str().unwrap().to_owned();
-            (p["index"].as_u64().unwrap(), start..start + p["size"].as_u64().unwrap(), text("type"), text("name"), text("uuid"))
+            (
+                p["index"].as_u64().unwrap(),
+                start..start + p["size"].as_u64().unwrap(),
+                text("type"),
+                text("name"),
+                text("uuid"),
+            )
         })
         .collect();
     assert_eq!(ours, oracle.partitions, "{}: partitions differ from sfdisk's", source.display());
@@ -196,7 +210,10 @@ fn disk_stream_is_the_source_with_each_filesystems_free_blocks_zeroed() {
             let actual = &stream[range.start as usize..range.end as usize];
             assert_same_bytes(&format!("{name} partition {number} ({kind}, imgstream: {ours})"), actual, &expected);
             if kind != "ntfs" || ours == "ntfs" {
-                assert!(expected != std::fs::read(&part).unwrap(), "{name} partition {number}: the oracle zeroed nothing; the test proves nothing");
+                assert!(
+                    expected != std::fs::read(&part).unwrap(),
+                    "{name} partition {number}: the oracle zeroed nothing; the test proves nothing"
+                );
             }
             covered += range.end - range.start;
         }
@@ -208,7 +225,11 @@ fn disk_stream_is_the_source_with_each_filesystems_free_blocks_zeroed() {
         ranges.push(source.len() as u64..source.len() as u64);
         for range in ranges {
             let gap = cursor as usize..range.start as usize;
-            assert_same_bytes(&format!("{name} bytes {gap:?} outside partitions"), &stream[gap.clone()], &source[gap.clone()]);
+            assert_same_bytes(
+                &format!("{name} bytes {gap:?} outside partitions"),
+                &stream[gap.clone()],
+                &source[gap.clone()],
+            );
             outside += gap.len() as u64;
             cursor = range.end;
         }
@@ -344,12 +365,16 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         // The manifest, as a user of plain borg would read it.
         let listing = dir.path().join(format!("{name}-table"));
         std::fs::create_dir(&listing).unwrap();
-        run_ok(borg.command().arg("extract").arg(format!("{}::{name}-table", borg.repo.display())).current_dir(&listing));
+        run_ok(
+            borg.command().arg("extract").arg(format!("{}::{name}-table", borg.repo.display())).current_dir(&listing),
+        );
         let manifest = json(&std::fs::read(listing.join("manifest.json")).unwrap());
         assert_eq!(manifest["disk_size"], size);
         assert_eq!(manifest["sector_size"], 512);
         assert_eq!(manifest["table"], sfdisk(&disk).label.as_str());
-        for (ours, theirs) in manifest["partitions"].as_array().unwrap().iter().zip(info["partitions"].as_array().unwrap()) {
+        for (ours, theirs) in
+            manifest["partitions"].as_array().unwrap().iter().zip(info["partitions"].as_array().unwrap())
+        {
             for key in ["index", "start", "size", "type"] {
                 assert_eq!(ours[key], theirs[key], "manifest {key}");
             }
@@ -373,11 +398,17 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         let restored = std::fs::read(&large).unwrap();
         assert_eq!(restored.len() as u64, 2 * size);
         let verify = run_ok(Command::new("sfdisk").arg("--verify").arg(&large));
-        let verify_text = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
+        let verify_text =
+            String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
         assert!(verify_text.contains("No errors detected"), "{verify_text}");
         let fdisk = run_ok(Command::new("fdisk").arg("-l").arg(&large));
         let fdisk_text = String::from_utf8_lossy(&fdisk.stdout).to_string() + &String::from_utf8_lossy(&fdisk.stderr);
-        assert!(!fdisk_text.to_lowercase().contains("warn") && !fdisk_text.contains("corrupt") && !fdisk_text.contains("mismatch"), "{fdisk_text}");
+        assert!(
+            !fdisk_text.to_lowercase().contains("warn")
+                && !fdisk_text.contains("corrupt")
+                && !fdisk_text.contains("mismatch"),
+            "{fdisk_text}"
+        );
         if name == "disk-gpt" {
             let last = restored.len() - 512;
             assert_eq!(&restored[last..last + 8], b"EFI PART", "backup GPT header at the new last LBA");
@@ -399,7 +430,10 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         std::fs::write(&small, vec![0xA5u8; (size / 2) as usize]).unwrap();
         let before = sha256(&small);
         let stderr = run_fails(&mut borg.imgstream(&["restore-disk", "--name", name]).arg(&small), 1);
-        assert!(stderr.contains("smaller than the backed-up disk") && stderr.contains("nothing was written"), "{stderr}");
+        assert!(
+            stderr.contains("smaller than the backed-up disk") && stderr.contains("nothing was written"),
+            "{stderr}"
+        );
         assert_eq!(sha256(&small), before, "the smaller target was written to");
     }
 }
@@ -427,7 +461,9 @@ fn a_read_error_during_backup_disk_leaves_no_new_archive() {
     // Partition 3 starts at byte 46137344; --raw makes every byte of it a read. Partitions 1
     // and 2 are archived before the failure, and must be removed again.
     let stderr = run_fails(
-        borg.imgstream(&["backup-disk", "--raw", "--name", "bad"]).arg(&disk).env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000"),
+        borg.imgstream(&["backup-disk", "--raw", "--name", "bad"])
+            .arg(&disk)
+            .env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000"),
         1,
     );
     assert!(stderr.contains("Input/output error (injected)"), "{stderr}");
@@ -489,7 +525,10 @@ fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_secto
     assert_same_bytes("partition 1", &restored[1 << 20..9 << 20], &stream[1 << 20..9 << 20]);
     let last = restored.len() - 4096;
     assert_eq!(&restored[last..last + 8], b"EFI PART");
-    assert_eq!(u64::from_le_bytes(restored[last + 24..last + 32].try_into().unwrap()), (restored.len() / 4096 - 1) as u64);
+    assert_eq!(
+        u64::from_le_bytes(restored[last + 24..last + 32].try_into().unwrap()),
+        (restored.len() / 4096 - 1) as u64
+    );
     let info = info_json(&target);
     assert_eq!(info["table"]["sector_size"], 4096);
     assert!(info["table"]["warnings"].as_array().unwrap().is_empty(), "{}", info["table"]["warnings"]);

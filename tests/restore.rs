@@ -60,7 +60,10 @@ fn restore_sparse_into_a_file_allocates_only_the_non_zero_blocks() {
     let non_zero = stream.chunks(4096).filter(|page| page.iter().any(|&b| b != 0)).count() as u64 * 4096;
     let allocated = du_bytes(&target);
     // At least the data, at most the data plus a little filesystem metadata (extent blocks).
-    assert!(allocated >= non_zero && allocated <= non_zero + (256 << 10), "du {allocated}, non-zero pages {non_zero}, ls -l {apparent}");
+    assert!(
+        allocated >= non_zero && allocated <= non_zero + (256 << 10),
+        "du {allocated}, non-zero pages {non_zero}, ls -l {apparent}"
+    );
     assert!(allocated < apparent / 2, "not sparse: du {allocated}, ls -l {apparent}");
 
     // Without --sparse every block is written.
@@ -80,7 +83,10 @@ fn a_stream_shorter_or_longer_than_expected_fails_with_both_lengths() {
     let output = restore(&["--sparse", "--size", "4M", path], &stream);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("ended after 3145728 bytes, 4194304 were expected") && stderr.contains("incomplete"), "{stderr}");
+    assert!(
+        stderr.contains("ended after 3145728 bytes, 4194304 were expected") && stderr.contains("incomplete"),
+        "{stderr}"
+    );
     let output = restore(&["--size", "2M", path], &stream);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -193,10 +199,15 @@ fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
     drop(device);
     let restored = std::fs::read(&backing).unwrap();
     // Partitions byte for byte (free space zeros, not 0xAB).
-    let info: serde_json::Value = serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(&disk)).stdout).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(&disk)).stdout).unwrap();
     for p in info["partitions"].as_array().unwrap() {
         let (start, size) = (p["start"].as_u64().unwrap() as usize, p["size"].as_u64().unwrap() as usize);
-        assert_same_bytes(&format!("partition {}", p["index"]), &restored[start..start + size], &stream[start..start + size]);
+        assert_same_bytes(
+            &format!("partition {}", p["index"]),
+            &restored[start..start + size],
+            &stream[start..start + size],
+        );
     }
     let last = restored.len() - 512;
     assert_eq!(&restored[last..last + 8], b"EFI PART");
