@@ -313,8 +313,12 @@ impl BorgRun<'_> {
     /// for the error message.
     fn remove_created(&self) -> String {
         let mut doomed = self.created.clone();
-        let listed = borg().args(["list", "--short", self.repo]).stderr(Stdio::null()).output();
-        if let Ok(output) = listed {
+        // borg 1.2 hides checkpoints unless asked; borg 1.1 lists them and lacks the option.
+        let list = |extra: &[&str]| {
+            borg().args(["list", "--short"]).args(extra).arg(self.repo).stderr(Stdio::null()).output().ok()
+        };
+        let listed = list(&["--consider-checkpoints"]).filter(|o| o.status.success()).or_else(|| list(&[]));
+        if let Some(output) = listed {
             for line in String::from_utf8_lossy(&output.stdout).lines() {
                 let is_checkpoint = self.attempted.iter().any(|a| {
                     line.strip_prefix(a.as_str())

@@ -304,7 +304,8 @@ impl Borg {
     }
 
     pub(crate) fn archives(&self) -> Vec<String> {
-        let output = run_ok(self.command().args(["list", "--short"]).arg(&self.repo));
+        // Checkpoints too: a failed run must not leave one behind either.
+        let output = run_ok(self.command().args(["list", "--short", "--consider-checkpoints"]).arg(&self.repo));
         String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect()
     }
 
