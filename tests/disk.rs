@@ -2,6 +2,8 @@
 //! (partclone for FAT and ext, ntfsclone for NTFS, the swap header page), raw areas against the
 //! source, and backup-disk / restore-disk through real borg (sfdisk --verify, fsck tools).
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::util::*;
 use serde_json::Value;
 use std::ops::Range;
@@ -430,7 +432,7 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         let small = dir.path().join(format!("{name}-small.img"));
         std::fs::write(&small, vec![0xA5u8; (size / 2) as usize]).unwrap();
         let before = sha256(&small);
-        let stderr = run_fails(&mut borg.imgstream(&["restore-disk", "--name", name]).arg(&small), 1);
+        let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", name]).arg(&small), 1);
         assert!(
             stderr.contains("smaller than the backed-up disk") && stderr.contains("nothing was written"),
             "{stderr}"

@@ -1,6 +1,8 @@
 //! `imgstream restore`: a raw stream on stdin into a sparse file (du vs ls -l) or a block
 //! device holding old data (exact bytes), length checks, and refusing a target in use.
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::disk::{LoopDevice, backed_up};
 use crate::util::*;
 use std::io::Write;
