@@ -118,7 +118,11 @@ fn run_borg(command: &mut Command, what: &str) -> Result<std::process::Output, F
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let detail = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        Err(Failure::new(format!("borg {what} failed ({}){}", output.status, if detail.is_empty() { String::new() } else { format!(": {detail}") })))
+        Err(Failure::new(format!(
+            "borg {what} failed ({}){}",
+            output.status,
+            if detail.is_empty() { String::new() } else { format!(": {detail}") }
+        )))
     }
 }
 
@@ -271,7 +275,12 @@ fn child_flags(args: &BackupDiskArgs) -> Vec<String> {
         flags.push("--drop-pagefile".into());
     }
     let options = args.engine.options();
-    flags.extend(["--threads".into(), options.threads.to_string(), "--block-size".into(), options.block_size.to_string()]);
+    flags.extend([
+        "--threads".into(),
+        options.threads.to_string(),
+        "--block-size".into(),
+        options.block_size.to_string(),
+    ]);
     let progress = match args.engine.progress {
         ProgressMode::Auto => "auto",
         ProgressMode::Always => "always",
@@ -304,11 +313,16 @@ impl BorgRun<'_> {
     /// for the error message.
     fn remove_created(&self) -> String {
         let mut doomed = self.created.clone();
-        let listed = borg().args(["list", "--short", self.repo]).stderr(Stdio::null()).output();
-        if let Ok(output) = listed {
+        // borg 1.2 hides checkpoints unless asked; borg 1.1 lists them and lacks the option.
+        let list = |extra: &[&str]| {
+            borg().args(["list", "--short"]).args(extra).arg(self.repo).stderr(Stdio::null()).output().ok()
+        };
+        let listed = list(&["--consider-checkpoints"]).filter(|o| o.status.success()).or_else(|| list(&[]));
+        if let Some(output) = listed {
             for line in String::from_utf8_lossy(&output.stdout).lines() {
                 let is_checkpoint = self.attempted.iter().any(|a| {
-                    line.strip_prefix(a.as_str()).is_some_and(|rest| rest == ".checkpoint" || rest.starts_with(".checkpoint."))
+                    line.strip_prefix(a.as_str())
+                        .is_some_and(|rest| rest == ".checkpoint" || rest.starts_with(".checkpoint."))
                 });
                 if is_checkpoint {
                     doomed.push(line.to_owned());
@@ -320,7 +334,12 @@ impl BorgRun<'_> {
         }
         let mut failed = Vec::new();
         for archive in &doomed {
-            let deleted = borg().arg("delete").arg(format!("{}::{archive}", self.repo)).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let deleted = borg()
+                .arg("delete")
+                .arg(format!("{}::{archive}", self.repo))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
             if !deleted.is_ok_and(|s| s.success()) {
                 failed.push(archive.clone());
             }
@@ -328,7 +347,10 @@ impl BorgRun<'_> {
         if failed.is_empty() {
             format!("removed the {} archive(s) this run had created ({})", doomed.len(), doomed.join(", "))
         } else {
-            format!("could not remove archive(s) {} of this failed run: delete them with borg delete", failed.join(", "))
+            format!(
+                "could not remove archive(s) {} of this failed run: delete them with borg delete",
+                failed.join(", ")
+            )
         }
     }
 }
@@ -403,12 +425,16 @@ fn check_manifest(manifest: &Value, name: &str) -> Result<(u64, u32, String, Vec
         return Err(bad(&format!("format {} is not {MANIFEST_FORMAT}", manifest["format"])));
     }
     let disk_size = manifest["disk_size"].as_u64().ok_or_else(|| bad("no disk_size"))?;
-    let sector_size = manifest["sector_size"].as_u64().and_then(|s| u32::try_from(s).ok()).filter(|s| imgstream_ptable::SECTOR_SIZES.contains(s));
+    let sector_size = manifest["sector_size"]
+        .as_u64()
+        .and_then(|s| u32::try_from(s).ok())
+        .filter(|s| imgstream_ptable::SECTOR_SIZES.contains(s));
     let sector_size = sector_size.ok_or_else(|| bad("invalid sector_size"))?;
     let table = manifest["table"].as_str().unwrap_or("").to_owned();
     let mut pieces = Vec::new();
     for p in manifest["partitions"].as_array().ok_or_else(|| bad("no partitions"))? {
-        let (Some(index), Some(offset), Some(size)) = (p["index"].as_u64(), p["start"].as_u64(), p["size"].as_u64()) else {
+        let (Some(index), Some(offset), Some(size)) = (p["index"].as_u64(), p["start"].as_u64(), p["size"].as_u64())
+        else {
             return Err(bad(&format!("partition entry {p} lacks index, start or size")));
         };
         let filesystem = p["filesystem"].as_str().unwrap_or("unknown").to_owned();
@@ -426,7 +452,12 @@ fn check_manifest(manifest: &Value, name: &str) -> Result<(u64, u32, String, Vec
         let piece_end = piece.offset.checked_add(piece.size).filter(|&e| e <= disk_size);
         match piece_end {
             Some(piece_end) if piece.offset >= end => end = piece_end,
-            _ => return Err(bad(&format!("piece at byte {} ({} bytes) overlaps another or leaves the disk", piece.offset, piece.size))),
+            _ => {
+                return Err(bad(&format!(
+                    "piece at byte {} ({} bytes) overlaps another or leaves the disk",
+                    piece.offset, piece.size
+                )));
+            }
         }
     }
     Ok((disk_size, sector_size, table, pieces))
@@ -453,10 +484,15 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
     let staging = TempDir::new("restore")?;
     let mut extract = borg();
     let repo = absolute_repo(&args.repo);
-    extract.arg("extract").args(&args.borg_args).arg(format!("{repo}::{}", table_archive(&name))).current_dir(&staging.0);
+    extract
+        .arg("extract")
+        .args(&args.borg_args)
+        .arg(format!("{repo}::{}", table_archive(&name)))
+        .current_dir(&staging.0);
     run_borg(&mut extract, &format!("extract {}::{}", args.repo, table_archive(&name)))?;
     let manifest_path = staging.0.join("manifest.json");
-    let text = fs::read_to_string(&manifest_path).map_err(|e| Failure::new(format!("{}: {e}", manifest_path.display())))?;
+    let text =
+        fs::read_to_string(&manifest_path).map_err(|e| Failure::new(format!("{}: {e}", manifest_path.display())))?;
     let manifest: Value = serde_json::from_str(&text).map_err(|e| Failure::new(format!("manifest of {name}: {e}")))?;
     let (disk_size, sector_size, table, pieces) = check_manifest(&manifest, &name)?;
 
@@ -501,8 +537,16 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         match &piece.archive {
             None => {
                 let path = raw_file(&staging.0, piece.offset);
-                let mut file = fs::File::open(&path).map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
-                imgstream_restore::write_stream(&target, &mut file, piece.offset, Some(piece.size), imgstream_restore::DEFAULT_BLOCK_SIZE, &NoProgress)?;
+                let mut file = fs::File::open(&path)
+                    .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
+                imgstream_restore::write_stream(
+                    &target,
+                    &mut file,
+                    piece.offset,
+                    Some(piece.size),
+                    imgstream_restore::DEFAULT_BLOCK_SIZE,
+                    &NoProgress,
+                )?;
             }
             Some((index, archive, filesystem)) => {
                 done += 1;
@@ -559,7 +603,14 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
 }
 
 /// `borg extract --stdout` of one partition archive into its place on the target.
-fn restore_partition(repo: &str, archive: &str, extra: &[OsString], target: &Target, piece: &Piece, mode: ProgressMode) -> Result<(), Failure> {
+fn restore_partition(
+    repo: &str,
+    archive: &str,
+    extra: &[OsString],
+    target: &Target,
+    piece: &Piece,
+    mode: ProgressMode,
+) -> Result<(), Failure> {
     let mut child = borg()
         .arg("extract")
         .arg("--stdout")
@@ -570,7 +621,14 @@ fn restore_partition(repo: &str, archive: &str, extra: &[OsString], target: &Tar
         .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
     let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
     let progress = progress::reporter(mode, piece.size);
-    let written = imgstream_restore::write_stream(target, &mut stdout, piece.offset, Some(piece.size), imgstream_restore::DEFAULT_BLOCK_SIZE, progress.as_ref());
+    let written = imgstream_restore::write_stream(
+        target,
+        &mut stdout,
+        piece.offset,
+        Some(piece.size),
+        imgstream_restore::DEFAULT_BLOCK_SIZE,
+        progress.as_ref(),
+    );
     drop(progress);
     drop(stdout);
     if written.is_err() {
@@ -579,7 +637,9 @@ fn restore_partition(repo: &str, archive: &str, extra: &[OsString], target: &Tar
     let status = child.wait().map_err(|e| Failure::new(format!("borg extract {repo}::{archive}: {e}")))?;
     written.map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")))?;
     if !status.success() {
-        return Err(Failure::new(format!("borg extract {repo}::{archive} failed ({status}): the partition is incomplete")));
+        return Err(Failure::new(format!(
+            "borg extract {repo}::{archive} failed ({status}): the partition is incomplete"
+        )));
     }
     Ok(())
 }

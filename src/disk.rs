@@ -60,7 +60,8 @@ pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Polic
     let mut parts = Vec::new();
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let volume = imgstream_fs::examine(&window, policy).map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+        let volume = imgstream_fs::examine(&window, policy)
+            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
         used.union_with(&volume.used.shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
@@ -129,7 +130,11 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
             Some(index) => {
                 let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
                     let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
-                    Failure::usage(format!("{}: no partition {index} (partitions: {})", args.source.display(), known.join(", ")))
+                    Failure::usage(format!(
+                        "{}: no partition {index} (partitions: {})",
+                        args.source.display(),
+                        known.join(", ")
+                    ))
                 })?;
                 let (used, len, start) = (part.volume.used.clone(), part.partition.len, part.partition.start);
                 (Some(plan), used, len, start)

@@ -33,14 +33,19 @@ pub(crate) struct RestoreArgs {
 pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return Err(Failure::usage("refusing to read an image from a terminal: pipe it in (borg extract --stdout ... | imgstream restore TARGET)"));
+        return Err(Failure::usage(
+            "refusing to read an image from a terminal: pipe it in (borg extract --stdout ... | imgstream restore TARGET)",
+        ));
     }
     // A larger pipe lets the producer (borg) run ahead while a block is being written.
     // Advice only: a smaller pipe is slower, not wrong.
     let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     // Unbuffered: blocks are large, and the reader thread needs a `Send` handle.
     let mut input = std::fs::File::from(std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned()?);
-    let target = Target::open(&args.target, OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None })?;
+    let target = Target::open(
+        &args.target,
+        OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
+    )?;
     let expected = args.size.or(target.capacity());
     let progress = progress::reporter(args.progress, expected.unwrap_or(0));
     let started = std::time::Instant::now();

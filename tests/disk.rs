@@ -2,6 +2,8 @@
 //! (partclone for FAT and ext, ntfsclone for NTFS, the swap header page), raw areas against the
 //! source, and backup-disk / restore-disk through real borg (sfdisk --verify, fsck tools).
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::util::*;
 use serde_json::Value;
 use std::ops::Range;
@@ -31,8 +33,10 @@ fn sfdisk(disk: &Path) -> Sfdisk {
     let mut partitions = Vec::new();
     let mut extended = None;
     for p in table["partitions"].as_array().unwrap() {
-        let range = p["start"].as_u64().unwrap() * sector_size..(p["start"].as_u64().unwrap() + p["size"].as_u64().unwrap()) * sector_size;
-        let number: u64 = p["node"].as_str().unwrap().strip_prefix(&node_prefix).unwrap().trim_start_matches('p').parse().unwrap();
+        let range = p["start"].as_u64().unwrap() * sector_size
+            ..(p["start"].as_u64().unwrap() + p["size"].as_u64().unwrap()) * sector_size;
+        let number: u64 =
+            p["node"].as_str().unwrap().strip_prefix(&node_prefix).unwrap().trim_start_matches('p').parse().unwrap();
         let kind = p["type"].as_str().unwrap().to_owned();
         if table["label"] == "dos" && ["5", "f", "85"].contains(&kind.as_str()) {
             extended = Some(range);
@@ -41,7 +45,13 @@ fn sfdisk(disk: &Path) -> Sfdisk {
         let text = |key: &str| p[key].as_str().unwrap_or("").to_owned();
         partitions.push((number, range, kind, text("name"), text("uuid")));
     }
-    Sfdisk { label: table["label"].as_str().unwrap().to_owned(), id: table["id"].as_str().unwrap().to_owned(), sector_size, partitions, extended }
+    Sfdisk {
+        label: table["label"].as_str().unwrap().to_owned(),
+        id: table["id"].as_str().unwrap().to_owned(),
+        sector_size,
+        partitions,
+        extended,
+    }
 }
 
 fn info_json(source: &Path) -> Value {
@@ -61,7 +71,13 @@ fn assert_info_matches_sfdisk(source: &Path, oracle: &Sfdisk) {
         .map(|p| {
             let start = p["start"].as_u64().unwrap();
             let text = |key: &str| p[key].as_str().unwrap().to_owned();
-            (p["index"].as_u64().unwrap(), start..start + p["size"].as_u64().unwrap(), text("type"), text("name"), text("uuid"))
+            (
+                p["index"].as_u64().unwrap(),
+                start..start + p["size"].as_u64().unwrap(),
+                text("type"),
+                text("name"),
+                text("uuid"),
+            )
         })
         .collect();
     assert_eq!(ours, oracle.partitions, "{}: partitions differ from sfdisk's", source.display());
@@ -196,7 +212,10 @@ fn disk_stream_is_the_source_with_each_filesystems_free_blocks_zeroed() {
             let actual = &stream[range.start as usize..range.end as usize];
             assert_same_bytes(&format!("{name} partition {number} ({kind}, imgstream: {ours})"), actual, &expected);
             if kind != "ntfs" || ours == "ntfs" {
-                assert!(expected != std::fs::read(&part).unwrap(), "{name} partition {number}: the oracle zeroed nothing; the test proves nothing");
+                assert!(
+                    expected != std::fs::read(&part).unwrap(),
+                    "{name} partition {number}: the oracle zeroed nothing; the test proves nothing"
+                );
             }
             covered += range.end - range.start;
         }
@@ -208,7 +227,11 @@ fn disk_stream_is_the_source_with_each_filesystems_free_blocks_zeroed() {
         ranges.push(source.len() as u64..source.len() as u64);
         for range in ranges {
             let gap = cursor as usize..range.start as usize;
-            assert_same_bytes(&format!("{name} bytes {gap:?} outside partitions"), &stream[gap.clone()], &source[gap.clone()]);
+            assert_same_bytes(
+                &format!("{name} bytes {gap:?} outside partitions"),
+                &stream[gap.clone()],
+                &source[gap.clone()],
+            );
             outside += gap.len() as u64;
             cursor = range.end;
         }
@@ -283,7 +306,8 @@ impl Borg {
     }
 
     pub(crate) fn archives(&self) -> Vec<String> {
-        let output = run_ok(self.command().args(["list", "--short"]).arg(&self.repo));
+        // Checkpoints too: a failed run must not leave one behind either.
+        let output = run_ok(self.command().args(["list", "--short", "--consider-checkpoints"]).arg(&self.repo));
         String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect()
     }
 
@@ -344,12 +368,16 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         // The manifest, as a user of plain borg would read it.
         let listing = dir.path().join(format!("{name}-table"));
         std::fs::create_dir(&listing).unwrap();
-        run_ok(borg.command().arg("extract").arg(format!("{}::{name}-table", borg.repo.display())).current_dir(&listing));
+        run_ok(
+            borg.command().arg("extract").arg(format!("{}::{name}-table", borg.repo.display())).current_dir(&listing),
+        );
         let manifest = json(&std::fs::read(listing.join("manifest.json")).unwrap());
         assert_eq!(manifest["disk_size"], size);
         assert_eq!(manifest["sector_size"], 512);
         assert_eq!(manifest["table"], sfdisk(&disk).label.as_str());
-        for (ours, theirs) in manifest["partitions"].as_array().unwrap().iter().zip(info["partitions"].as_array().unwrap()) {
+        for (ours, theirs) in
+            manifest["partitions"].as_array().unwrap().iter().zip(info["partitions"].as_array().unwrap())
+        {
             for key in ["index", "start", "size", "type"] {
                 assert_eq!(ours[key], theirs[key], "manifest {key}");
             }
@@ -373,11 +401,17 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         let restored = std::fs::read(&large).unwrap();
         assert_eq!(restored.len() as u64, 2 * size);
         let verify = run_ok(Command::new("sfdisk").arg("--verify").arg(&large));
-        let verify_text = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
+        let verify_text =
+            String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
         assert!(verify_text.contains("No errors detected"), "{verify_text}");
         let fdisk = run_ok(Command::new("fdisk").arg("-l").arg(&large));
         let fdisk_text = String::from_utf8_lossy(&fdisk.stdout).to_string() + &String::from_utf8_lossy(&fdisk.stderr);
-        assert!(!fdisk_text.to_lowercase().contains("warn") && !fdisk_text.contains("corrupt") && !fdisk_text.contains("mismatch"), "{fdisk_text}");
+        assert!(
+            !fdisk_text.to_lowercase().contains("warn")
+                && !fdisk_text.contains("corrupt")
+                && !fdisk_text.contains("mismatch"),
+            "{fdisk_text}"
+        );
         if name == "disk-gpt" {
             let last = restored.len() - 512;
             assert_eq!(&restored[last..last + 8], b"EFI PART", "backup GPT header at the new last LBA");
@@ -398,27 +432,41 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         let small = dir.path().join(format!("{name}-small.img"));
         std::fs::write(&small, vec![0xA5u8; (size / 2) as usize]).unwrap();
         let before = sha256(&small);
-        let stderr = run_fails(&mut borg.imgstream(&["restore-disk", "--name", name]).arg(&small), 1);
-        assert!(stderr.contains("smaller than the backed-up disk") && stderr.contains("nothing was written"), "{stderr}");
+        let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", name]).arg(&small), 1);
+        assert!(
+            stderr.contains("smaller than the backed-up disk") && stderr.contains("nothing was written"),
+            "{stderr}"
+        );
         assert_eq!(sha256(&small), before, "the smaller target was written to");
     }
+}
+
+/// A scratch directory with a borg repository holding backup-disk backups of fixture `name`
+/// under each of `backups`; `None` (skipped) without borg.
+pub(crate) fn backed_up(name: &str, backups: &[&str]) -> Option<(tempfile::TempDir, Borg, PathBuf)> {
+    if !have_tool("borg") {
+        return None;
+    }
+    let dir = scratch();
+    let borg = Borg::init(dir.path());
+    let disk = fixture(name, dir.path());
+    for backup in backups {
+        run_ok(borg.imgstream(&["backup-disk", "--name", backup]).arg(&disk));
+    }
+    Some((dir, borg, disk))
 }
 
 /// Acceptance 3: a read error in the middle of backup-disk leaves no new archive.
 #[test]
 fn a_read_error_during_backup_disk_leaves_no_new_archive() {
-    if !have_tool("borg") {
-        return;
-    }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-gpt", dir.path());
-    run_ok(borg.imgstream(&["backup-disk", "--name", "good"]).arg(&disk));
+    let Some((_dir, borg, disk)) = backed_up("disk-gpt", &["good"]) else { return };
     let before = borg.archives();
     // Partition 3 starts at byte 46137344; --raw makes every byte of it a read. Partitions 1
     // and 2 are archived before the failure, and must be removed again.
     let stderr = run_fails(
-        borg.imgstream(&["backup-disk", "--raw", "--name", "bad"]).arg(&disk).env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000"),
+        borg.imgstream(&["backup-disk", "--raw", "--name", "bad"])
+            .arg(&disk)
+            .env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000"),
         1,
     );
     assert!(stderr.contains("Input/output error (injected)"), "{stderr}");
@@ -436,13 +484,7 @@ fn a_read_error_during_backup_disk_leaves_no_new_archive() {
 /// The plain-borg way of restoring one partition, as the manifest documents it.
 #[test]
 fn one_partition_restores_alone_with_plain_borg_and_imgstream_restore() {
-    if !have_tool("borg") {
-        return;
-    }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-mbr", dir.path());
-    run_ok(borg.imgstream(&["backup-disk", "--name", "m"]).arg(&disk));
+    let Some((dir, borg, disk)) = backed_up("disk-mbr", &["m"]) else { return };
     let alone = run_ok(imgstream().args(["disk", "--partition", "5"]).arg(&disk)).stdout;
     let target = dir.path().join("p5.img");
     let script = format!(
@@ -454,4 +496,44 @@ fn one_partition_restores_alone_with_plain_borg_and_imgstream_restore() {
     );
     run_ok(borg.env(Command::new("bash").args(["-o", "pipefail", "-c", &script])));
     assert_same_bytes("partition 5 restored alone", &std::fs::read(&target).unwrap(), &alone);
+}
+
+/// A disk without a partition table whose sector 0 holds a filesystem is that filesystem.
+#[test]
+fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
+    let dir = scratch();
+    for name in ["fat-32", "ext-ext4"] {
+        let image = fixture(name, dir.path());
+        let disk = run_ok(imgstream().arg("disk").arg(&image)).stdout;
+        let part = run_ok(imgstream().arg("part").arg(&image)).stdout;
+        assert_same_bytes(&format!("disk vs part of {name}"), &disk, &part);
+        assert!(disk != std::fs::read(&image).unwrap(), "{name}: nothing was elided");
+    }
+}
+
+/// restore-disk without --name takes the latest backup; a 4096-byte-sector GPT moved to a larger
+/// file keeps 4096-byte sectors.
+#[test]
+fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_sectors() {
+    let Some((dir, borg, disk)) = backed_up("disk-gpt4k", &["older", "newer"]) else { return };
+    let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
+    let target = dir.path().join("large.img");
+    std::fs::File::create(&target).unwrap().set_len(2 * stream.len() as u64).unwrap();
+    let output = run_ok(borg.imgstream(&["restore-disk"]).arg(&target));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("restoring the latest backup, newer"), "{stderr}");
+    let restored = std::fs::read(&target).unwrap();
+    let end = stream.len();
+    // Partition 1 (bytes 1 MiB..9 MiB) is as in the stream (the table's sizes were updated).
+    assert_same_bytes("partition 1", &restored[1 << 20..9 << 20], &stream[1 << 20..9 << 20]);
+    let last = restored.len() - 4096;
+    assert_eq!(&restored[last..last + 8], b"EFI PART");
+    assert_eq!(
+        u64::from_le_bytes(restored[last + 24..last + 32].try_into().unwrap()),
+        (restored.len() / 4096 - 1) as u64
+    );
+    let info = info_json(&target);
+    assert_eq!(info["table"]["sector_size"], 4096);
+    assert!(info["table"]["warnings"].as_array().unwrap().is_empty(), "{}", info["table"]["warnings"]);
+    assert!(restored[end - 4096..end].iter().all(|&b| b == 0), "the old backup header was cleared");
 }

@@ -1,7 +1,9 @@
 //! `imgstream restore`: a raw stream on stdin into a sparse file (du vs ls -l) or a block
 //! device holding old data (exact bytes), length checks, and refusing a target in use.
 
-use crate::disk::{Borg, LoopDevice};
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
+use crate::disk::{LoopDevice, backed_up};
 use crate::util::*;
 use std::io::Write;
 use std::path::Path;
@@ -60,7 +62,10 @@ fn restore_sparse_into_a_file_allocates_only_the_non_zero_blocks() {
     let non_zero = stream.chunks(4096).filter(|page| page.iter().any(|&b| b != 0)).count() as u64 * 4096;
     let allocated = du_bytes(&target);
     // At least the data, at most the data plus a little filesystem metadata (extent blocks).
-    assert!(allocated >= non_zero && allocated <= non_zero + (256 << 10), "du {allocated}, non-zero pages {non_zero}, ls -l {apparent}");
+    assert!(
+        allocated >= non_zero && allocated <= non_zero + (256 << 10),
+        "du {allocated}, non-zero pages {non_zero}, ls -l {apparent}"
+    );
     assert!(allocated < apparent / 2, "not sparse: du {allocated}, ls -l {apparent}");
 
     // Without --sparse every block is written.
@@ -80,7 +85,10 @@ fn a_stream_shorter_or_longer_than_expected_fails_with_both_lengths() {
     let output = restore(&["--sparse", "--size", "4M", path], &stream);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("ended after 3145728 bytes, 4194304 were expected") && stderr.contains("incomplete"), "{stderr}");
+    assert!(
+        stderr.contains("ended after 3145728 bytes, 4194304 were expected") && stderr.contains("incomplete"),
+        "{stderr}"
+    );
     let output = restore(&["--size", "2M", path], &stream);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -179,14 +187,11 @@ fn root_a_mounted_target_is_refused() {
 /// zeros where the stream has zeros, the backup GPT at the device's end.
 #[test]
 fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
-    if !is_root() || !have_tool("losetup") || !have_tool("borg") || !have_tool("sfdisk") {
+    if !is_root() || !have_tool("losetup") || !have_tool("sfdisk") {
         return;
     }
-    let dir = scratch();
-    let borg = Borg::init(dir.path());
-    let disk = fixture("disk-gpt", dir.path());
+    let Some((dir, borg, disk)) = backed_up("disk-gpt", &["d"]) else { return };
     let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
-    run_ok(borg.imgstream(&["backup-disk", "--name", "d"]).arg(&disk));
     let backing = dir.path().join("device.img");
     old_data(&backing, stream.len() + (16 << 20));
     let device = LoopDevice::attach(&backing, &[]);
@@ -196,10 +201,15 @@ fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
     drop(device);
     let restored = std::fs::read(&backing).unwrap();
     // Partitions byte for byte (free space zeros, not 0xAB).
-    let info: serde_json::Value = serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(&disk)).stdout).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(&disk)).stdout).unwrap();
     for p in info["partitions"].as_array().unwrap() {
         let (start, size) = (p["start"].as_u64().unwrap() as usize, p["size"].as_u64().unwrap() as usize);
-        assert_same_bytes(&format!("partition {}", p["index"]), &restored[start..start + size], &stream[start..start + size]);
+        assert_same_bytes(
+            &format!("partition {}", p["index"]),
+            &restored[start..start + size],
+            &stream[start..start + size],
+        );
     }
     let last = restored.len() - 512;
     assert_eq!(&restored[last..last + 8], b"EFI PART");

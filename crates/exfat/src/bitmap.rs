@@ -2,12 +2,12 @@
 //! first, 1 = allocated. It is the only authority on free clusters: files marked NoFatChain
 //! have no FAT entries at all.
 
+use crate::Error;
 use crate::boot_region::BootSector;
 use crate::directory::SystemFile;
 use crate::fat;
 use imgstream_blockio::ReadAt;
-use imgstream_fat::error::{Error, read};
-use imgstream_volume::RangeSet;
+use imgstream_volume::{RangeSet, read_at};
 use std::ops::Range;
 
 /// Bitmap bytes read at once.
@@ -41,11 +41,11 @@ pub(crate) fn contiguous_clusters(
     });
     let no_chain = links.iter().all(|&link| link == 0);
     if !chained && !no_chain {
-        return Err(Error::Unsupported {
+        return Err(Error::unsupported(
             structure,
-            offset: boot.active_fat_offset() + range.start * 4,
-            problem: format!("the FAT chain of clusters {}..{} is not contiguous", range.start, range.end),
-        });
+            boot.active_fat_offset() + range.start * 4,
+            format!("the FAT chain of clusters {}..{} is not contiguous", range.start, range.end),
+        ));
     }
     Ok(range)
 }
@@ -74,7 +74,7 @@ pub(crate) fn read_into(
     while done < needed {
         let len = CHUNK.min(needed - done);
         buf.resize(usize::try_from(len).unwrap_or(0), 0);
-        read(volume, "allocation bitmap", start + done, &mut buf)?;
+        read_at(volume, || "allocation bitmap", start + done, &mut buf)?;
         let first_bit = done * 8;
         let bits = (len * 8).min(boot.cluster_count - first_bit);
         used.insert_bitmap(&buf, bits, boot.cluster_offset(2 + first_bit), boot.cluster_size);

@@ -2,9 +2,10 @@
 //! (§3.1) first and the boot checksum sector (§3.4) last. Every field that locates the FAT and
 //! the cluster heap is validated here against the spec's ranges and the volume's size.
 
+use crate::Error;
 use imgstream_blockio::ReadAt;
-use imgstream_fat::error::{Error, read};
-use imgstream_fat::fields::{byte_at, u16_at, u32_at, u64_at};
+use imgstream_volume::fields::{le16, le32, le64, u8_at};
+use imgstream_volume::read_at;
 
 /// Sectors in one boot region; the backup region follows the main one.
 pub(crate) const REGION_SECTORS: u64 = 12;
@@ -103,26 +104,26 @@ impl BootSector {
         if let Some(at) = sector.get(MUST_BE_ZERO..MUST_BE_ZERO_END).and_then(|z| z.iter().position(|&b| b != 0)) {
             return Err(bad(MUST_BE_ZERO + at, "MustBeZero field is not zero (a FAT BPB?)".into()));
         }
-        if u16_at(sector, BOOT_SIGNATURE) != 0xAA55 {
+        if le16(sector, BOOT_SIGNATURE) != 0xAA55 {
             return Err(bad(
                 BOOT_SIGNATURE,
-                format!("BootSignature is 0x{:04X}, expected 0xAA55", u16_at(sector, BOOT_SIGNATURE)),
+                format!("BootSignature is 0x{:04X}, expected 0xAA55", le16(sector, BOOT_SIGNATURE)),
             ));
         }
-        let revision = u16_at(sector, FILE_SYSTEM_REVISION);
+        let revision = le16(sector, FILE_SYSTEM_REVISION);
         let revision = ((revision >> 8) as u8, (revision & 0xFF) as u8);
         if revision.0 != 1 {
-            return Err(Error::Unsupported {
-                structure: "main boot sector",
-                offset: FILE_SYSTEM_REVISION as u64,
-                problem: format!("FileSystemRevision {}.{:02}: only 1.xx is known", revision.0, revision.1),
-            });
+            return Err(Error::unsupported(
+                "main boot sector",
+                FILE_SYSTEM_REVISION as u64,
+                format!("FileSystemRevision {}.{:02}: only 1.xx is known", revision.0, revision.1),
+            ));
         }
-        let sector_shift = byte_at(sector, BYTES_PER_SECTOR_SHIFT);
+        let sector_shift = u8_at(sector, BYTES_PER_SECTOR_SHIFT);
         if !SECTOR_SHIFTS.contains(&sector_shift) {
             return Err(bad(BYTES_PER_SECTOR_SHIFT, format!("BytesPerSectorShift {sector_shift} is outside 9..=12")));
         }
-        let cluster_shift = byte_at(sector, SECTORS_PER_CLUSTER_SHIFT);
+        let cluster_shift = u8_at(sector, SECTORS_PER_CLUSTER_SHIFT);
         if cluster_shift > MAX_CLUSTER_SHIFT - sector_shift {
             return Err(bad(
                 SECTORS_PER_CLUSTER_SHIFT,
@@ -132,13 +133,13 @@ impl BootSector {
                 ),
             ));
         }
-        let number_of_fats = u64::from(byte_at(sector, NUMBER_OF_FATS));
+        let number_of_fats = u64::from(u8_at(sector, NUMBER_OF_FATS));
         if !(1..=2).contains(&number_of_fats) {
             return Err(bad(NUMBER_OF_FATS, format!("NumberOfFats {number_of_fats} is not 1 or 2")));
         }
         let sector_size = 1u64 << sector_shift;
         let sectors_per_cluster = 1u64 << cluster_shift;
-        let volume_length = u64_at(sector, VOLUME_LENGTH);
+        let volume_length = le64(sector, VOLUME_LENGTH);
         // Checked: VolumeLength is a raw 64-bit count.
         let volume_bytes = volume_length.checked_mul(sector_size);
         if volume_bytes.is_none_or(|bytes| bytes > volume_size) {
@@ -149,10 +150,10 @@ impl BootSector {
                 ),
             ));
         }
-        let fat_offset = u64::from(u32_at(sector, FAT_OFFSET));
-        let fat_length = u64::from(u32_at(sector, FAT_LENGTH));
-        let cluster_heap_offset = u64::from(u32_at(sector, CLUSTER_HEAP_OFFSET));
-        let cluster_count = u64::from(u32_at(sector, CLUSTER_COUNT));
+        let fat_offset = u64::from(le32(sector, FAT_OFFSET));
+        let fat_length = u64::from(le32(sector, FAT_LENGTH));
+        let cluster_heap_offset = u64::from(le32(sector, CLUSTER_HEAP_OFFSET));
+        let cluster_count = u64::from(le32(sector, CLUSTER_COUNT));
         if fat_offset < MIN_FAT_OFFSET {
             return Err(bad(
                 FAT_OFFSET,
@@ -190,7 +191,7 @@ impl BootSector {
                 format!("FatLength {fat_length} sectors cannot hold {} entries", cluster_count + 2),
             ));
         }
-        let root_cluster = u32_at(sector, FIRST_CLUSTER_OF_ROOT_DIRECTORY);
+        let root_cluster = le32(sector, FIRST_CLUSTER_OF_ROOT_DIRECTORY);
         if root_cluster < 2 || u64::from(root_cluster) > cluster_count + 1 {
             return Err(bad(
                 FIRST_CLUSTER_OF_ROOT_DIRECTORY,
@@ -207,9 +208,9 @@ impl BootSector {
             cluster_heap_offset,
             cluster_count,
             root_cluster,
-            volume_flags: u16_at(sector, VOLUME_FLAGS),
-            percent_in_use: byte_at(sector, PERCENT_IN_USE),
-            serial: u32_at(sector, VOLUME_SERIAL_NUMBER),
+            volume_flags: le16(sector, VOLUME_FLAGS),
+            percent_in_use: u8_at(sector, PERCENT_IN_USE),
+            serial: le32(sector, VOLUME_SERIAL_NUMBER),
             revision,
         })
     }
@@ -259,13 +260,13 @@ pub(crate) fn read_region(
 ) -> Result<Vec<u8>, Error> {
     let offset = first_sector * sector_size;
     let mut region = vec![0u8; usize::try_from(REGION_SECTORS * sector_size).unwrap_or(0)];
-    read(volume, structure, offset, &mut region)?;
+    read_at(volume, || structure, offset, &mut region)?;
     let sector_size = usize::try_from(sector_size).unwrap_or(MIN_SECTOR);
     let expected = boot_checksum(&region, sector_size);
     let checksum_sector = region.get(sector_size * CHECKSUMMED_SECTORS as usize..).unwrap_or_default();
     if let Some(at) = checksum_sector.chunks(4).position(|c| c != expected.to_le_bytes()) {
         let at = offset + (sector_size * CHECKSUMMED_SECTORS as usize + at * 4) as u64;
-        let found = u32_at(checksum_sector, (at - offset) as usize - sector_size * CHECKSUMMED_SECTORS as usize);
+        let found = le32(checksum_sector, (at - offset) as usize - sector_size * CHECKSUMMED_SECTORS as usize);
         return Err(Error::corrupt(
             structure,
             at,

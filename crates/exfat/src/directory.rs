@@ -1,11 +1,12 @@
 //! The root directory (exFAT specification §6 and §7): 32-byte entries, of which we need the
 //! Allocation Bitmap (type 0x81, §7.1) and Up-case Table (0x82, §7.2) entries.
 
+use crate::Error;
 use crate::boot_region::BootSector;
 use crate::fat;
 use imgstream_blockio::ReadAt;
-use imgstream_fat::error::{Error, read};
-use imgstream_fat::fields::{u32_at, u64_at};
+use imgstream_volume::fields::{le32, le64};
+use imgstream_volume::read_at;
 
 const ENTRY_LEN: usize = 32;
 /// EntryType 0x00: end of directory; every later entry is unused.
@@ -47,15 +48,15 @@ pub(crate) fn read_root(volume: &dyn ReadAt, boot: &BootSector) -> Result<RootDi
     let mut buf = vec![0u8; usize::try_from(boot.cluster_size).unwrap_or(0)];
     'clusters: for &cluster in &clusters {
         let offset = boot.cluster_offset(cluster);
-        read(volume, "root directory", offset, &mut buf)?;
+        read_at(volume, || "root directory", offset, &mut buf)?;
         for (index, entry) in buf.chunks_exact(ENTRY_LEN).enumerate() {
             let entry_offset = offset + (index * ENTRY_LEN) as u64;
             let entry_type = entry.first().copied().unwrap_or(END_OF_DIRECTORY);
             let file = || SystemFile {
                 entry_offset,
                 index: entry.get(BITMAP_FLAGS).copied().unwrap_or(0) & 1,
-                first_cluster: u64::from(u32_at(entry, FIRST_CLUSTER)),
-                data_length: u64_at(entry, DATA_LENGTH),
+                first_cluster: u64::from(le32(entry, FIRST_CLUSTER)),
+                data_length: le64(entry, DATA_LENGTH),
             };
             match entry_type {
                 END_OF_DIRECTORY => break 'clusters,

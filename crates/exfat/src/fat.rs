@@ -2,9 +2,10 @@
 //! say what is free (the allocation bitmap does); it is used here only to follow the root
 //! directory's chain and to check that the allocation bitmap is contiguous.
 
+use crate::Error;
 use crate::boot_region::BootSector;
 use imgstream_blockio::ReadAt;
-use imgstream_fat::error::{Error, read};
+use imgstream_volume::read_at;
 
 /// FAT entry marking the end of a chain.
 pub(crate) const END_OF_CHAIN: u32 = 0xFFFF_FFFF;
@@ -13,7 +14,7 @@ pub(crate) const END_OF_CHAIN: u32 = 0xFFFF_FFFF;
 pub(crate) fn entry(volume: &dyn ReadAt, boot: &BootSector, cluster: u64) -> Result<u32, Error> {
     let offset = boot.active_fat_offset() + cluster * 4;
     let mut bytes = [0u8; 4];
-    read(volume, "FAT", offset, &mut bytes)?;
+    read_at(volume, || "FAT", offset, &mut bytes)?;
     Ok(u32::from_le_bytes(bytes))
 }
 
@@ -56,6 +57,6 @@ pub(crate) fn chain(
 /// the cluster count, so the read stays inside the FAT).
 pub(crate) fn entries(volume: &dyn ReadAt, boot: &BootSector, first: u64, count: u64) -> Result<Vec<u32>, Error> {
     let mut bytes = vec![0u8; usize::try_from(count * 4).unwrap_or(0)];
-    read(volume, "FAT", boot.active_fat_offset() + first * 4, &mut bytes)?;
+    read_at(volume, || "FAT", boot.active_fat_offset() + first * 4, &mut bytes)?;
     Ok(bytes.chunks_exact(4).filter_map(|c| c.try_into().ok()).map(u32::from_le_bytes).collect())
 }

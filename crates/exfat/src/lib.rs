@@ -16,12 +16,12 @@ mod directory;
 mod fat;
 
 pub use boot_region::BootSector;
-/// exFAT errors have the same shape as FAT's: structure, absolute byte offset, problem.
-pub use imgstream_fat::Error;
+/// Why an exFAT volume could not be analysed: the message names the structure and its byte offset.
+pub use imgstream_volume::ParseError as Error;
 
 use boot_region::{MEDIA_FAILURE, MIN_SECTOR, REGION_SECTORS, VOLUME_DIRTY};
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, RangeSet};
+use imgstream_volume::{Allocation, RangeSet, read_at};
 use std::io;
 
 /// Cheap signature check: "EXFAT   " at byte 3. Ok(false) for a volume smaller than a sector.
@@ -42,7 +42,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         return Err(Error::corrupt("main boot sector", 0, format!("the volume holds only {size} bytes")));
     }
     let mut first = [0u8; MIN_SECTOR];
-    imgstream_fat::error::read(volume, "main boot sector", 0, &mut first)?;
+    read_at(volume, || "main boot sector", 0, &mut first)?;
     let boot = BootSector::parse(&first, size)?;
     let main = boot_region::read_region(volume, "main boot region", 0, boot.sector_size)?;
     let mut warnings = Vec::new();

@@ -8,13 +8,13 @@
 //! (`ext2fs_reserve_super_and_bgd`) and closefs.c (`ext2fs_super_and_bgd_loc2`), which the
 //! kernel mirrors in `ext4_init_block_bitmap` / `ext4_num_base_meta_clusters`.
 
+use crate::Error;
 use crate::checksum::crc32c_raw;
-use crate::error::{Error, read};
 use crate::features::{incompat, ro_compat};
 use crate::group_desc::GroupDesc;
 use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
-use imgstream_volume::RangeSet;
+use imgstream_volume::{RangeSet, read_at};
 use std::ops::Range;
 
 /// Reads the block bitmap of `group` (clusters_per_group / 8 bytes) and verifies its checksum.
@@ -27,7 +27,7 @@ pub(crate) fn read_bitmap(
     // clusters_per_group is validated: at most 8 * 64 KiB bits, a multiple of 8.
     let mut bitmap = vec![0; usize::try_from(sb.clusters_per_group / 8).unwrap_or(0)];
     let offset = desc.block_bitmap << sb.block_bits;
-    read(volume, || format!("block bitmap of group {group}"), offset, &mut bitmap)?;
+    read_at(volume, || format!("block bitmap of group {group}"), offset, &mut bitmap)?;
     if sb.has_ro_compat(ro_compat::METADATA_CSUM) {
         let computed = crc32c_raw(sb.csum_seed, &[&bitmap]);
         let (lo, hi) = desc.block_bitmap_csum;

@@ -6,12 +6,13 @@
 //! table is), check_desc.c (`ext2fs_check_desc`: metadata inside the filesystem, and inside
 //! its own group without flex_bg), csum.c (`ext2fs_group_desc_csum`).
 
+use crate::Error;
 use crate::checksum::{crc16, crc32c_raw};
-use crate::error::{Error, read};
 use crate::features::{incompat, ro_compat};
-use crate::le::{le16, le32};
 use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
+use imgstream_volume::fields::{le16, le32};
+use imgstream_volume::read_at;
 use std::ops::RangeInclusive;
 
 // Field offsets within a descriptor.
@@ -89,7 +90,7 @@ impl<'a> DescriptorTable<'a> {
         let index = group / per_block;
         let block_offset = self.block_location(index)? << sb.block_bits;
         if self.cached != Some(index) {
-            read(self.volume, || format!("group descriptor block {index}"), block_offset, &mut self.block)?;
+            read_at(self.volume, || format!("group descriptor block {index}"), block_offset, &mut self.block)?;
             self.cached = Some(index);
         }
         let within = (group % per_block) * sb.desc_size;

@@ -21,23 +21,21 @@
 
 mod block_bitmap;
 mod checksum;
-mod error;
 mod features;
 mod group_desc;
-mod le;
 mod mmp;
 mod superblock;
 
 #[cfg(test)]
 mod tests;
 
-pub use error::Error;
+/// Why an ext volume could not be analysed: the message names the structure and its byte offset.
+pub use imgstream_volume::ParseError as Error;
 
-use error::read;
 use features::{incompat, ro_compat};
 use group_desc::{BG_FREE_BLOCKS_COUNT_LO, BLOCK_UNINIT, DescriptorTable};
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, RangeSet};
+use imgstream_volume::{Allocation, RangeSet, read_at};
 use std::io;
 use std::ops::Range;
 use superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
@@ -66,7 +64,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         ));
     }
     let mut raw = [0u8; SUPERBLOCK_SIZE];
-    read(volume, || "superblock".into(), SUPERBLOCK_OFFSET, &mut raw)?;
+    read_at(volume, || "superblock", SUPERBLOCK_OFFSET, &mut raw)?;
     let sb = Superblock::parse(&raw, size)?;
 
     let mut unsafe_reasons = hazards(&sb);

@@ -3,10 +3,11 @@
 //!
 //! Layout: e2fsprogs lib/ext2fs/ext2_fs.h (`struct mmp_struct`, `EXT4_MMP_SEQ_*`).
 
-use crate::error::{Error, read};
-use crate::le::le32;
+use crate::Error;
 use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
+use imgstream_volume::fields::le32;
+use imgstream_volume::read_at;
 
 const MMP_MAGIC: u32 = 0x004D_4D50;
 /// The filesystem is not in use.
@@ -30,7 +31,7 @@ pub(crate) fn hazard(volume: &dyn ReadAt, sb: &Superblock) -> Result<Option<Stri
     }
     let offset = block << sb.block_bits;
     let mut head = [0u8; 8];
-    read(volume, || "MMP block".into(), offset, &mut head)?;
+    read_at(volume, || "MMP block", offset, &mut head)?;
     let magic = le32(&head, 0);
     if magic != MMP_MAGIC {
         return Err(Error::corrupt(

@@ -6,10 +6,10 @@
 //! (`ext2fs_open2` validation, `ext2fs_descriptor_block_loc2`), closefs.c
 //! (`ext2fs_bg_has_super`), csum.c (`ext2fs_superblock_csum`). Little-endian throughout.
 
+use crate::Error;
 use crate::checksum::crc32c_raw;
-use crate::error::Error;
 use crate::features::{Features, compat, incompat, ro_compat};
-use crate::le::{array, le16, le32, le64};
+use imgstream_volume::fields::{array, le16, le32, le64};
 use std::fmt::Write as _;
 
 /// Byte offset of the primary superblock in the volume, whatever the block size.

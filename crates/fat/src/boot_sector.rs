@@ -2,8 +2,8 @@
 //! the geometry of the volume, validated, and the FAT type decided by cluster count exactly as
 //! the specification does (§3.5 "FAT Type Determination"), never by the `BS_FilSysType` label.
 
-use crate::error::Error;
-use crate::fields::{byte_at, u16_at, u32_at};
+use crate::Error;
+use imgstream_volume::fields::{le16, le32, u8_at};
 use std::fmt;
 
 /// Bytes of the boot sector we parse (the BPB lies in the first 90; the signature at 510).
@@ -125,12 +125,12 @@ impl fmt::Display for FatType {
 /// NTFS, sector size look the same). Further fields are left to [`BootSector::parse`], so that a
 /// FAT volume with one corrupt field gets a precise error instead of a silent raw copy.
 pub(crate) fn looks_like_fat(sector: &[u8]) -> bool {
-    let jump = byte_at(sector, BS_JMP_BOOT);
+    let jump = u8_at(sector, BS_JMP_BOOT);
     let oem = sector.get(BS_OEM_NAME..BS_OEM_NAME + 8).unwrap_or_default();
     (jump == 0xEB || jump == 0xE9)
         && sector.get(SIGNATURE..SIGNATURE + 2) == Some(&[0x55, 0xAA][..])
-        && VALID_BYTES_PER_SECTOR.contains(&u32::from(u16_at(sector, BPB_BYTS_PER_SEC)))
-        && valid_media(byte_at(sector, BPB_MEDIA))
+        && VALID_BYTES_PER_SECTOR.contains(&u32::from(le16(sector, BPB_BYTS_PER_SEC)))
+        && valid_media(u8_at(sector, BPB_MEDIA))
         && oem != b"NTFS    "
         && oem != b"EXFAT   "
 }
@@ -179,16 +179,16 @@ impl BootSector {
             return Err(bad(0, format!("only {} bytes, a boot sector needs {BOOT_SECTOR_LEN}", sector.len())));
         }
         if sector.get(SIGNATURE..SIGNATURE + 2) != Some(&[0x55, 0xAA][..]) {
-            return Err(bad(SIGNATURE, format!("signature is 0x{:04X}, expected 0xAA55", u16_at(sector, SIGNATURE))));
+            return Err(bad(SIGNATURE, format!("signature is 0x{:04X}, expected 0xAA55", le16(sector, SIGNATURE))));
         }
-        let bytes_per_sector = u64::from(u16_at(sector, BPB_BYTS_PER_SEC));
+        let bytes_per_sector = u64::from(le16(sector, BPB_BYTS_PER_SEC));
         if !VALID_BYTES_PER_SECTOR.iter().any(|&v| u64::from(v) == bytes_per_sector) {
             return Err(bad(
                 BPB_BYTS_PER_SEC,
                 format!("bytes per sector {bytes_per_sector} is not 512, 1024, 2048 or 4096"),
             ));
         }
-        let sectors_per_cluster = u64::from(byte_at(sector, BPB_SEC_PER_CLUS));
+        let sectors_per_cluster = u64::from(u8_at(sector, BPB_SEC_PER_CLUS));
         if sectors_per_cluster == 0 {
             return Err(bad(BPB_SEC_PER_CLUS, "sectors per cluster is 0 (zero cluster size)".into()));
         }
@@ -200,31 +200,31 @@ impl BootSector {
                 ),
             ));
         }
-        let reserved_sectors = u64::from(u16_at(sector, BPB_RSVD_SEC_CNT));
+        let reserved_sectors = u64::from(le16(sector, BPB_RSVD_SEC_CNT));
         if reserved_sectors == 0 {
             return Err(bad(
                 BPB_RSVD_SEC_CNT,
                 "reserved sector count is 0 (the boot sector itself is reserved)".into(),
             ));
         }
-        let num_fats = u64::from(byte_at(sector, BPB_NUM_FATS));
+        let num_fats = u64::from(u8_at(sector, BPB_NUM_FATS));
         if num_fats == 0 {
             return Err(bad(BPB_NUM_FATS, "number of FATs is 0".into()));
         }
-        let media = byte_at(sector, BPB_MEDIA);
+        let media = u8_at(sector, BPB_MEDIA);
         if !valid_media(media) {
             return Err(bad(BPB_MEDIA, format!("media descriptor 0x{media:02X} is not 0xF0 or 0xF8..0xFF")));
         }
-        let root_entries = u64::from(u16_at(sector, BPB_ROOT_ENT_CNT));
-        let total_sectors_16 = u64::from(u16_at(sector, BPB_TOT_SEC16));
+        let root_entries = u64::from(le16(sector, BPB_ROOT_ENT_CNT));
+        let total_sectors_16 = u64::from(le16(sector, BPB_TOT_SEC16));
         let total_sectors =
-            if total_sectors_16 != 0 { total_sectors_16 } else { u64::from(u32_at(sector, BPB_TOT_SEC32)) };
+            if total_sectors_16 != 0 { total_sectors_16 } else { u64::from(le32(sector, BPB_TOT_SEC32)) };
         if total_sectors == 0 {
             return Err(bad(BPB_TOT_SEC16, "total sector count is 0 in both BPB_TotSec16 and BPB_TotSec32".into()));
         }
-        let fat_size_16 = u64::from(u16_at(sector, BPB_FAT_SZ16));
+        let fat_size_16 = u64::from(le16(sector, BPB_FAT_SZ16));
         let fat32_layout = fat_size_16 == 0;
-        let fat_size = if fat32_layout { u64::from(u32_at(sector, BPB_FAT_SZ32)) } else { fat_size_16 };
+        let fat_size = if fat32_layout { u64::from(le32(sector, BPB_FAT_SZ32)) } else { fat_size_16 };
         if fat_size == 0 {
             return Err(bad(BPB_FAT_SZ32, "FAT size is 0 in both BPB_FATSz16 and BPB_FATSz32".into()));
         }
@@ -319,8 +319,8 @@ impl BootSector {
             }
             (BS_STATE_16, BS_BOOT_SIG_16, BS_VOL_LAB_16)
         };
-        if byte_at(sector, boot_sig) == EXTENDED_BOOT_SIGNATURE {
-            boot.state_dirty = byte_at(sector, state) & STATE_DIRTY != 0;
+        if u8_at(sector, boot_sig) == EXTENDED_BOOT_SIGNATURE {
+            boot.state_dirty = u8_at(sector, state) & STATE_DIRTY != 0;
             boot.label = sector
                 .get(label..label + 11)
                 .map(|l| String::from_utf8_lossy(l).trim_end_matches([' ', '\0']).to_owned())
@@ -335,15 +335,15 @@ impl BootSector {
         if self.root_entries != 0 {
             return Err(bad(BPB_ROOT_ENT_CNT, format!("FAT32 needs BPB_RootEntCnt = 0, found {}", self.root_entries)));
         }
-        let version = u16_at(sector, BPB_FS_VER);
+        let version = le16(sector, BPB_FS_VER);
         if version != 0 {
-            return Err(Error::Unsupported {
-                structure: "boot sector",
-                offset: BPB_FS_VER as u64,
-                problem: format!("FAT32 version {}.{} is newer than 0.0", version >> 8, version & 0xFF),
-            });
+            return Err(Error::unsupported(
+                "boot sector",
+                BPB_FS_VER as u64,
+                format!("FAT32 version {}.{} is newer than 0.0", version >> 8, version & 0xFF),
+            ));
         }
-        let root_cluster = u32_at(sector, BPB_ROOT_CLUS);
+        let root_cluster = le32(sector, BPB_ROOT_CLUS);
         if root_cluster < 2 || u64::from(root_cluster) > self.cluster_count + 1 {
             return Err(bad(
                 BPB_ROOT_CLUS,
@@ -352,7 +352,7 @@ impl BootSector {
         }
         self.root_cluster = root_cluster;
         for (offset, name) in [(BPB_FS_INFO, "FSInfo"), (BPB_BK_BOOT_SEC, "backup boot")] {
-            let value = u16_at(sector, offset);
+            let value = le16(sector, offset);
             if NO_SECTOR.contains(&value) {
                 continue;
             }
@@ -368,7 +368,7 @@ impl BootSector {
                 self.backup_boot_sector = Some(u64::from(value));
             }
         }
-        let ext_flags = u16_at(sector, BPB_EXT_FLAGS);
+        let ext_flags = le16(sector, BPB_EXT_FLAGS);
         if ext_flags & 0x80 != 0 {
             self.active_fat_only = Some(u64::from(ext_flags & 0x0F));
         }

@@ -4,10 +4,11 @@
 //! FSInfo's free count is only a hint. So a bad signature or a stale backup is a warning, not
 //! an error; the counts are shown by `imgstream info`.
 
+use crate::Error;
 use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector};
-use crate::error::{Error, read};
-use crate::fields::u32_at;
 use imgstream_blockio::ReadAt;
+use imgstream_volume::fields::le32;
+use imgstream_volume::read_at;
 
 const FSI_LEAD_SIG: usize = 0;
 const FSI_STRUC_SIG: usize = 484;
@@ -33,13 +34,13 @@ pub(crate) fn read_fs_info(volume: &dyn ReadAt, boot: &BootSector) -> Result<Opt
     let Some(sector) = boot.fs_info_sector else { return Ok(None) };
     let offset = sector * boot.bytes_per_sector;
     let mut buf = [0u8; BOOT_SECTOR_LEN];
-    read(volume, "FSInfo sector", offset, &mut buf)?;
+    read_at(volume, || "FSInfo sector", offset, &mut buf)?;
     for (field, name, expected) in [
         (FSI_LEAD_SIG, "FSI_LeadSig", LEAD_SIG),
         (FSI_STRUC_SIG, "FSI_StrucSig", STRUC_SIG),
         (FSI_TRAIL_SIG, "FSI_TrailSig", TRAIL_SIG),
     ] {
-        let actual = u32_at(&buf, field);
+        let actual = le32(&buf, field);
         if actual != expected {
             let at = offset + field as u64;
             return Ok(Some(FsInfo::Invalid(format!(
@@ -47,7 +48,7 @@ pub(crate) fn read_fs_info(volume: &dyn ReadAt, boot: &BootSector) -> Result<Opt
             ))));
         }
     }
-    let free = u32_at(&buf, FSI_FREE_COUNT);
+    let free = le32(&buf, FSI_FREE_COUNT);
     Ok(Some(FsInfo::Valid((free != FREE_COUNT_UNKNOWN).then_some(free))))
 }
 
@@ -56,7 +57,7 @@ pub(crate) fn check_backup_boot(volume: &dyn ReadAt, boot: &BootSector, main: &[
     let Some(sector) = boot.backup_boot_sector else { return Ok(None) };
     let offset = sector * boot.bytes_per_sector;
     let mut buf = [0u8; BOOT_SECTOR_LEN];
-    read(volume, "backup boot sector", offset, &mut buf)?;
+    read_at(volume, || "backup boot sector", offset, &mut buf)?;
     let differing = buf.iter().zip(main).position(|(a, b)| a != b);
     Ok(differing.map(|at| {
         format!("the backup boot sector {sector} at byte {offset} differs from the boot sector (first at byte {at} of the sector)")

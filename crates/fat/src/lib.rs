@@ -18,18 +18,17 @@
 #![forbid(unsafe_code)]
 
 mod boot_sector;
-pub mod error;
-pub mod fields;
 mod fsinfo;
 mod table;
 
 pub use boot_sector::{BootSector, FatType};
-pub use error::Error;
+/// Why a FAT volume could not be analysed: the message names the structure and its byte offset.
+pub use imgstream_volume::ParseError as Error;
 
 use boot_sector::{BOOT_SECTOR_LEN, looks_like_fat};
 use fsinfo::FsInfo;
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, RangeSet};
+use imgstream_volume::{Allocation, RangeSet, read_at};
 use std::io;
 
 /// Cheap signature check: a jump instruction, 0x55AA at byte 510, a valid sector size and media
@@ -50,7 +49,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         return Err(Error::corrupt("boot sector", 0, format!("the volume holds only {size} bytes")));
     }
     let mut sector = [0u8; BOOT_SECTOR_LEN];
-    error::read(volume, "boot sector", 0, &mut sector)?;
+    read_at(volume, || "boot sector", 0, &mut sector)?;
     let boot = BootSector::parse(&sector, size)?;
     let fat_type = boot.fat_type;
     let scan = table::scan(volume, &boot)?;

@@ -6,9 +6,10 @@
 //! them, but an entry whose only set bits are reserved is not one we can prove free.
 //! Entry 1 carries the FAT16/32 "clean shutdown" and "no hard error" bits (fatgen103 §4.1).
 
+use crate::Error;
 use crate::boot_sector::{BootSector, FatType};
-use crate::error::{Error, read};
 use imgstream_blockio::ReadAt;
+use imgstream_volume::read_at;
 
 /// Entries decoded per read: even (so that a FAT12 chunk starts on a byte boundary) and small
 /// enough that a chunk stays at most 1 MiB.
@@ -120,7 +121,7 @@ fn for_each_entry(
         // half a byte more, which the FAT size check in BootSector::parse guarantees is there.
         let len = (count * bits).div_ceil(8);
         buf.resize(usize::try_from(len).unwrap_or(0), 0);
-        read(volume, fat_structure(index), base + first * bits / 8, &mut buf)?;
+        read_at(volume, || fat_structure(index), base + first * bits / 8, &mut buf)?;
         for i in 0..count {
             visit(first + i, decode(&buf, i, fat_type));
         }

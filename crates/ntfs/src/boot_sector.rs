@@ -163,6 +163,21 @@ impl BootSector {
         })
     }
 
+    /// 100 clusters of 4 KiB, for unit tests of what works on a geometry.
+    #[cfg(test)]
+    pub(crate) fn small_for_tests() -> Self {
+        Self {
+            sector_size: 512,
+            cluster_size: 4096,
+            total_sectors: 800,
+            total_clusters: 100,
+            mft_lcn: 4,
+            mft_mirror_lcn: 50,
+            record_size: 1024,
+            serial_number: 0,
+        }
+    }
+
     /// Bytes covered by $Bitmap: every whole cluster of the volume.
     pub(crate) fn bitmap_coverage(&self) -> u64 {
         // Cannot overflow: total_clusters * cluster_size <= total_sectors * sector_size.

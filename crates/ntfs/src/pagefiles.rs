@@ -237,16 +237,7 @@ mod tests {
 
     #[test]
     fn only_used_clusters_outside_system_files_are_droppable() {
-        let boot = BootSector {
-            sector_size: 512,
-            cluster_size: 4096,
-            total_sectors: 800,
-            total_clusters: 100,
-            mft_lcn: 4,
-            mft_mirror_lcn: 50,
-            record_size: 1024,
-            serial_number: 0,
-        };
+        let boot = BootSector::small_for_tests();
         let stream = Stream::NonResident {
             data_size: 8192,
             runs: vec![Run { stream_offset: 0, position: Some(40960), len: 4096 }, Run { stream_offset: 4096, position: None, len: 4096 }],

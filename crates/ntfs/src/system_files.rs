@@ -47,16 +47,7 @@ mod tests {
     use crate::data_runs::Run;
 
     fn boot() -> BootSector {
-        BootSector {
-            sector_size: 512,
-            cluster_size: 4096,
-            total_sectors: 800,
-            total_clusters: 100,
-            mft_lcn: 4,
-            mft_mirror_lcn: 50,
-            record_size: 1024,
-            serial_number: 0,
-        }
+        BootSector::small_for_tests()
     }
 
     fn stream(runs: &[(Option<u64>, u64)]) -> Stream {

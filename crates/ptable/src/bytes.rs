@@ -6,10 +6,7 @@
 
 /// `N` bytes at `at`, or zeros if the buffer is too short.
 pub(crate) fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
-    at.checked_add(N)
-        .and_then(|end| bytes.get(at..end))
-        .and_then(|field| field.try_into().ok())
-        .unwrap_or([0; N])
+    at.checked_add(N).and_then(|end| bytes.get(at..end)).and_then(|field| field.try_into().ok()).unwrap_or([0; N])
 }
 
 /// The byte at `at`.
@@ -55,9 +52,7 @@ mod tests {
         assert_eq!(le16(&[1, 2, 3], 1), 0x0302);
         assert_eq!(le64(&[0; 4], usize::MAX), 0);
         // The Microsoft basic data GUID as stored on disk, and as sfdisk prints it.
-        let raw = [
-            0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7,
-        ];
+        let raw = [0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7];
         assert_eq!(guid(&raw), "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7");
     }
 }

@@ -461,7 +461,15 @@ pub(crate) mod testing {
     pub(crate) type Part = (u8, u64, u64);
 
     /// Writes a header + array pair (CRCs computed) for a disk of `disk_sectors` at `lba`.
-    pub(crate) fn write_copy(disk: &mut [u8], ss: u64, lba: u64, alternate: u64, entries_lba: u64, count: u32, parts: &[Part]) {
+    pub(crate) fn write_copy(
+        disk: &mut [u8],
+        ss: u64,
+        lba: u64,
+        alternate: u64,
+        entries_lba: u64,
+        count: u32,
+        parts: &[Part],
+    ) {
         let disk_sectors = disk.len() as u64 / ss;
         let array_sectors = (u64::from(count) * 128).div_ceil(ss);
         let mut array = vec![0u8; count as usize * 128];

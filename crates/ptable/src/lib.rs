@@ -158,9 +158,12 @@ pub fn read_layout(disk: &dyn ReadAt, sector_size: Option<u32>) -> Result<DiskLa
     // Less than one sector (of the size the device reports) cannot hold a table.
     let smallest = sector_size.map_or(mbr::RECORD_SIZE as u64, u64::from).max(mbr::RECORD_SIZE as u64);
     if size < smallest {
-        return Ok(whole_disk(size, sector_size.unwrap_or(512), None, vec![format!(
-            "the disk is only {size} bytes, too small for a partition table"
-        )]));
+        return Ok(whole_disk(
+            size,
+            sector_size.unwrap_or(512),
+            None,
+            vec![format!("the disk is only {size} bytes, too small for a partition table")],
+        ));
     }
     let structurally_valid = mbr::is_structurally_valid(&head);
     let entries = mbr::entries(&head);
@@ -174,9 +177,10 @@ pub fn read_layout(disk: &dyn ReadAt, sector_size: Option<u32>) -> Result<DiskLa
     // wins over a filesystem signature.
     let plausible_table = structurally_valid
         && entries.iter().any(mbr::Entry::is_used)
-        && entries.iter().filter(|e| e.is_used()).all(|e| {
-            e.start >= 1 && e.sectors >= 1 && u64::from(e.start) + u64::from(e.sectors) <= disk_sectors
-        });
+        && entries
+            .iter()
+            .filter(|e| e.is_used())
+            .all(|e| e.start >= 1 && e.sectors >= 1 && u64::from(e.start) + u64::from(e.sectors) <= disk_sectors);
     if filesystem.is_some() && !plausible_table {
         return Ok(whole_disk(size, ss, filesystem, Vec::new()));
     }
@@ -236,7 +240,15 @@ fn gpt_layout(disk: &dyn ReadAt, sector_size: Option<u32>, mbr_entries: &[mbr::E
         }
         let (type_id, uuid, name) = gpt::describe(entry);
         // last <= last_usable < disk sectors, so these products fit in u64.
-        partitions.push(Partition { index, start: first * ss, len: (last - first + 1) * ss, type_id, uuid, name, bootable: false });
+        partitions.push(Partition {
+            index,
+            start: first * ss,
+            len: (last - first + 1) * ss,
+            type_id,
+            uuid,
+            name,
+            bootable: false,
+        });
     }
     let layout = DiskLayout {
         table: TableKind::Gpt,
@@ -281,14 +293,12 @@ fn mbr_layout(disk: &dyn ReadAt, ss: u32, head: &[u8]) -> Result<DiskLayout, Err
     if let Some(container) = &extended {
         for p in partitions.iter().filter(|p| p.index <= 4) {
             if p.start < container.end && container.start < p.start + p.len {
-                return Err(corrupt(format!(
-                    "MBR at byte 0: partition {} (bytes {}..{}) overlaps the extended partition (bytes {}..{})",
-                    p.index,
-                    p.start,
-                    p.start + p.len,
-                    container.start,
-                    container.end
-                )));
+                return Err(overlap(
+                    &format!("MBR at byte 0: partition {}", p.index),
+                    &p.range(),
+                    "the extended partition",
+                    container,
+                ));
             }
         }
     }
@@ -320,6 +330,14 @@ fn mbr_partition(index: u32, entry: &mbr::Entry, ss: u64) -> Partition {
     }
 }
 
+/// "A (bytes x..y) overlaps B (bytes z..w)".
+fn overlap(a: &str, a_range: &Range<u64>, b: &str, b_range: &Range<u64>) -> Error {
+    corrupt(format!(
+        "{a} (bytes {}..{}) overlaps {b} (bytes {}..{})",
+        a_range.start, a_range.end, b_range.start, b_range.end
+    ))
+}
+
 /// Checks that partitions lie inside the disk, overlap neither each other nor the table's own
 /// sectors, and computes the raw areas.
 fn finish(mut layout: DiskLayout) -> Result<DiskLayout, Error> {
@@ -336,20 +354,19 @@ fn finish(mut layout: DiskLayout) -> Result<DiskLayout, Error> {
     for pair in sorted.windows(2) {
         if let [a, b] = pair {
             if b.start < a.start + a.len {
-                return Err(corrupt(format!(
-                    "partitions {} (bytes {}..{}) and {} (bytes {}..{}) overlap",
-                    a.index,
-                    a.start,
-                    a.start + a.len,
-                    b.index,
-                    b.start,
-                    b.start + b.len
-                )));
+                return Err(overlap(
+                    &format!("partition {}", a.index),
+                    &a.range(),
+                    &format!("partition {}", b.index),
+                    &b.range(),
+                ));
             }
         }
     }
     for structure in &layout.structures {
-        if let Some(p) = sorted.iter().find(|p| p.start < structure.range.end && structure.range.start < p.start + p.len) {
+        if let Some(p) =
+            sorted.iter().find(|p| p.start < structure.range.end && structure.range.start < p.start + p.len)
+        {
             return Err(corrupt(format!(
                 "the {} at byte {} lies inside partition {} (bytes {}..{})",
                 structure.what,

@@ -111,7 +111,10 @@ pub(crate) fn read(disk: &dyn ReadAt, sector_size: u32, disk_sectors: u64) -> Re
     let mut record = [0u8; RECORD_SIZE];
     disk.read_exact_at(&mut record, 0)?;
     if !has_signature(&record) {
-        return Err(corrupt(format!("MBR at byte 0: signature 0x{:04X} is not 0x55AA", u16::from_be_bytes(array(&record, SIGNATURE_AT)))));
+        return Err(corrupt(format!(
+            "MBR at byte 0: signature 0x{:04X} is not 0x55AA",
+            u16::from_be_bytes(array(&record, SIGNATURE_AT))
+        )));
     }
     let primaries = entries(&record);
     let mut extended = None;
@@ -146,7 +149,13 @@ pub(crate) fn read(disk: &dyn ReadAt, sector_size: u32, disk_sectors: u64) -> Re
 }
 
 /// `[start, start + sectors)` must be non-empty, start at or after `first` and end by `limit`.
-fn check_extent(start: u64, sectors: u64, first: u64, limit: (u64, &str), what: &dyn Fn() -> String) -> Result<(), Error> {
+fn check_extent(
+    start: u64,
+    sectors: u64,
+    first: u64,
+    limit: (u64, &str),
+    what: &dyn Fn() -> String,
+) -> Result<(), Error> {
     let (limit, limit_name) = limit;
     if sectors == 0 {
         return Err(corrupt(format!("{}: size is 0 sectors", what())));
@@ -156,7 +165,10 @@ fn check_extent(start: u64, sectors: u64, first: u64, limit: (u64, &str), what: 
     }
     let end = start.saturating_add(sectors);
     if end > limit {
-        return Err(corrupt(format!("{}: sectors {start}..{end} reach past the end of {limit_name} (sector {limit})", what())));
+        return Err(corrupt(format!(
+            "{}: sectors {start}..{end} reach past the end of {limit_name} (sector {limit})",
+            what()
+        )));
     }
     Ok(())
 }

@@ -27,7 +27,10 @@ fn a_gpt_disk_gives_its_partitions_and_everything_else_as_raw() {
     assert_eq!(layout.raw.iter().collect::<Vec<_>>(), vec![0..MIB, 3 * MIB..4 * MIB]);
     // Both copies of the table are listed, and none lies in a partition.
     let whats: Vec<&str> = layout.structures.iter().map(|s| s.what.as_str()).collect();
-    assert_eq!(whats, ["protective MBR", "primary GPT header", "primary GPT entries", "backup GPT entries", "backup GPT header"]);
+    assert_eq!(
+        whats,
+        ["protective MBR", "primary GPT header", "primary GPT entries", "backup GPT entries", "backup GPT header"]
+    );
     assert_eq!(layout.structures.last().unwrap().range, 4 * MIB - 512..4 * MIB);
 }
 
@@ -45,13 +48,22 @@ fn a_4096_byte_sector_gpt_is_probed_on_an_image_and_taken_as_given_on_a_device()
 
 #[test]
 fn a_damaged_primary_header_falls_back_to_the_backup_with_a_warning() {
-    for damage in [16usize /* header CRC */, 24 /* my_lba */, 0 /* signature */, 80 /* entry count */] {
+    for damage in
+        [16usize /* header CRC */, 24 /* my_lba */, 0 /* signature */, 80 /* entry count */]
+    {
         let mut disk = gpt_disk();
         disk[512 + damage] ^= 0x01;
         let layout = read_layout(&disk, None).unwrap();
         assert_eq!(layout.partitions.len(), 2, "damage at {damage}");
         assert_eq!(layout.partitions, read_layout(&gpt_disk(), None).unwrap().partitions);
-        assert!(layout.warnings.iter().any(|w| w.contains("primary GPT header at byte 512 is damaged") && w.contains("backup")), "{:?}", layout.warnings);
+        assert!(
+            layout
+                .warnings
+                .iter()
+                .any(|w| w.contains("primary GPT header at byte 512 is damaged") && w.contains("backup")),
+            "{:?}",
+            layout.warnings
+        );
     }
     // A damaged primary entry array (its CRC fails) also means the backup is used.
     let mut disk = gpt_disk();
@@ -68,7 +80,11 @@ fn a_damaged_backup_is_reported_and_the_primary_used() {
     disk[last + 16] ^= 0xFF;
     let layout = read_layout(&disk, None).unwrap();
     assert_eq!(layout.partitions.len(), 2);
-    assert!(layout.warnings.iter().any(|w| w.contains("backup GPT header at byte 4193792 is damaged")), "{:?}", layout.warnings);
+    assert!(
+        layout.warnings.iter().any(|w| w.contains("backup GPT header at byte 4193792 is damaged")),
+        "{:?}",
+        layout.warnings
+    );
 }
 
 #[test]
@@ -92,7 +108,9 @@ fn huge_entry_counts_and_odd_entry_sizes_never_reach_gptman() {
             disk[at + 84..at + 88].copy_from_slice(&size.to_le_bytes());
             fix_header_crc(&mut disk, at);
         }
-        let Err(Error::Corrupt(message)) = read_layout(&disk, None) else { panic!("count {count} size {size}: expected an error") };
+        let Err(Error::Corrupt(message)) = read_layout(&disk, None) else {
+            panic!("count {count} size {size}: expected an error")
+        };
         assert!(message.contains("exceed the limit") || message.contains("entry size"), "{message}");
     }
 }
@@ -109,11 +127,17 @@ fn fix_header_crc(disk: &mut [u8], at: usize) {
 fn gpt_partitions_that_overlap_or_leave_the_usable_area_are_errors() {
     let overlapping = build(8192, 512, &[(0xA1, 2048, 4095), (0xB2, 4000, 6143)]);
     let Err(Error::Corrupt(message)) = read_layout(&overlapping, None) else { panic!() };
-    assert!(message.contains("partitions 1") && message.contains("overlap"), "{message}");
+    assert!(
+        message.contains("partition 1 (bytes 1048576..2097152) overlaps partition 2") && message.contains("overlap"),
+        "{message}"
+    );
 
     let past_usable = build(8192, 512, &[(0xA1, 2048, 8180)]);
     let Err(Error::Corrupt(message)) = read_layout(&past_usable, None) else { panic!() };
-    assert!(message.contains("GPT entry 1 at byte 1024") && message.contains("outside the usable sectors"), "{message}");
+    assert!(
+        message.contains("GPT entry 1 at byte 1024") && message.contains("outside the usable sectors"),
+        "{message}"
+    );
 
     // Starting at LBA 0 would make gptman's alignment search panic; we refuse it first.
     let at_zero = build(8192, 512, &[(0xA1, 0, 10), (0xB2, 0, 20)]);
@@ -200,13 +224,17 @@ fn an_mbr_disk_gives_primaries_and_logicals_and_keeps_the_ebrs_raw() {
     let layout = read_layout(&disk, None).unwrap();
     assert_eq!(layout.table, TableKind::Mbr);
     assert_eq!(layout.disk_id, "0x12345678");
-    let parts: Vec<_> = layout.partitions.iter().map(|p| (p.index, p.range(), p.type_id.as_str(), p.bootable)).collect();
+    let parts: Vec<_> =
+        layout.partitions.iter().map(|p| (p.index, p.range(), p.type_id.as_str(), p.bootable)).collect();
     assert_eq!(
         parts,
         vec![(1, MIB..2 * MIB, "83", true), (5, 3 * MIB..4 * MIB, "83", false), (6, 5 * MIB..6 * MIB, "83", false)]
     );
     assert_eq!(layout.extended, Some(2 * MIB..7 * MIB));
-    assert_eq!(layout.raw.iter().collect::<Vec<_>>(), vec![0..MIB, 2 * MIB..3 * MIB, 4 * MIB..5 * MIB, 6 * MIB..8 * MIB]);
+    assert_eq!(
+        layout.raw.iter().collect::<Vec<_>>(),
+        vec![0..MIB, 2 * MIB..3 * MIB, 4 * MIB..5 * MIB, 6 * MIB..8 * MIB]
+    );
     let ebrs: Vec<_> = layout.structures.iter().filter(|s| s.what.starts_with("EBR")).map(|s| s.range.start).collect();
     assert_eq!(ebrs, vec![2 * MIB, 4 * MIB]);
     assert!(ebrs.iter().all(|&b| layout.raw.contains(b)));
@@ -318,8 +346,19 @@ fn corrupting_any_table_byte_never_panics_and_answers_stay_consistent() {
     let gpt = gpt_disk();
     let mbr = mbr_disk();
     let targets: Vec<(&str, &Vec<u8>, Vec<usize>)> = vec![
-        ("gpt", &gpt, (0..3 * 512).chain(8191 * 512..8191 * 512 + 92).chain(gpt.len() - 33 * 512..gpt.len() - 33 * 512 + 256).collect()),
-        ("mbr", &mbr, (440..512).chain(4096 * 512 + 446..4096 * 512 + 512).chain(8192 * 512 + 446..8192 * 512 + 512).collect()),
+        (
+            "gpt",
+            &gpt,
+            (0..3 * 512)
+                .chain(8191 * 512..8191 * 512 + 92)
+                .chain(gpt.len() - 33 * 512..gpt.len() - 33 * 512 + 256)
+                .collect(),
+        ),
+        (
+            "mbr",
+            &mbr,
+            (440..512).chain(4096 * 512 + 446..4096 * 512 + 512).chain(8192 * 512 + 446..8192 * 512 + 512).collect(),
+        ),
     ];
     for (name, disk, offsets) in targets {
         for &at in &offsets {
@@ -352,7 +391,11 @@ fn fixture(name: &str) -> Option<Vec<u8>> {
     match std::process::Command::new("zstd").arg("-dc").arg(&path).output() {
         Ok(output) if output.status.success() => Some(output.stdout),
         other => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but zstd cannot decompress {}: {other:?}", path.display());
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but zstd cannot decompress {}: {other:?}",
+                path.display()
+            );
             eprintln!("SKIPPED: zstd cannot decompress {}", path.display());
             None
         }
@@ -422,4 +465,16 @@ fn a_disk_smaller_than_one_device_sector_is_one_volume() {
     let layout = read_layout(&disk, Some(512)).unwrap();
     assert_eq!(layout.table, TableKind::Mbr);
     check_consistent(&layout, "584 bytes, 512-byte sectors");
+}
+
+#[test]
+fn a_hybrid_mbr_is_reported_and_the_gpt_used() {
+    let mut disk = gpt_disk();
+    // A second MBR entry mirroring GPT partition 1 (what gdisk's hybrid MBR does).
+    set_entry(&mut disk, 0, 1, 0x80, 0x0C, 2048, 2048);
+    let layout = read_layout(&disk, None).unwrap();
+    assert_eq!(layout.table, TableKind::Gpt);
+    assert!(!layout.protective_mbr_only);
+    assert!(layout.warnings.iter().any(|w| w.contains("hybrid MBR at byte 0 (1 entries")), "{:?}", layout.warnings);
+    assert_eq!(layout.partitions.len(), 2);
 }

@@ -78,28 +78,34 @@ impl Target {
             }
             // O_EXCL on a block device: EBUSY if it (or a partition of it) is mounted or held.
             // Read access too: the partition table is read back and rewritten after a restore.
-            let file = FsOpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_EXCL)
-                .open(path)
-                .map_err(|e| match e.raw_os_error() {
+            let file = FsOpenOptions::new().read(true).write(true).custom_flags(libc::O_EXCL).open(path).map_err(
+                |e| match e.raw_os_error() {
                     Some(libc::EBUSY) => refuse("in use (mounted, or held by another device or program)".into()),
                     _ => open_error(e),
-                })?;
+                },
+            )?;
             let capacity = ioctl::device_size(&file).map_err(open_error)?;
             let zero_mode = match (options.assume_zeroed, options.sparse) {
                 (true, _) => ZeroMode::Skip,
                 (false, true) => ZeroMode::ZeroOut,
                 (false, false) => ZeroMode::Write,
             };
-            return Ok(Self { file, path: path.to_owned(), kind: TargetKind::BlockDevice, capacity: Some(capacity), zero_mode });
+            return Ok(Self {
+                file,
+                path: path.to_owned(),
+                kind: TargetKind::BlockDevice,
+                capacity: Some(capacity),
+                zero_mode,
+            });
         }
         if options.assume_zeroed {
-            return Err(refuse("--assume-zeroed is for block devices; a file is truncated and reads as zeros anyway".into()));
+            return Err(refuse(
+                "--assume-zeroed is for block devices; a file is truncated and reads as zeros anyway".into(),
+            ));
         }
         // Truncated: nothing of the old contents may show through a hole.
-        let file = FsOpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(open_error)?;
+        let file =
+            FsOpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(open_error)?;
         if let Some(len) = options.file_len {
             file.set_len(len).map_err(open_error)?;
         }

@@ -9,6 +9,8 @@
 //! swsusp_header` (kernel/power/swap.c): `orig_sig[10]` ("SWAPSPACE2", saved) then `sig[10]`
 //! ("S1SUSPEND" for the kernel, "ULSUSPEND" for uswsusp, "S2SUSPEND" for older kernels).
 
+use imgstream_volume::fields::array;
+
 /// The page sizes a swap area may use: the magic's position tells which.
 pub(crate) const PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
 /// Length of the magic at the end of page 0.
@@ -69,6 +71,6 @@ pub(crate) fn signature(tail: &[u8; 20]) -> Option<Signature> {
 
 /// Reads a u32 of the header in its byte order.
 pub(crate) fn u32_at(page: &[u8], offset: usize, big_endian: bool) -> u32 {
-    let bytes: [u8; 4] = page.get(offset..offset + 4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]);
+    let bytes: [u8; 4] = array(page, offset);
     if big_endian { u32::from_be_bytes(bytes) } else { u32::from_le_bytes(bytes) }
 }

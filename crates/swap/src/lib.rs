@@ -8,15 +8,18 @@
 
 #![forbid(unsafe_code)]
 
-mod error;
 mod header;
 
-pub use error::Error;
+/// Why a swap area could not be analysed: the message names the swap header field's byte offset.
+pub use imgstream_volume::ParseError as Error;
 
 use header::{BADPAGES, HIBERNATION_SIGNATURES, INFO_END, LAST_PAGE, MAGIC_LEN, NR_BADPAGES, PAGE_SIZES, Signature};
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, RangeSet};
+use imgstream_volume::{Allocation, RangeSet, read_at};
 use std::io;
+
+/// The structure every error names: all of a swap area's metadata is in its header page.
+const HEADER: &str = "swap header";
 
 /// Where the swap signature was found, and what it says.
 fn find_signature(volume: &dyn ReadAt) -> io::Result<Option<(u64, Signature)>> {
@@ -42,15 +45,14 @@ pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
 /// Reads the swap header of `volume` and returns the bytes to copy.
 pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let size = volume.size();
-    let read_error = |offset| move |source| Error::Io { offset, source };
-    let Some((page_size, signature)) = find_signature(volume).map_err(read_error(0))? else {
-        return Err(Error::Corrupt {
-            offset: PAGE_SIZES[0] - MAGIC_LEN,
-            problem: format!(
-                "no \"SWAPSPACE2\" signature at the end of a page of {}..={} bytes",
-                PAGE_SIZES[0], PAGE_SIZES[4]
-            ),
-        });
+    let Some((page_size, signature)) =
+        find_signature(volume).map_err(|source| Error::Io { structure: HEADER.into(), offset: 0, source })?
+    else {
+        return Err(Error::corrupt(
+            HEADER,
+            PAGE_SIZES[0] - MAGIC_LEN,
+            format!("no \"SWAPSPACE2\" signature at the end of a page of {}..={} bytes", PAGE_SIZES[0], PAGE_SIZES[4]),
+        ));
     };
     let magic_at = page_size - MAGIC_LEN;
     let whole = |filesystem_detail: (String, String), warning: String| {
@@ -63,10 +65,11 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     match signature {
         Signature::Swap => {}
         Signature::OldSwap => {
-            return Err(Error::Unsupported {
-                offset: magic_at,
-                problem: "\"SWAP-SPACE\" is the version 0 format, which Linux dropped in 2.5".into(),
-            });
+            return Err(Error::unsupported(
+                HEADER,
+                magic_at,
+                "\"SWAP-SPACE\" is the version 0 format, which Linux dropped in 2.5",
+            ));
         }
         Signature::Hibernation(sig) => {
             let known = HIBERNATION_SIGNATURES.iter().any(|s| sig.as_bytes().starts_with(s));
@@ -81,47 +84,51 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     }
 
     let mut page = vec![0u8; INFO_END];
-    volume.read_exact_at(&mut page, 0).map_err(read_error(0))?;
+    read_at(volume, || HEADER, 0, &mut page)?;
     let version_le = header::u32_at(&page, header::VERSION, false);
     let big_endian = version_le == 0x0100_0000;
     let version = header::u32_at(&page, header::VERSION, big_endian);
     if version != 1 {
-        return Err(Error::Unsupported {
-            offset: header::VERSION as u64,
-            problem: format!("swap header version {version_le:#x}, only version 1 is known"),
-        });
+        return Err(Error::unsupported(
+            HEADER,
+            header::VERSION as u64,
+            format!("swap header version {version_le:#x}, only version 1 is known"),
+        ));
     }
     let last_page = u64::from(header::u32_at(&page, LAST_PAGE, big_endian));
     let pages_in_volume = size / page_size;
     if last_page == 0 || last_page >= pages_in_volume {
-        return Err(Error::Corrupt {
-            offset: LAST_PAGE as u64,
-            problem: format!(
+        return Err(Error::corrupt(
+            HEADER,
+            LAST_PAGE as u64,
+            format!(
                 "last_page {last_page} is outside 1..={} (the volume holds {pages_in_volume} pages of {page_size} bytes)",
                 pages_in_volume.saturating_sub(1)
             ),
-        });
+        ));
     }
     let nr_badpages = u64::from(header::u32_at(&page, NR_BADPAGES, big_endian));
     let max_bad = header::max_bad_pages(page_size);
     if nr_badpages > max_bad {
-        return Err(Error::Corrupt {
-            offset: NR_BADPAGES as u64,
-            problem: format!("nr_badpages {nr_badpages} is more than the {max_bad} a {page_size}-byte header holds"),
-        });
+        return Err(Error::corrupt(
+            HEADER,
+            NR_BADPAGES as u64,
+            format!("nr_badpages {nr_badpages} is more than the {max_bad} a {page_size}-byte header holds"),
+        ));
     }
     // Bad pages are never swapped to, so they hold nothing either; they are only checked.
     if nr_badpages > 0 {
         let mut list = vec![0u8; usize::try_from(nr_badpages * 4).unwrap_or(0)];
-        volume.read_exact_at(&mut list, BADPAGES as u64).map_err(read_error(BADPAGES as u64))?;
+        read_at(volume, || HEADER, BADPAGES as u64, &mut list)?;
         for index in 0..nr_badpages {
             let at = usize::try_from(index * 4).unwrap_or(usize::MAX);
             let bad = u64::from(header::u32_at(&list, at, big_endian));
             if bad == 0 || bad > last_page {
-                return Err(Error::Corrupt {
-                    offset: BADPAGES as u64 + index * 4,
-                    problem: format!("bad page {index} is page {bad}, outside 1..={last_page}"),
-                });
+                return Err(Error::corrupt(
+                    HEADER,
+                    BADPAGES as u64 + index * 4,
+                    format!("bad page {index} is page {bad}, outside 1..={last_page}"),
+                ));
             }
         }
     }

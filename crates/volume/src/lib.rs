@@ -1,13 +1,21 @@
-//! The common answer of the filesystem crates (ext, ntfs, fat, exfat, swap).
+//! What every filesystem crate (ext, ntfs, fat, exfat, swap) shares.
 //!
 //! Each crate answers one question, "which byte ranges of this volume are in use", as an
 //! [`Allocation`], and classifies its errors with [`Classify`], so that the `fs` crate can apply
 //! one policy to all of them: unsupported variants are copied raw, corrupt metadata fails, and
 //! [`Allocation::unsafe_reasons`] refuse elision unless the user forces it.
+//!
+//! The parsers also share their tools: [`fields`] reads little-endian fields of on-disk
+//! structures, and [`ParseError`] (with [`read_at`]) is the error of those whose messages all
+//! take the form "structure at byte N: problem".
 
 #![forbid(unsafe_code)]
 
+pub mod fields;
+mod parse_error;
+
 pub use imgstream_extents::RangeSet;
+pub use parse_error::{ParseError, read_at};
 
 /// What a filesystem crate found in a volume.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,9 @@ use std::os::unix::fs::MetadataExt;
 /// An image: data pages at a few places (one not page-aligned), zeros elsewhere, a zero tail.
 fn image(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];
-    for (start, end) in [(0, 5000), (1 << 20, (1 << 20) + 4096), (3 << 20, (3 << 20) + 100_000), (len - (3 << 20), len - (3 << 20) + 7)] {
+    for (start, end) in
+        [(0, 5000), (1 << 20, (1 << 20) + 4096), (3 << 20, (3 << 20) + 100_000), (len - (3 << 20), len - (3 << 20) + 7)]
+    {
         for (i, b) in bytes[start..end].iter_mut().enumerate() {
             *b = (i % 251) as u8 + 1;
         }
@@ -31,7 +33,12 @@ impl Read for Trickle<'_> {
     }
 }
 
-fn restore_to_file(bytes: &[u8], sparse: bool, step: usize, block: usize) -> (tempfile::TempDir, std::path::PathBuf, Report) {
+fn restore_to_file(
+    bytes: &[u8],
+    sparse: bool,
+    step: usize,
+    block: usize,
+) -> (tempfile::TempDir, std::path::PathBuf, Report) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.img");
     let target = Target::open(&path, OpenOptions { sparse, ..Default::default() }).unwrap();
@@ -51,7 +58,11 @@ fn a_sparse_file_gets_the_exact_bytes_and_holes_for_zero_pages() {
     assert_eq!(report.data, data_pages * PAGE_SIZE as u64);
     // Allocated blocks: the data pages, give or take filesystem metadata blocks.
     let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-    assert!(allocated >= report.data && allocated <= report.data + (64 << 10), "allocated {allocated}, data {}", report.data);
+    assert!(
+        allocated >= report.data && allocated <= report.data + (64 << 10),
+        "allocated {allocated}, data {}",
+        report.data
+    );
 }
 
 #[test]
@@ -95,7 +106,8 @@ fn streams_shorter_or_longer_than_expected_are_errors() {
     let long = write_stream(&target, &mut &bytes[..], 0, Some(3 << 20), 1 << 20, &NoProgress).unwrap_err();
     assert!(long.to_string().contains("longer than the 3145728 bytes expected"), "{long}");
     // A file opened with a length is a region target: nothing may reach past it.
-    let sized = Target::open(&path, OpenOptions { sparse: true, file_len: Some(6 << 20), ..Default::default() }).unwrap();
+    let sized =
+        Target::open(&path, OpenOptions { sparse: true, file_len: Some(6 << 20), ..Default::default() }).unwrap();
     let past = write_stream(&sized, &mut &bytes[..], 3 << 20, None, 1 << 20, &NoProgress).unwrap_err();
     assert!(matches!(past, Error::Long { .. }), "{past}");
     let refused = write_stream(&sized, &mut &bytes[..], 3 << 20, Some(4 << 20), 1 << 20, &NoProgress).unwrap_err();
@@ -106,7 +118,8 @@ fn streams_shorter_or_longer_than_expected_are_errors() {
 fn regions_land_at_their_offsets_in_a_sized_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
-    let target = Target::open(&path, OpenOptions { sparse: true, file_len: Some(12 << 20), ..Default::default() }).unwrap();
+    let target =
+        Target::open(&path, OpenOptions { sparse: true, file_len: Some(12 << 20), ..Default::default() }).unwrap();
     let a = image(4 << 20);
     let b: Vec<u8> = image(4 << 20).iter().map(|x| x.wrapping_mul(3)).collect();
     write_stream(&target, &mut &b[..], 8 << 20, Some(4 << 20), 1 << 20, &NoProgress).unwrap();
@@ -141,7 +154,8 @@ fn a_failing_reader_reports_how_far_it_got() {
 #[test]
 fn assume_zeroed_is_refused_for_files_and_odd_targets_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let error = Target::open(&dir.path().join("x"), OpenOptions { assume_zeroed: true, ..Default::default() }).unwrap_err();
+    let error =
+        Target::open(&dir.path().join("x"), OpenOptions { assume_zeroed: true, ..Default::default() }).unwrap_err();
     assert!(error.to_string().contains("--assume-zeroed is for block devices"), "{error}");
     let error = Target::open(dir.path(), OpenOptions::default()).unwrap_err();
     assert!(error.to_string().contains("not a regular file or block device"), "{error}");
