@@ -122,7 +122,7 @@ fn from_attribute_list<T: Read + Seek>(
         }
         let lowest_vcn = entry.lowest_vcn().value();
         let where_ = format!("{context}: {ty:?} extent at VCN {lowest_vcn} in MFT record {}", entry.base_file_reference().file_record_number());
-        let expected_offset: u64 = runs.iter().map(|r: &Run| r.len).sum();
+        let expected_offset = runs.last().map_or(0, |r: &Run| r.stream_offset.saturating_add(r.len));
         let offset = u64::try_from(lowest_vcn).ok().and_then(|v| v.checked_mul(u64::from(ntfs.cluster_size())));
         if offset != Some(expected_offset) {
             return Err(Error::corrupt(
