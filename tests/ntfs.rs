@@ -348,3 +348,27 @@ fn truncated_and_corrupt_images_fail_with_one_line_naming_the_structure() {
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
 }
+
+#[test]
+fn volumes_with_2_mib_clusters_made_now_stream_as_ntfsclone_writes_them() {
+    if !(have_tool("mkntfs") && have_tool("ntfscp") && have_tool("ntfsclone")) {
+        return;
+    }
+    for sector in [512u64, 4096] {
+        let dir = scratch();
+        let image = dir.path().join("c2m.img");
+        // 41 MiB of garbage that differs everywhere, then a 40 MiB volume: 19 whole clusters, a
+        // tail of almost 2 MiB with the backup boot sector, and 1 MiB after the volume.
+        let garbage: Vec<u8> = (0..(41u64 << 20) / 8).flat_map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()).collect();
+        std::fs::write(&image, &garbage).unwrap();
+        let sectors = ((40u64 << 20) / sector).to_string();
+        run_ok(Command::new("mkntfs").args(["-F", "-f", "-q", "-c", "2097152", "-s", &sector.to_string()]).arg(&image).arg(&sectors));
+        let payload = dir.path().join("payload.bin");
+        std::fs::write(&payload, &garbage[..3_000_000]).unwrap();
+        run_ok(Command::new("ntfscp").arg(&image).arg(&payload).arg("/payload.bin"));
+        let (_, ours) = part(&image, &["--threads", "3"], "out.img");
+        let what = format!("2 MiB clusters, {sector}-byte sectors");
+        assert_matches_ntfsclone(&what, &ours, &ntfsclone(&image, &[]), &read(&image));
+        assert_eq!(info_json(&image, &[])["volume"]["unit"].as_u64(), Some(2 << 20), "{what}");
+    }
+}
