@@ -32,8 +32,8 @@ pub(crate) enum Command {
     /// Blocks that the filesystem's own allocation map marks free are emitted as zeros without
     /// being read; everything else, including every byte the map does not cover, is copied
     /// exactly. The output has exactly the size of SOURCE and restores with plain `dd`.
-    /// Recognised: ext2/3/4, FAT12/16/32, exFAT, Linux swap; anything else is copied raw with a
-    /// warning.
+    /// Recognised: ext2/3/4, NTFS, FAT12/16/32, exFAT, Linux swap; anything else is copied raw
+    /// with a warning.
     #[command(after_help = EXAMPLES)]
     Part(PartArgs),
     /// Show the filesystem of SOURCE and how much of it `part` would elide.
