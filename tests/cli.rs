@@ -112,3 +112,35 @@ fn root_a_source_mounted_read_write_is_refused_and_read_only_is_fine() {
     run_ok(imgstream().args(["part", &device.0]).stdout(Stdio::null()));
     drop(mount);
 }
+
+#[test]
+fn an_empty_regular_file_as_stdout_gets_holes_and_append_mode_still_gets_every_byte() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let image = fixture("ext-ext4", dir.path());
+    let piped = imgstream_ok(&["part", image.to_str().unwrap()]);
+
+    let sparse = dir.path().join("sparse.img");
+    run_ok(imgstream().args(["part"]).arg(&image).stdout(std::fs::File::create(&sparse).unwrap()));
+    assert_same_bytes("sparse file output", &std::fs::read(&sparse).unwrap(), &piped);
+    let metadata = std::fs::metadata(&sparse).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&imgstream_ok(&["info", "--json", image.to_str().unwrap()])).unwrap();
+    let (used, free) = (info["volume"]["used"].as_u64().unwrap(), info["volume"]["free"].as_u64().unwrap());
+    assert!(free > 4 << 20, "the fixture should have free space to test holes with");
+    // Free blocks become holes (1 MiB slack for the host filesystem's allocation habits).
+    assert!(
+        metadata.blocks() * 512 <= used + (1 << 20),
+        "{} bytes allocated for {used} used bytes of {}: free space was not left as holes",
+        metadata.blocks() * 512,
+        metadata.len()
+    );
+
+    // `>>` onto an existing file: seeking would be ignored by O_APPEND, so every byte is written.
+    let appended = dir.path().join("appended.img");
+    std::fs::write(&appended, b"header").unwrap();
+    let file = std::fs::OpenOptions::new().append(true).open(&appended).unwrap();
+    run_ok(imgstream().args(["part"]).arg(&image).stdout(file));
+    let written = std::fs::read(&appended).unwrap();
+    assert_eq!(&written[..6], b"header");
+    assert_same_bytes("appended output", &written[6..], &piped);
+}

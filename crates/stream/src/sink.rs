@@ -7,6 +7,16 @@ use std::io::{self, Seek, SeekFrom, Write};
 /// Zero runs are written from this one shared buffer.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
+/// Granularity of holes inside data blocks: the page size and the block size of most
+/// filesystems, below which a hole saves nothing.
+const HOLE_PAGE: usize = 4096;
+
+/// Whether the first page of `data` (or all of it, if shorter) is all zeros.
+fn is_zero_page(data: &[u8]) -> bool {
+    let page = &data[..data.len().min(HOLE_PAGE)];
+    page.iter().all(|&b| b == 0)
+}
+
 /// The writer's view of the output.
 pub trait Sink {
     /// Appends `data`.
@@ -54,8 +64,9 @@ impl<W: Write> Sink for StreamSink<W> {
     }
 }
 
-/// An empty regular file opened for writing (not in append mode): zero runs become holes, and
-/// `finish` sets the exact final length, so a trailing zero run also reads back as zeros.
+/// An empty regular file opened for writing (not in append mode): zero runs, and all-zero
+/// pages inside data blocks (free blocks smaller than a stream block), become holes; `finish`
+/// sets the exact final length, so a trailing zero run also reads back as zeros.
 pub struct SparseFileSink {
     file: File,
     position: u64,
@@ -70,8 +81,20 @@ impl SparseFileSink {
 
 impl Sink for SparseFileSink {
     fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
-        self.position += data.len() as u64;
+        // Consecutive pages of one kind (zero or not) are handled with one seek or one write.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let zero = is_zero_page(rest);
+            let run = rest.chunks(HOLE_PAGE).take_while(|page| is_zero_page(page) == zero).map(<[u8]>::len).sum();
+            let (run_bytes, tail) = rest.split_at(run);
+            if zero {
+                self.write_zeros(run as u64)?;
+            } else {
+                self.file.write_all(run_bytes)?;
+                self.position += run as u64;
+            }
+            rest = tail;
+        }
         Ok(())
     }
 
