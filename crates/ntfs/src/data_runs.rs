@@ -45,6 +45,14 @@ impl Stream {
         }
     }
 
+    /// The volume byte offset of byte `offset` of a non-resident stream (`None` in a hole, past
+    /// the runs, or for a resident stream).
+    pub(crate) fn volume_offset(&self, offset: u64) -> Option<u64> {
+        let Self::NonResident { runs, .. } = self else { return None };
+        let run = runs.iter().find(|r| r.stream_offset <= offset && offset - r.stream_offset < r.len)?;
+        run.position?.checked_add(offset - run.stream_offset)
+    }
+
     /// The runs that occupy clusters (empty for a resident stream).
     pub(crate) fn allocated_runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let runs = match self {
@@ -83,14 +91,19 @@ pub(crate) fn stream<T: Read + Seek>(
         {
             continue;
         }
-        let mut runs = Vec::new();
-        let data_size = attribute.value_length();
-        if let Some(resident) = extent(&attribute, fs, &mut runs, 0, &context("attribute value"))? {
-            return Ok(Some(Stream::Resident(resident)));
-        }
-        return Ok(Some(Stream::NonResident { data_size, runs }));
+        return attribute_stream(&attribute, fs, &context("attribute value")).map(Some);
     }
     Ok(None)
+}
+
+/// The stream of one attribute on its own (its own runs only, no attribute list).
+pub(crate) fn attribute_stream<T: Read + Seek>(attribute: &NtfsAttribute<'_, '_>, fs: &mut T, context: &str) -> Result<Stream, Error> {
+    let mut runs = Vec::new();
+    let data_size = attribute.value_length();
+    Ok(match extent(attribute, fs, &mut runs, 0, context)? {
+        Some(resident) => Stream::Resident(resident),
+        None => Stream::NonResident { data_size, runs },
+    })
 }
 
 /// Every extent of attribute `ty` named `name` listed by `list`, read from its own record, in
@@ -246,6 +259,9 @@ mod tests {
         read_at(&volume, &Stream::Resident(vec![1, 2, 3]), 1, &mut buf).unwrap();
         assert_eq!(buf, [2, 3, 0, 0]);
         assert_eq!(runs().allocated_runs().collect::<Vec<_>>(), [(100, 4), (10, 4)]);
+        assert_eq!(runs().volume_offset(9), Some(11));
+        assert_eq!(runs().volume_offset(5), None);
+        assert_eq!(runs().volume_offset(12), None);
     }
 
     #[test]

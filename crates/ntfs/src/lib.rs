@@ -110,9 +110,11 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     details.push(("volume serial".into(), format!("{:016X}", boot.serial_number)));
 
     // $Volume: label, version, dirty flag.
-    if let Some(name) = ntfs.volume_name(&mut fs) {
-        let name = name.map_err(Error::parse("$Volume (MFT record 3): volume name"))?;
-        allocation.details.push(("label".into(), name.name().to_string_lossy()));
+    // The label is only shown: a damaged one is worth a warning, not a refusal.
+    match ntfs.volume_name(&mut fs) {
+        Some(Ok(name)) => allocation.details.push(("label".into(), name.name().to_string_lossy())),
+        Some(Err(error)) => allocation.warnings.push(format!("cannot read the volume label ($Volume, MFT record 3): {error}")),
+        None => {}
     }
     let info = ntfs.volume_info(&mut fs).map_err(Error::parse("$Volume (MFT record 3): volume information"))?;
     let flags = info.flags();

@@ -121,7 +121,7 @@ fn restart_page(log: &[u8], position: usize) -> Result<(i64, usize, u16, u16), S
     if restart_area % 8 != 0 || restart_area.saturating_add(RA_MIN_LEN) > system_page_size {
         return Err(format!("restart area offset {restart_area} lies outside the page"));
     }
-    if let Err(why) = apply_fixups(&mut page) {
+    if let Err(why) = apply_fixups(&mut page, Strides::All) {
         // Like ntfs-3g: a torn write only matters if the restart area crosses the first stride.
         if restart_area + RA_MIN_LEN > STRIDE - 2 {
             return Err(why);
@@ -132,18 +132,32 @@ fn restart_page(log: &[u8], position: usize) -> Result<(i64, usize, u16, u16), S
     Ok((i64::from_le_bytes(lsn.to_le_bytes()), position, le_u16(area, RA_CLIENT_IN_USE_LIST), le_u16(area, RA_FLAGS)))
 }
 
+/// Which strides of a record [`apply_fixups`] requires to be protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strides {
+    /// Every 512-byte stride, with the array inside the first one (ntfs-3g's check).
+    All,
+    /// As many strides as the array counts, the array anywhere in the record: what the `ntfs`
+    /// crate accepts, so that we see the bytes it will see.
+    AsCounted,
+}
+
 /// Undoes the update sequence protection of a multi-sector record in place: the last two bytes
-/// of every 512-byte stride must equal the update sequence number and are replaced by the saved
-/// bytes.
-pub(crate) fn apply_fixups(record: &mut [u8]) -> Result<(), String> {
+/// of each protected 512-byte stride must equal the update sequence number and are replaced by
+/// the saved bytes.
+pub(crate) fn apply_fixups(record: &mut [u8], strides: Strides) -> Result<(), String> {
     let offset = usize::from(le_u16(record, USA_OFFSET));
     let count = usize::from(le_u16(record, USA_COUNT));
-    let strides = record.len() / STRIDE;
-    if count != strides + 1 || offset % 2 != 0 || offset + 2 * count > STRIDE - 2 {
-        return Err(format!("update sequence array ({count} entries at byte {offset}) does not fit {strides} strides"));
+    let all = record.len() / STRIDE;
+    let fits = match strides {
+        Strides::All => count == all + 1 && offset + 2 * count <= STRIDE - 2,
+        Strides::AsCounted => count >= 1 && count - 1 <= all && offset + 2 * count <= record.len(),
+    };
+    if !fits || offset % 2 != 0 && strides == Strides::All {
+        return Err(format!("update sequence array ({count} entries at byte {offset}) does not fit {all} strides"));
     }
     let usn = le_u16(record, offset);
-    for stride in 0..strides {
+    for stride in 0..count - 1 {
         let end = (stride + 1) * STRIDE;
         let saved = le_u16(record, offset + 2 * (stride + 1));
         let tail = record.get_mut(end - 2..end).ok_or("stride outside the record")?;
@@ -233,6 +247,27 @@ pub(crate) mod tests {
         let mut bad_version = log(restart_page(b"RSTR", 4096, 5, NO_CLIENT, 0), vec![0xFF; 4096]);
         bad_version[MAJOR_VERSION] = 3;
         assert!(matches!(state(&bad_version), LogState::Unknown(why) if why.contains("version 3.1")));
+    }
+
+    #[test]
+    fn fixups_as_counted_accept_fewer_strides_as_the_ntfs_crate_does() {
+        let mut page = restart_page(b"RSTR", 4096, 5, NO_CLIENT, 0);
+        // One array entry (the USN alone): nothing to fix, accepted as counted, not by ntfs-3g.
+        page[USA_COUNT..USA_COUNT + 2].copy_from_slice(&1u16.to_le_bytes());
+        let before = page.clone();
+        apply_fixups(&mut page, Strides::AsCounted).unwrap();
+        assert_eq!(page, before);
+        assert!(apply_fixups(&mut page, Strides::All).is_err());
+        // Zero entries (no USN): rejected by both.
+        page[USA_COUNT..USA_COUNT + 2].copy_from_slice(&0u16.to_le_bytes());
+        assert!(apply_fixups(&mut page, Strides::AsCounted).is_err());
+        // All strides: both fix every stride.
+        let mut all = restart_page(b"RSTR", 4096, 5, NO_CLIENT, 0);
+        let mut counted = all.clone();
+        apply_fixups(&mut all, Strides::All).unwrap();
+        apply_fixups(&mut counted, Strides::AsCounted).unwrap();
+        assert_eq!(all, counted);
+        assert_eq!(&all[510..512], &[0, 0]);
     }
 
     /// Property: any single-byte change of a valid log gives some state, never a panic; and a

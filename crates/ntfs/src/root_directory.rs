@@ -10,8 +10,8 @@
 
 use crate::boot_sector::MAX_INDEX_RECORD_SIZE;
 use crate::boot_sector::{le_u16, le_u32};
-use crate::logfile::apply_fixups;
-use crate::data_runs::{read_at, stream};
+use crate::logfile::{Strides, apply_fixups};
+use crate::data_runs::{Stream, attribute_stream, read_at};
 use crate::error::{Error, Offset};
 use imgstream_blockio::ReadAt;
 use ntfs::attribute_value::NtfsAttributeValue;
@@ -91,9 +91,7 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt,
     if pending.is_empty() {
         return Ok(found);
     }
-    let allocation = index_allocation(&root, fs, &context)?;
-    let allocation_stream = stream(ntfs, &root, fs, NtfsAttributeType::IndexAllocation, DIRECTORY_INDEX)?
-        .ok_or_else(|| Error::corrupt(context.clone(), root.position().into_offset(), "no $INDEX_ALLOCATION named $I30"))?;
+    let (allocation, allocation_stream) = index_allocation(&root, fs, &context)?;
     let mut record_bytes = vec![0u8; record_size as usize];
     let mut visited = BTreeSet::new();
     while let Some(vcn) = pending.pop_front() {
@@ -107,10 +105,12 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt,
         let offset = u64::try_from(vcn).ok().and_then(|v| v.checked_mul(u64::from(ntfs.cluster_size())));
         if let Some(offset) = offset.filter(|&o| o < allocation_stream.data_size()) {
             read_at(volume, &allocation_stream, offset, &mut record_bytes)?;
-            // A record that fails its fixups is rejected by the crate before it looks at entries.
-            if record_bytes.starts_with(b"INDX") && apply_fixups(&mut record_bytes).is_ok() {
+            // Fixed up as the crate does it (which accepts fewer strides than the record has); a
+            // record that fails that is rejected by the crate before it looks at entries.
+            if record_bytes.starts_with(b"INDX") && apply_fixups(&mut record_bytes, Strides::AsCounted).is_ok() {
                 let at = format!("{context}: index record at VCN {vcn}");
-                check_node(&record_bytes, INDEX_RECORD_HEADER_SIZE, record_bytes.len(), &at, offset)?;
+                let position = allocation_stream.volume_offset(offset).unwrap_or(0);
+                check_node(&record_bytes, INDEX_RECORD_HEADER_SIZE, record_bytes.len(), &at, position)?;
             }
         }
         let record = allocation
@@ -123,14 +123,19 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt,
 }
 
 /// `$INDEX_ALLOCATION:$I30` read from the base record (where ntfs-3g and Windows keep it for
-/// small directories such as the root).
-fn index_allocation<'n, 'f, T: Read + Seek>(root: &'f NtfsFile<'n>, fs: &mut T, context: &str) -> Result<NtfsIndexAllocation<'n, 'f>, Error> {
+/// small directories such as the root), for the crate and as runs for our own checks.
+fn index_allocation<'n, 'f, T: Read + Seek>(
+    root: &'f NtfsFile<'n>,
+    fs: &mut T,
+    context: &str,
+) -> Result<(NtfsIndexAllocation<'n, 'f>, Stream), Error> {
     for attribute in root.attributes_raw() {
         let attribute = attribute.map_err(Error::parse(context))?;
         if attribute.ty().map_err(Error::parse(context))? == NtfsAttributeType::IndexAllocation
             && attribute.name().map_err(Error::parse(context))? == DIRECTORY_INDEX
         {
-            return attribute.structured_value::<_, NtfsIndexAllocation>(fs).map_err(Error::parse(context));
+            let runs = attribute_stream(&attribute, fs, context)?;
+            return Ok((attribute.structured_value::<_, NtfsIndexAllocation>(fs).map_err(Error::parse(context))?, runs));
         }
     }
     Err(Error::corrupt(

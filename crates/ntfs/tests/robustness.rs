@@ -106,3 +106,35 @@ fn every_truncation_is_an_error_or_ok() {
         len += if len < 8192 { 97 } else { 65521 };
     }
 }
+
+/// A fuzz input (fuzz_targets/ntfs.rs format: u16 BE size in 4 KiB units, then chunks of
+/// u32 LE offset, u16 LE length, bytes) as the volume it describes.
+fn sparse_volume(input: &[u8]) -> Vec<u8> {
+    let size = usize::from(u16::from_be_bytes([input[0], input[1]])) * 4096;
+    let mut volume = vec![0u8; size];
+    let mut rest = &input[2..];
+    while let [a, b, c, d, e, f, tail @ ..] = rest {
+        let offset = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+        let len = usize::from(u16::from_le_bytes([*e, *f])).min(tail.len());
+        let end = (offset + len).min(size);
+        if offset < end {
+            volume[offset..end].copy_from_slice(&tail[..end - offset]);
+        }
+        rest = &tail[len..];
+    }
+    volume
+}
+
+/// Every input the fuzzer found a panic with (tests/fuzz-regressions/) now analyses cleanly.
+#[test]
+fn fuzz_regressions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let volume = sparse_volume(&std::fs::read(&path).unwrap());
+        check(&volume, &|| path.display().to_string());
+        count += 1;
+    }
+    assert!(count > 0);
+}
