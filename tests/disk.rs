@@ -166,11 +166,6 @@ fn oracle_image(blkid_type: &str, ours: &str, partition: &Path, dir: &Path) -> V
             run_ok(Command::new("ntfsclone").args(["-q", "-f", "-o"]).arg(&out).arg(partition));
             std::fs::read(&out).unwrap()
         }
-        // Not (yet) recognised by imgstream: copied raw, with a warning.
-        ("ntfs", "unknown") => {
-            eprintln!("NOTE: NTFS is not recognised by this build; expecting a raw copy of {}", partition.display());
-            bytes
-        }
         ("swap", "swap") => {
             // mkswap's header page (4 KiB here); the swap pages are garbage once swapoff'd.
             let mut expected = vec![0u8; bytes.len()];
@@ -211,12 +206,10 @@ fn disk_stream_is_the_source_with_each_filesystems_free_blocks_zeroed() {
             let expected = oracle_image(&kind, &ours, &part, dir.path());
             let actual = &stream[range.start as usize..range.end as usize];
             assert_same_bytes(&format!("{name} partition {number} ({kind}, imgstream: {ours})"), actual, &expected);
-            if kind != "ntfs" || ours == "ntfs" {
-                assert!(
-                    expected != std::fs::read(&part).unwrap(),
-                    "{name} partition {number}: the oracle zeroed nothing; the test proves nothing"
-                );
-            }
+            assert!(
+                expected != std::fs::read(&part).unwrap(),
+                "{name} partition {number}: the oracle zeroed nothing; the test proves nothing"
+            );
             covered += range.end - range.start;
         }
         // Everything else, byte for byte: MBR/GPT, boot loader gap, EBRs, gaps, backup GPT.
@@ -536,4 +529,64 @@ fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_secto
     assert_eq!(info["table"]["sector_size"], 4096);
     assert!(info["table"]["warnings"].as_array().unwrap().is_empty(), "{}", info["table"]["warnings"]);
     assert!(restored[end - 4096..end].iter().all(|&b| b == 0), "the old backup header was cleared");
+}
+
+/// Free bytes of one filesystem image, as its own tools count them.
+fn free_bytes_per_oracle(kind: &str, partition: &Path) -> u64 {
+    let output = |command: &mut Command| String::from_utf8(run_ok(command).stdout).unwrap();
+    let field = |text: &str, label: &str| -> u64 {
+        let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label:?} in:\n{text}"));
+        line[line.find(label).unwrap() + label.len()..].trim().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    match kind {
+        "vfat" => {
+            // fsck.fat -v: "N bytes per cluster" and, last, "<name>: F files, USED/TOTAL clusters".
+            let text = output(Command::new("fsck.fat").args(["-n", "-v"]).arg(partition));
+            let cluster = text.lines().find_map(|l| l.trim().strip_suffix(" bytes per cluster")?.trim().parse::<u64>().ok()).unwrap();
+            let counts = text.lines().rev().find(|l| l.contains(" clusters")).unwrap();
+            let fraction = counts.split(", ").last().unwrap().trim_end_matches(" clusters");
+            let (used, total) = fraction.split_once('/').unwrap();
+            (total.parse::<u64>().unwrap() - used.parse::<u64>().unwrap()) * cluster
+        }
+        "ntfs" => {
+            let text = output(Command::new("ntfsinfo").args(["-m", "-f"]).arg(partition));
+            field(&text, "Free Clusters:") * field(&text, "Cluster Size:")
+        }
+        "ext4" => {
+            let text = output(Command::new("dumpe2fs").arg("-h").arg(partition).stderr(std::process::Stdio::null()));
+            field(&text, "Free blocks:") * field(&text, "Block size:")
+        }
+        // mkswap's rule for a whole-partition swap area: every page but the header page is swap
+        // space (it prints "size = (pages - 1) * page size").
+        "swap" => std::fs::metadata(partition).unwrap().len() - 4096,
+        other => panic!("no free-space oracle for {other}"),
+    }
+}
+
+/// Issue acceptance: on the GPT disk with an ESP (FAT32), NTFS, ext4 and swap, `info` shows all
+/// four elided, and its total elidable bytes equal the sum of what each filesystem's own tool
+/// counts as free.
+#[test]
+fn info_on_the_gpt_disk_elides_all_four_filesystems_as_their_own_tools_count_free_space() {
+    if !["sfdisk", "blkid", "fsck.fat", "ntfsinfo", "dumpe2fs"].iter().all(|t| have_tool(t)) {
+        return;
+    }
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    let source = std::fs::read(&disk).unwrap();
+    let info = info_json(&disk);
+    let mut kinds = Vec::new();
+    let mut oracle_total = 0;
+    for (index, (number, range, ..)) in sfdisk(&disk).partitions.iter().enumerate() {
+        let volume = &info["partitions"][index]["volume"];
+        let part = extract(&source, range, &dir.path().join(format!("part{number}.img")));
+        let kind = blkid_type(&part);
+        assert_eq!(volume["status"], "elided", "partition {number} ({kind}): {volume}");
+        let free = free_bytes_per_oracle(&kind, &part);
+        assert_eq!(volume["elidable"].as_u64().unwrap(), free, "partition {number} ({kind})");
+        oracle_total += free;
+        kinds.push(kind);
+    }
+    assert_eq!(kinds, ["vfat", "ntfs", "ext4", "swap"]);
+    assert_eq!(info["total"]["elidable"].as_u64().unwrap(), oracle_total);
 }
