@@ -7,6 +7,9 @@ use crate::data_runs::Stream;
 use crate::error::Error;
 use imgstream_volume::RangeSet;
 
+/// $MFTMirr mirrors the first four MFT records ($MFT, $MFTMirr, $LogFile, $Volume).
+const MIRRORED_RECORDS: u64 = 4;
+
 /// The system files whose clusters are checked, by MFT record number.
 pub(crate) const CHECKED: [(u64, &str); 5] = [(0, "$MFT"), (1, "$MFTMirr"), (2, "$LogFile"), (6, "$Bitmap"), (7, "$Boot")];
 
@@ -40,6 +43,33 @@ pub(crate) fn check_runs(name: &str, record: u64, record_position: u64, stream: 
     Ok(())
 }
 
+/// Checks that what the boot sector points at is marked used: the boot sector itself (cluster
+/// 0), and the first four records of $MFT and of $MFTMirr where it says they are. The runs of
+/// `$Boot`, `$MFT` and `$MFTMirr` should cover these, but a damaged record could describe
+/// other clusters; zeroing these would make the copy unbootable as NTFS.
+pub(crate) fn check_fixed_locations(boot: &BootSector, used: &RangeSet) -> Result<(), Error> {
+    let mirrored = MIRRORED_RECORDS * boot.record_size;
+    let places = [
+        ("the boot sector", 0, boot.sector_size),
+        ("the start of $MFT named by the boot sector", boot.mft_lcn * boot.cluster_size, mirrored),
+        ("the start of $MFTMirr named by the boot sector", boot.mft_mirror_lcn * boot.cluster_size, mirrored),
+    ];
+    for (what, start, len) in places {
+        let range = start..start.saturating_add(len).min(boot.bitmap_coverage());
+        if let Some(free) = used.complement(range).iter().next() {
+            return Err(Error::corrupt(
+                "$Bitmap (MFT record 6)",
+                free.start,
+                format!(
+                    "cluster {} holds {what}, but $Bitmap marks it free: the bitmap cannot be trusted",
+                    free.start / boot.cluster_size
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -61,6 +91,20 @@ mod tests {
             })
             .collect();
         Stream::NonResident { data_size: offset, runs }
+    }
+
+    #[test]
+    fn the_boot_sector_and_the_mft_starts_must_be_used() {
+        // small_for_tests: $MFT at cluster 4, $MFTMirr at cluster 50, 1 KiB records.
+        let used: RangeSet = [0..4096, 4 * 4096..5 * 4096, 50 * 4096..51 * 4096].into_iter().collect();
+        check_fixed_locations(&boot(), &used).unwrap();
+        for (hole, expected) in [(0..512, "cluster 0 holds the boot sector,"), (4 * 4096..4 * 4096 + 1, "cluster 4 holds the start of $MFT"), (50 * 4096 + 4095..50 * 4096 + 4096, "cluster 50 holds the start of $MFTMirr")] {
+            // `used` with the hole punched out.
+            let hole = RangeSet::from_range(hole);
+            let partial: RangeSet = used.iter().flat_map(|range| hole.complement(range).iter().collect::<Vec<_>>()).collect();
+            let error = check_fixed_locations(&boot(), &partial).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
     }
 
     #[test]

@@ -43,7 +43,10 @@ impl ReadAt for Patched<'_> {
 fn check(volume: &dyn ReadAt, what: &dyn Fn() -> String) {
     for drop_pagefile in [false, true] {
         match analyze(volume, &Options { drop_pagefile }) {
-            Ok(allocation) => assert!(allocation.used.end() <= volume.size(), "{}: used past the end", what()),
+            Ok(allocation) => {
+                assert!(allocation.used.end() <= volume.size(), "{}: used past the end", what());
+                assert!(allocation.used.contains_range(0..512), "{}: the boot sector is not kept", what());
+            }
             Err(Error::Panicked { message, .. }) => panic!("{}: the ntfs crate panicked: {message}", what()),
             Err(error) => {
                 let text = error.to_string();
