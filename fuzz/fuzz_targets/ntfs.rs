@@ -83,6 +83,7 @@ fuzz_target!(|input: &[u8]| {
     assert!(kept.used.contains_range(0..512), "the boot sector must always be kept");
     assert_eq!(Some(&kept), analyze(&volume, false).as_ref(), "two analyses differ");
     let dropped = analyze(&volume, true).expect("--drop-pagefile failed where the plain analysis worked");
+    assert!(dropped.used.contains_range(0..512), "--drop-pagefile zeroed the boot sector");
     for range in dropped.used.iter() {
         assert!(kept.used.contains_range(range), "--drop-pagefile added a used range");
     }

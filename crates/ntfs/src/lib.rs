@@ -91,8 +91,7 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
         return Err(Error::corrupt("$Bitmap", 0, "not read"));
     };
     let mut used = bitmap::used_clusters(volume, boot, bitmap_stream, *bitmap_at)?;
-    system_files::check_fixed_locations(boot, &used)?;
-    let mut system = RangeSet::new();
+    let mut system = system_files::check_fixed_locations(boot, &used)?;
     for (record, name, at, stream) in &system_streams {
         system_files::check_runs(name, *record, *at, stream, boot, &used)?;
         for (position, len) in stream.allocated_runs() {

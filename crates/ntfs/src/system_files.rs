@@ -46,16 +46,19 @@ pub(crate) fn check_runs(name: &str, record: u64, record_position: u64, stream: 
 /// Checks that what the boot sector points at is marked used: the boot sector itself (cluster
 /// 0), and the first four records of $MFT and of $MFTMirr where it says they are. The runs of
 /// `$Boot`, `$MFT` and `$MFTMirr` should cover these, but a damaged record could describe
-/// other clusters; zeroing these would make the copy unbootable as NTFS.
-pub(crate) fn check_fixed_locations(boot: &BootSector, used: &RangeSet) -> Result<(), Error> {
+/// other clusters; zeroing these would make the copy unbootable as NTFS. Returns these places,
+/// which nothing may claim as its own (see `pagefiles`).
+pub(crate) fn check_fixed_locations(boot: &BootSector, used: &RangeSet) -> Result<RangeSet, Error> {
     let mirrored = MIRRORED_RECORDS * boot.record_size;
     let places = [
         ("the boot sector", 0, boot.sector_size),
         ("the start of $MFT named by the boot sector", boot.mft_lcn * boot.cluster_size, mirrored),
         ("the start of $MFTMirr named by the boot sector", boot.mft_mirror_lcn * boot.cluster_size, mirrored),
     ];
+    let mut fixed = RangeSet::new();
     for (what, start, len) in places {
         let range = start..start.saturating_add(len).min(boot.bitmap_coverage());
+        fixed.insert(range.clone());
         if let Some(free) = used.complement(range).iter().next() {
             return Err(Error::corrupt(
                 "$Bitmap (MFT record 6)",
@@ -67,7 +70,7 @@ pub(crate) fn check_fixed_locations(boot: &BootSector, used: &RangeSet) -> Resul
             ));
         }
     }
-    Ok(())
+    Ok(fixed)
 }
 
 #[cfg(test)]
