@@ -6,7 +6,9 @@
 //! read from its own record, in VCN order; without one, the single `$DATA` attribute of the base
 //! record is used.
 
+use crate::boot_sector::le_u16;
 use crate::error::{Error, Offset};
+use imgstream_blockio::ReadAt;
 use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::structured_values::NtfsAttributeList;
 use ntfs::{Ntfs, NtfsAttribute, NtfsAttributeType, NtfsFile};
@@ -15,6 +17,12 @@ use std::io::{Read, Seek};
 /// At most this many runs per stream: a badly fragmented $MFT has thousands; a hostile
 /// attribute list could repeat extents without end.
 const MAX_RUNS: usize = 1 << 20;
+/// An attribute list longer than this is refused (a few KB is usual; each entry is 32+ bytes).
+const MAX_LIST_BYTES: u64 = 4 << 20;
+/// Attribute list entry: length u16 @4, name length u8 @6 (in UTF-16 units), header 26 bytes.
+const LIST_ENTRY_LENGTH: usize = 4;
+const LIST_ENTRY_NAME_LENGTH: usize = 6;
+const LIST_ENTRY_HEADER_SIZE: usize = 26;
 /// At most this many attribute-list entries are looked at.
 const MAX_LIST_ENTRIES: usize = 1 << 16;
 
@@ -53,6 +61,14 @@ impl Stream {
         run.position?.checked_add(offset - run.stream_offset)
     }
 
+    /// Whether the first `len` bytes lie in the stream's bytes or runs (sparse runs count).
+    pub(crate) fn covers(&self, len: u64) -> bool {
+        match self {
+            Self::Resident(bytes) => len <= bytes.len() as u64,
+            Self::NonResident { runs, .. } => runs.last().map_or(0, |r| r.stream_offset.saturating_add(r.len)) >= len,
+        }
+    }
+
     /// The runs that occupy clusters (empty for a resident stream).
     pub(crate) fn allocated_runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let runs = match self {
@@ -64,13 +80,19 @@ impl Stream {
 }
 
 /// The unnamed `$DATA` stream of `file`, or `None` if it has none.
-pub(crate) fn unnamed_data<T: Read + Seek>(ntfs: &Ntfs, file: &NtfsFile<'_>, fs: &mut T) -> Result<Option<Stream>, Error> {
-    stream(ntfs, file, fs, NtfsAttributeType::Data, "")
+pub(crate) fn unnamed_data<T: Read + Seek>(
+    ntfs: &Ntfs,
+    volume: &dyn ReadAt,
+    file: &NtfsFile<'_>,
+    fs: &mut T,
+) -> Result<Option<Stream>, Error> {
+    stream(ntfs, volume, file, fs, NtfsAttributeType::Data, "")
 }
 
 /// The stream of attribute `ty` named `name` ("" for unnamed) of `file`, or `None`.
 pub(crate) fn stream<T: Read + Seek>(
     ntfs: &Ntfs,
+    volume: &dyn ReadAt,
     file: &NtfsFile<'_>,
     fs: &mut T,
     ty: NtfsAttributeType,
@@ -81,7 +103,7 @@ pub(crate) fn stream<T: Read + Seek>(
     for attribute in file.attributes_raw() {
         let attribute = attribute.map_err(Error::parse(context("attribute")))?;
         if attribute.ty().map_err(Error::parse(context("attribute type")))? == NtfsAttributeType::AttributeList {
-            return from_attribute_list(ntfs, file, &attribute, fs, ty, name);
+            return from_attribute_list(ntfs, volume, file, &attribute, fs, ty, name);
         }
     }
     for attribute in file.attributes_raw() {
@@ -94,6 +116,34 @@ pub(crate) fn stream<T: Read + Seek>(
         return attribute_stream(&attribute, fs, &context("attribute value")).map(Some);
     }
     Ok(None)
+}
+
+/// Checks every entry of an attribute list before the crate parses it: the crate panics on an
+/// entry header cut short by the end of the list (binrw's error is not an I/O error there), and
+/// on a non-resident list whose runs do not cover its length.
+fn check_attribute_list<T: Read + Seek>(volume: &dyn ReadAt, list: &NtfsAttribute<'_, '_>, fs: &mut T, context: &str) -> Result<(), Error> {
+    let position = list.position().into_offset();
+    let stream = attribute_stream(list, fs, context)?;
+    let size = stream.data_size();
+    if size > MAX_LIST_BYTES || !stream.covers(size) {
+        return Err(Error::corrupt(context, position, format!("{size} bytes, not covered by its runs or above {MAX_LIST_BYTES}")));
+    }
+    let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0)];
+    read_at(volume, &stream, 0, &mut bytes)?;
+    let mut entry = 0usize;
+    while entry < bytes.len() {
+        let length = usize::from(le_u16(&bytes, entry + LIST_ENTRY_LENGTH));
+        let name = 2 * usize::from(bytes.get(entry + LIST_ENTRY_NAME_LENGTH).copied().unwrap_or(0));
+        if length < LIST_ENTRY_HEADER_SIZE + name || entry + length > bytes.len() {
+            return Err(Error::corrupt(
+                context,
+                position,
+                format!("entry at byte {entry} of the list is {length} bytes long, its header and name need {}, the list has {} left", LIST_ENTRY_HEADER_SIZE + name, bytes.len() - entry),
+            ));
+        }
+        entry += length;
+    }
+    Ok(())
 }
 
 /// The stream of one attribute on its own (its own runs only, no attribute list).
@@ -110,6 +160,7 @@ pub(crate) fn attribute_stream<T: Read + Seek>(attribute: &NtfsAttribute<'_, '_>
 /// VCN order.
 fn from_attribute_list<T: Read + Seek>(
     ntfs: &Ntfs,
+    volume: &dyn ReadAt,
     file: &NtfsFile<'_>,
     list: &NtfsAttribute<'_, '_>,
     fs: &mut T,
@@ -117,6 +168,7 @@ fn from_attribute_list<T: Read + Seek>(
     name: &str,
 ) -> Result<Option<Stream>, Error> {
     let context = format!("$ATTRIBUTE_LIST of MFT record {} at byte {}", file.file_record_number(), list.position().into_offset());
+    check_attribute_list(volume, list, fs, &context)?;
     let list = list
         .structured_value::<_, NtfsAttributeList>(fs)
         .map_err(Error::parse(context.clone()))?;
@@ -192,7 +244,7 @@ fn extent<T: Read + Seek>(
 
 /// Reads `buf.len()` bytes of `stream` from byte `offset` of the stream (zeros past its
 /// logical end and in sparse runs).
-pub(crate) fn read_at(volume: &dyn imgstream_blockio::ReadAt, stream: &Stream, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+pub(crate) fn read_at(volume: &dyn ReadAt, stream: &Stream, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
     buf.fill(0);
     let end = offset.saturating_add(buf.len() as u64).min(stream.data_size());
     match stream {

@@ -82,7 +82,7 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     for (record, name) in system_files::CHECKED {
         let file = ntfs.file(&mut fs, record).map_err(Error::parse(format!("{name} (MFT record {record})")))?;
         let at = file.position().into_offset();
-        let stream = unnamed_data(&ntfs, &file, &mut fs)?
+        let stream = unnamed_data(&ntfs, volume, &file, &mut fs)?
             .ok_or_else(|| Error::corrupt(format!("{name} (MFT record {record})"), at, "it has no unnamed $DATA"))?;
         system_streams.push((record, name, at, stream));
     }

@@ -87,7 +87,7 @@ pub(crate) fn examine<T: Read + Seek>(
         }
         seen_records.push(record);
         let name = NAMES.get(name).copied().unwrap_or("?");
-        let (size, stream) = match open(ntfs, fs, record, sequence) {
+        let (size, stream) = match open(ntfs, fs, volume, record, sequence) {
             Ok((size, stream)) => (size, Ok(stream)),
             Err(why) => (0, Err(why)),
         };
@@ -124,7 +124,7 @@ pub(crate) fn examine<T: Read + Seek>(
 
 /// Opens MFT record `record` and checks it is the live, root-only, non-directory file the index
 /// entry meant; returns its size and unnamed $DATA.
-fn open<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, record: u64, sequence: u16) -> Result<(u64, Stream), String> {
+fn open<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt, record: u64, sequence: u16) -> Result<(u64, Stream), String> {
     let file = ntfs.file(fs, record).map_err(|e| e.to_string())?;
     let at = file.position().into_offset();
     if !file.flags().contains(NtfsFileFlags::IN_USE) || file.flags().contains(NtfsFileFlags::IS_DIRECTORY) {
@@ -147,7 +147,7 @@ fn open<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, record: u64, sequence: u16) -> 
             return Err(format!("MFT record {record} at byte {at} is also linked from directory record {parent}"));
         }
     }
-    let stream = unnamed_data(ntfs, &file, fs).map_err(|e| e.to_string())?;
+    let stream = unnamed_data(ntfs, volume, &file, fs).map_err(|e| e.to_string())?;
     let stream = stream.ok_or_else(|| format!("MFT record {record} at byte {at} has no unnamed $DATA"))?;
     Ok((stream.data_size(), stream))
 }
