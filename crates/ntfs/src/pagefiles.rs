@@ -141,6 +141,11 @@ fn open<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt, record: u6
         if attribute.ty().map_err(|e| e.to_string())? != NtfsAttributeType::FileName {
             continue;
         }
+        // $FILE_NAME is always resident; the crate would parse a non-resident one through
+        // reads whose failure it cannot report (it panics on binrw errors other than I/O).
+        if !attribute.is_resident() {
+            return Err(format!("MFT record {record} at byte {at} has a non-resident $FILE_NAME"));
+        }
         let name = attribute.structured_value::<_, NtfsFileName>(fs).map_err(|e| e.to_string())?;
         let parent = name.parent_directory_reference().file_record_number();
         if parent != KnownNtfsFileRecordNumber::RootDirectory as u64 {
