@@ -96,8 +96,7 @@ fn boxed<E: Classify>(error: E) -> Box<dyn Classify> {
 /// Tries each known filesystem's signature in turn; the first that matches parses the volume.
 /// Returns the filesystem's name with its parse result, or `None` if nothing matched.
 fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'static str, Parsed)>> {
-    // One entry per filesystem crate, most specific signature first:
-    // if imgstream_x::detect(volume)? { return Ok(Some(("x", imgstream_x::analyze(volume).map_err(boxed)))); }
+    // One entry per filesystem crate, most specific signature first.
     // NTFS: "NTFS    " at byte 3 of the boot sector.
     if imgstream_ntfs::detect(volume)? {
         let options = imgstream_ntfs::Options { drop_pagefile: policy.drop_pagefile };
@@ -118,7 +117,6 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     if imgstream_swap::detect(volume)? {
         return Ok(Some(("swap", imgstream_swap::analyze(volume).map_err(boxed))));
     }
-    let _ = (volume, policy);
     Ok(None)
 }
 
