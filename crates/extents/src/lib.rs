@@ -121,6 +121,15 @@ impl RangeSet {
         gaps
     }
 
+    /// The bytes of this set that `removed` does not cover.
+    pub fn difference(&self, removed: &RangeSet) -> RangeSet {
+        let mut result = RangeSet::new();
+        for range in self.iter() {
+            result.union_with(&removed.complement(range));
+        }
+        result
+    }
+
     /// This set moved `offset` bytes up: a volume's ranges placed at its partition's offset.
     pub fn shifted(&self, offset: u64) -> RangeSet {
         RangeSet {
