@@ -358,33 +358,22 @@ fn truncated_volumes_give_errors_not_panics() {
     assert!(!allocation.used.contains(image.len() as u64 - 1));
 }
 
-/// xorshift: a property test without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn property_used_clusters_are_exactly_the_non_zero_entries() {
-    let mut rng = Rng(0x5EED_F00D);
+    let mut rng = fastrand::Rng::with_seed(0x5EED_F00D);
     for round in 0..40 {
         let fat_type = [FatType::Fat12, FatType::Fat16][round % 2];
-        let clusters = if fat_type == FatType::Fat12 { 1 + rng.next() % 4084 } else { 4085 + rng.next() % 3000 };
+        let clusters = if fat_type == FatType::Fat12 { 1 + rng.u64(..4084) } else { 4085 + rng.u64(..3000) };
         let layout = Layout::new(fat_type, clusters);
         let mut image = layout.build();
         let mut used = Vec::new();
         for cluster in 2..clusters + 2 {
-            if rng.next() % 3 == 0 {
+            if rng.u64(..3) == 0 {
                 // An end-of-chain mark or a link to a used cluster: never to a free one.
-                let value = if rng.next() % 2 == 0 || used.is_empty() {
+                let value = if rng.u64(..2) == 0 || used.is_empty() {
                     fat_type.link_mask()
                 } else {
-                    used[(rng.next() % used.len() as u64) as usize] as u32
+                    used[rng.usize(..used.len())] as u32
                 };
                 layout.set_entry(&mut image, cluster, value);
                 used.push(cluster);
