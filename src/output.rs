@@ -1,6 +1,6 @@
 //! Choosing how to write the image to stdout: a sparse regular file, or a stream.
 
-use imgstream_stream::{Sink, SparseFileSink, StreamSink};
+use imgstream_stream::{PipeSink, Sink, SparseFileSink, StreamSink};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::fs::File;
 use std::io::{self, IsTerminal, Seek};
@@ -12,7 +12,7 @@ use std::os::unix::fs::FileTypeExt;
 const PIPE_SIZE: i32 = 1 << 20;
 
 /// A sink for stdout. An empty regular file (not in append mode) gets holes for zero runs; a
-/// pipe is enlarged; a terminal is refused, since an image is binary.
+/// pipe is enlarged and gets its zero runs spliced; a terminal is refused, since an image is binary.
 pub(crate) fn stdout_sink() -> Result<Box<dyn Sink>, crate::Failure> {
     let stdout = io::stdout();
     if stdout.is_terminal() {
@@ -28,6 +28,7 @@ pub(crate) fn stdout_sink() -> Result<Box<dyn Sink>, crate::Failure> {
     } else if file_type.is_fifo() {
         // Advice only: a smaller pipe is slower, not wrong.
         let _ = fcntl(&file, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        return Ok(Box::new(PipeSink::new(file)));
     }
     Ok(Box::new(StreamSink::new(file)))
 }

@@ -13,7 +13,7 @@ mod plan;
 mod sink;
 
 pub use plan::{Plan, Segment};
-pub use sink::{Sink, SparseFileSink, StreamSink};
+pub use sink::{PipeSink, Sink, SparseFileSink, StreamSink};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use imgstream_blockio::ReadAt;

@@ -1,16 +1,7 @@
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use super::*;
 use std::sync::atomic::AtomicU64;
-
-/// Deterministic xorshift, for property tests without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// A source that records every byte it is asked for, to prove free space is never read,
 /// and can fail at one offset.
@@ -40,16 +31,16 @@ impl ReadAt for Recording {
     }
 }
 
-fn random_case(rng: &mut Rng) -> (Vec<u8>, RangeSet) {
-    let size = rng.next() % (3 << 20) + 1;
+fn random_case(rng: &mut fastrand::Rng) -> (Vec<u8>, RangeSet) {
+    let size = rng.u64(..3 << 20) + 1;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8 | 1).collect();
     let mut used = RangeSet::new();
-    for _ in 0..rng.next() % 40 {
-        let start = rng.next() % size;
-        let len = match rng.next() % 3 {
-            0 => rng.next() % 100,
-            1 => rng.next() % 8192,
-            _ => rng.next() % (1 << 20),
+    for _ in 0..rng.u64(..40) {
+        let start = rng.u64(..size);
+        let len = match rng.u64(..3) {
+            0 => rng.u64(..100),
+            1 => rng.u64(..8192),
+            _ => rng.u64(..1 << 20),
         };
         used.insert(start..(start + len).min(size));
     }
@@ -71,7 +62,7 @@ fn options(threads: usize, block_size: usize) -> Options {
 
 #[test]
 fn output_is_the_source_with_free_bytes_zeroed_for_any_threads_and_block_size() {
-    let mut rng = Rng(0xDEAD_BEEF);
+    let mut rng = fastrand::Rng::with_seed(0xDEAD_BEEF);
     for case in 0..40 {
         let (data, used) = random_case(&mut rng);
         let expected = expected_image(&data, &used);
@@ -96,11 +87,11 @@ fn output_is_the_source_with_free_bytes_zeroed_for_any_threads_and_block_size() 
 
 #[test]
 fn plan_covers_the_image_in_order_with_aligned_data_blocks() {
-    let mut rng = Rng(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..200 {
         let (data, used) = random_case(&mut rng);
         let size = data.len() as u64;
-        let block = 4096 << (rng.next() % 4);
+        let block = 4096 << rng.u64(..4);
         let mut cursor = 0;
         let mut previous_zero = false;
         let mut zero_run_start = 0;
@@ -206,4 +197,62 @@ fn invalid_block_sizes_are_refused() {
         let error = stream(&data, &RangeSet::new(), &mut sink, options(1, block_size), &NoProgress);
         assert!(matches!(error, Err(Error::BlockSize(_))), "{block_size}");
     }
+}
+
+/// Streams `data` (only `used` read) into a real pipe through a `PipeSink`; a thread reads up
+/// to `read_limit` bytes 1 MiB at a time, then closes its end. Returns the bytes it read.
+fn through_a_pipe(data: &[u8], used: &RangeSet, read_limit: usize) -> (Result<Stats, Error>, Vec<u8>) {
+    use std::io::Read;
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut pipe = std::fs::File::from(read_end);
+        while received.len() < read_limit {
+            match pipe.read(&mut buffer).unwrap() {
+                0 => break,
+                n => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+        received
+    });
+    let mut sink = PipeSink::new(std::fs::File::from(write_end));
+    let result = stream(&data, used, &mut sink, options(2, 64 << 10), &NoProgress);
+    drop(sink);
+    (result, reader.join().unwrap())
+}
+
+#[test]
+fn a_pipe_gets_every_byte_with_zero_runs_spliced() {
+    let mut rng = fastrand::Rng::with_seed(0x5EED);
+    for case in 0..20 {
+        let (data, used) = random_case(&mut rng);
+        let (result, received) = through_a_pipe(&data, &used, usize::MAX);
+        result.unwrap();
+        assert!(received == expected_image(&data, &used), "case {case}: piped image differs");
+    }
+}
+
+#[test]
+fn a_pipe_closed_early_is_an_error() {
+    let data = vec![7u8; 16 << 20];
+    // Zeros first, so the close is met by vmsplice, then data.
+    let used = RangeSet::from_range((12 << 20)..(13 << 20));
+    let (result, received) = through_a_pipe(&data, &used, 1 << 20);
+    assert!(matches!(result, Err(Error::OutputClosed { .. })), "{result:?}");
+    assert!(received.len() < data.len());
+}
+
+#[test]
+fn a_pipe_sink_on_something_else_falls_back_to_writes() {
+    let dir = std::env::temp_dir().join(format!("imgstream-pipe-fallback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.img");
+    let data: Vec<u8> = (0..(3u64 << 20)).map(|i| (i % 251) as u8 + 1).collect();
+    let used = RangeSet::from_iter([0..5000, (2 << 20)..(2 << 20) + 70_000]);
+    let mut sink = PipeSink::new(std::fs::File::create(&path).unwrap());
+    stream(&data, &used, &mut sink, options(2, 1 << 20), &NoProgress).unwrap();
+    let written = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(written == expected_image(&data, &used), "fallback output differs");
 }
