@@ -1,6 +1,8 @@
 //! Behaviour of the command line that does not depend on a filesystem: raw copies of unknown
 //! volumes, exit statuses, a consumer that closes early, refusing read-write mounts.
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::util::*;
 use std::io::Read;
 use std::path::Path;
