@@ -5,6 +5,7 @@
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
 use crate::util::*;
+use crate::ntfs::{files, ntfscat, ntfsfix_report};
 use serde_json::Value;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -312,8 +313,11 @@ impl Borg {
     }
 }
 
-fn check_filesystems(image: &Path, dir: &Path) {
+/// Every partition of `image` passes its filesystem's checker; an NTFS one also reads back
+/// through libntfs-3g (`ntfsfix -n`, every file with `ntfscat`) as the same partition of `source`.
+fn check_filesystems(image: &Path, source: &Path, dir: &Path) {
     let bytes = std::fs::read(image).unwrap();
+    let source_bytes = std::fs::read(source).unwrap();
     for (number, range, ..) in sfdisk(image).partitions {
         let part = extract(&bytes, &range, &dir.join(format!("check-{number}.img")));
         match blkid_type(&part).as_str() {
@@ -326,6 +330,12 @@ fn check_filesystems(image: &Path, dir: &Path) {
             "ntfs" => {
                 // ntfsclone walks the whole $Bitmap and MFT; it refuses an inconsistent volume.
                 run_ok(Command::new("ntfsclone").args(["-q", "-s", "-O", "/dev/null"]).arg(&part));
+                let original = extract(&source_bytes, &range, &dir.join(format!("source-{number}.img")));
+                assert_eq!(ntfsfix_report(&part), ntfsfix_report(&original), "partition {number}: ntfsfix -n");
+                // disk-gpt's NTFS holds a.bin, c.bin, d.bin and e.bin (fixtures/gen/disk.sh).
+                for file in files(&original, 3) {
+                    assert!(ntfscat(&part, &file) == ntfscat(&original, &file), "partition {number}: {file} differs");
+                }
             }
             "swap" => {}
             other => panic!("partition {number}: unexpected filesystem {other:?}"),
@@ -337,7 +347,7 @@ fn check_filesystems(image: &Path, dir: &Path) {
 /// twice as large; a smaller target is refused before anything is written.
 #[test]
 fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
-    for tool in ["borg", "sfdisk", "fdisk", "e2fsck", "fsck.fat", "ntfsclone", "blkid"] {
+    for tool in ["borg", "sfdisk", "fdisk", "e2fsck", "fsck.fat", "ntfsclone", "ntfsls", "ntfscat", "ntfsfix", "blkid"] {
         if !have_tool(tool) {
             return;
         }
@@ -383,7 +393,7 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
         run_ok(borg.imgstream(&["restore-disk", "--name", name]).arg(&fresh));
         assert_same_bytes(&format!("{name} restored"), &std::fs::read(&fresh).unwrap(), &stream);
         run_ok(Command::new("sfdisk").arg("--verify").arg(&fresh));
-        check_filesystems(&fresh, dir.path());
+        check_filesystems(&fresh, &disk, dir.path());
         let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&fresh).unwrap()) * 512;
         assert!(allocated < size, "{name}: the restored file is not sparse ({allocated} of {size} bytes allocated)");
 
@@ -414,7 +424,7 @@ fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
             // MBR: nothing to move; the extra space is zeros.
             assert!(restored[size as usize..].iter().all(|&b| b == 0));
         }
-        check_filesystems(&large, dir.path());
+        check_filesystems(&large, &disk, dir.path());
         // Every partition and every byte outside the old backup GPT is where it was.
         for (_, range, ..) in sfdisk(&disk).partitions {
             let r = range.start as usize..range.end as usize;
