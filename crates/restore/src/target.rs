@@ -2,8 +2,10 @@
 
 use crate::Error;
 use imgstream_blockio::{Source, ioctl, mounts};
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -136,6 +138,18 @@ impl Target {
     /// The open file, for a partition table rewrite after the data is in place.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Starts writing `range` out without waiting, and lets the page cache drop the pages of it
+    /// that are already clean. Without this, a restore of many GB piles up dirty pages that are
+    /// written out only by the final sync, after the stream has ended, instead of while it
+    /// arrives; and it would push everything else out of the page cache.
+    pub(crate) fn start_writeback(&self, range: Range<u64>) {
+        // Linux's POSIX_FADV_DONTNEED starts asynchronous writeback of the dirty pages in the
+        // range and drops the clean ones. Advice only: `finish` still syncs everything.
+        if let (Ok(start), Ok(len)) = (i64::try_from(range.start), i64::try_from(range.end - range.start)) {
+            let _ = posix_fadvise(&self.file, start, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        }
     }
 
     /// Completes the target: a file gets its exact final length `len` (trailing zeros are a

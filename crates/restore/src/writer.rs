@@ -84,6 +84,8 @@ pub fn write_stream(
         });
         let mut writer = Writer { target, zeros: None, report: Report::default() };
         let mut received = 0u64;
+        // Start of the previous block: written back by now, so its clean pages can be dropped.
+        let mut writeback_from = offset;
         while let Ok(result) = full_rx.recv() {
             let (buffer, filled) = result.map_err(|source| Error::Read { received, source })?;
             if filled == 0 {
@@ -96,6 +98,8 @@ pub fn write_stream(
                 }
             }
             writer.block(buffer.get(..filled).unwrap_or_default(), offset + received)?;
+            target.start_writeback(writeback_from..offset + after);
+            writeback_from = offset + received;
             received = after;
             progress.advance(filled as u64);
             // The reader may be gone (it stops after the last block); the buffer is then dropped.
