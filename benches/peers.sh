@@ -150,8 +150,9 @@ bench_ntfs() {
     rm -f "$img"
 }
 
-# bench_restore FILL: the way back: borg extract --stdout alone (the baseline), into imgstream
-# restore --sparse (holes for zeros), and into dd of a file (every zero written).
+# bench_restore FILL: the way back: borg extract --stdout alone (the baseline), into cat (the
+# cost of the pipe itself), into imgstream restore --sparse (holes for zeros), and into dd of a
+# file (every zero written).
 bench_restore() {
     local fill=$1 img="$WORK/restore.img" bytes repo="$WORK/repo-restore"
     truncate -s "$SIZE" "$img"
@@ -162,6 +163,8 @@ bench_restore() {
     borg init -e none "$repo"
     "$IMGSTREAM" part "$img" 2>/dev/null | borg create --chunker-params fixed,4194304 "$repo::a" -
     timed "borg extract --stdout > /dev/null" "borg extract --stdout '$repo::a' > /dev/null"
+    # The cheapest consumer of a pipe: what borg itself can deliver through one.
+    timed "borg extract --stdout | cat > /dev/null" "borg extract --stdout '$repo::a' | cat > /dev/null"
     timed "borg extract --stdout | imgstream restore --sparse FILE" \
         "rm -f '$WORK/out'; borg extract --stdout '$repo::a' | '$IMGSTREAM' restore --sparse '$WORK/out' 2>/dev/null"
     # imgstream restore fsyncs at the end, so dd does too (without it dd only fills the page cache).
