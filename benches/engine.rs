@@ -47,12 +47,22 @@ fn bench_engine() {
     let size = 1u64 << 30;
     let source = vec![0xA5u8; size as usize];
     let used = thirty_percent_used(size);
-    println!("engine, in-memory 1 GiB source, {:.0}% used, to a discarding writer:", used.total() as f64 * 100.0 / size as f64);
+    println!(
+        "engine, in-memory 1 GiB source, {:.0}% used, to a discarding writer:",
+        used.total() as f64 * 100.0 / size as f64
+    );
     for (threads, block_size) in [(1, 1 << 20), (2, 1 << 20), (4, 1 << 20), (2, 64 << 10), (2, 4 << 20)] {
         let samples = (0..RUNS)
             .map(|_| {
                 let started = Instant::now();
-                stream(&source, &used, &mut StreamSink::new(std::io::sink()), options(threads, block_size), &NoProgress).unwrap();
+                stream(
+                    &source,
+                    &used,
+                    &mut StreamSink::new(std::io::sink()),
+                    options(threads, block_size),
+                    &NoProgress,
+                )
+                .unwrap();
                 started.elapsed()
             })
             .collect();
@@ -62,7 +72,10 @@ fn bench_engine() {
     let size = 4u64 << 30;
     let nothing = RangeSet::new();
     let samples = (0..RUNS).map(|_| zeros_into_a_pipe(size, &nothing)).collect();
-    println!("zeros, 4 GiB with nothing used, into a 1 MiB pipe drained 1 MiB at a time: {}", rate(size, median(samples)));
+    println!(
+        "zeros, 4 GiB with nothing used, into a 1 MiB pipe drained 1 MiB at a time: {}",
+        rate(size, median(samples))
+    );
 }
 
 /// Streams an image with nothing used into a pipe (through the sink the CLI uses for pipes)
@@ -116,7 +129,11 @@ fn bench_allocation_maps() {
     println!("allocation map (imgstream_fs::examine), per fixture:");
     for name in names {
         let image = dir.join(format!("{name}.img"));
-        let status = Command::new("zstd").args(["-q", "-d", "-f", "-o"]).arg(&image).arg(fixtures.join(format!("{name}.img.zst"))).status();
+        let status = Command::new("zstd")
+            .args(["-q", "-d", "-f", "-o"])
+            .arg(&image)
+            .arg(fixtures.join(format!("{name}.img.zst")))
+            .status();
         if !status.is_ok_and(|s| s.success()) {
             println!("  {name}: cannot decompress (is zstd installed?)");
             continue;

@@ -1,8 +1,8 @@
 //! `imgstream info`: what a source holds and how much `part` would elide.
 
+use crate::Failure;
 use crate::cli::InfoArgs;
 use crate::size::{human, percent};
-use crate::Failure;
 use imgstream_blockio::{ReadAt, Source, SourceKind};
 use imgstream_fs::{Elision, Policy, Volume};
 use serde_json::{Value, json};
@@ -66,21 +66,34 @@ fn table(report: &Value) -> String {
     let volume = &report["volume"];
     let size = number(&volume["size"]);
     let mut rows: Vec<(String, String)> = vec![
-        ("source".into(), format!("{} ({}, {} bytes)", text(&report["source"]), text(&report["kind"]), number(&report["size"]))),
+        (
+            "source".into(),
+            format!("{} ({}, {} bytes)", text(&report["source"]), text(&report["kind"]), number(&report["size"])),
+        ),
         ("filesystem".into(), text(&volume["filesystem"])),
     ];
     if number(&volume["unit"]) > 0 {
         rows.push(("unit".into(), format!("{} bytes", number(&volume["unit"]))));
     }
     for key in ["used", "free"] {
-        rows.push((key.into(), format!("{} ({:.1}%)", human(number(&volume[key])), percent(number(&volume[key]), size))));
+        rows.push((
+            key.into(),
+            format!("{} ({:.1}%)", human(number(&volume[key])), percent(number(&volume[key]), size)),
+        ));
     }
     let reason = text(&volume["reason"]);
-    rows.push(("elision".into(), match volume["status"].as_str().unwrap_or("") {
-        "elided" => format!("{} would be zeroed ({:.1}%)", human(number(&volume["elidable"])), percent(number(&volume["elidable"]), size)),
-        "refused" => format!("refused by `part`: {reason} (--raw copies it, --force elides anyway)"),
-        _ => format!("none, copied raw: {reason}"),
-    }));
+    rows.push((
+        "elision".into(),
+        match volume["status"].as_str().unwrap_or("") {
+            "elided" => format!(
+                "{} would be zeroed ({:.1}%)",
+                human(number(&volume["elidable"])),
+                percent(number(&volume["elidable"]), size)
+            ),
+            "refused" => format!("refused by `part`: {reason} (--raw copies it, --force elides anyway)"),
+            _ => format!("none, copied raw: {reason}"),
+        },
+    ));
     for (label, value) in volume["details"].as_object().into_iter().flatten() {
         rows.push((label.clone(), text(value)));
     }

@@ -16,7 +16,9 @@ const PIPE_SIZE: i32 = 1 << 20;
 pub(crate) fn stdout_sink() -> Result<Box<dyn Sink>, crate::Failure> {
     let stdout = io::stdout();
     if stdout.is_terminal() {
-        return Err(crate::Failure::usage("refusing to write an image to a terminal: redirect stdout to a file or pipe it to borg"));
+        return Err(crate::Failure::usage(
+            "refusing to write an image to a terminal: redirect stdout to a file or pipe it to borg",
+        ));
     }
     let mut file = File::from(stdout.as_fd().try_clone_to_owned()?);
     let file_type = file.metadata()?.file_type();

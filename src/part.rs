@@ -16,7 +16,8 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     }
     let mut sink = output::stdout_sink()?;
     let progress = progress::reporter(args.engine.progress, volume.size);
-    let stats = imgstream_stream::stream(&source, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let stats =
+        imgstream_stream::stream(&source, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
     let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
     eprintln!("imgstream: {}", summary(&volume, &stats));
@@ -46,11 +47,9 @@ fn summary(volume: &Volume, stats: &Stats) -> String {
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let how = match &volume.elision {
-        Elision::Elided | Elision::Forced => format!(
-            "elided {} of free space ({:.1}%)",
-            human(stats.elided),
-            percent(stats.elided, stats.total)
-        ),
+        Elision::Elided | Elision::Forced => {
+            format!("elided {} of free space ({:.1}%)", human(stats.elided), percent(stats.elided, stats.total))
+        }
         Elision::Raw(reason) => format!("copied raw: {reason}"),
     };
     format!(

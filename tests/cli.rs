@@ -126,7 +126,8 @@ fn an_empty_regular_file_as_stdout_gets_holes_and_append_mode_still_gets_every_b
     run_ok(imgstream().args(["part"]).arg(&image).stdout(std::fs::File::create(&sparse).unwrap()));
     assert_same_bytes("sparse file output", &std::fs::read(&sparse).unwrap(), &piped);
     let metadata = std::fs::metadata(&sparse).unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&imgstream_ok(&["info", "--json", image.to_str().unwrap()])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&imgstream_ok(&["info", "--json", image.to_str().unwrap()])).unwrap();
     let (used, free) = (info["volume"]["used"].as_u64().unwrap(), info["volume"]["free"].as_u64().unwrap());
     assert!(free > 4 << 20, "the fixture should have free space to test holes with");
     // Free blocks become holes (1 MiB slack for the host filesystem's allocation habits).

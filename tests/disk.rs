@@ -4,8 +4,8 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
-use crate::util::*;
 use crate::ntfs::{files, ntfscat, ntfsfix_report};
+use crate::util::*;
 use serde_json::Value;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -347,7 +347,8 @@ fn check_filesystems(image: &Path, source: &Path, dir: &Path) {
 /// twice as large; a smaller target is refused before anything is written.
 #[test]
 fn backup_disk_then_restore_disk_gives_back_the_disk_stream() {
-    for tool in ["borg", "sfdisk", "fdisk", "e2fsck", "fsck.fat", "ntfsclone", "ntfsls", "ntfscat", "ntfsfix", "blkid"] {
+    for tool in ["borg", "sfdisk", "fdisk", "e2fsck", "fsck.fat", "ntfsclone", "ntfsls", "ntfscat", "ntfsfix", "blkid"]
+    {
         if !have_tool(tool) {
             return;
         }
@@ -545,14 +546,26 @@ fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_secto
 fn free_bytes_per_oracle(kind: &str, partition: &Path) -> u64 {
     let output = |command: &mut Command| String::from_utf8(run_ok(command).stdout).unwrap();
     let field = |text: &str, label: &str| -> u64 {
-        let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label:?} in:\n{text}"));
-        line[line.find(label).unwrap() + label.len()..].trim().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"));
+        line[line.find(label).unwrap() + label.len()..]
+            .trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     match kind {
         "vfat" => {
             // fsck.fat -v: "N bytes per cluster" and, last, "<name>: F files, USED/TOTAL clusters".
             let text = output(Command::new("fsck.fat").args(["-n", "-v"]).arg(partition));
-            let cluster = text.lines().find_map(|l| l.trim().strip_suffix(" bytes per cluster")?.trim().parse::<u64>().ok()).unwrap();
+            let cluster = text
+                .lines()
+                .find_map(|l| l.trim().strip_suffix(" bytes per cluster")?.trim().parse::<u64>().ok())
+                .unwrap();
             let counts = text.lines().rev().find(|l| l.contains(" clusters")).unwrap();
             let fraction = counts.split(", ").last().unwrap().trim_end_matches(" clusters");
             let (used, total) = fraction.split_once('/').unwrap();

@@ -88,7 +88,10 @@ pub(crate) fn ntfsfix_report(image: &Path) -> String {
 fn ntfsinfo_number(image: &Path, key: &str) -> u64 {
     let output = run_ok(Command::new("ntfsinfo").arg("-m").arg(image));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let line = text.lines().find_map(|l| l.trim().strip_prefix(&format!("{key}: "))).unwrap_or_else(|| panic!("no {key} in {text}"));
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {text}"));
     line.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -262,11 +265,21 @@ fn root_outputs_mount_read_only_with_the_source_tree() {
         run_ok(Command::new("diff").arg("-r").arg(&source.point).arg(&copy.point));
         let without = Mount::read_only(&dropped, dir.path().join("dropped"));
         // The throwaway files keep their names and sizes; their content is gone.
-        run_ok(Command::new("diff").arg("-r").args(["-x", "pagefile.sys", "-x", "swapfile.sys", "-x", "hiberfil.sys"]).arg(&source.point).arg(&without.point));
+        run_ok(
+            Command::new("diff")
+                .arg("-r")
+                .args(["-x", "pagefile.sys", "-x", "swapfile.sys", "-x", "hiberfil.sys"])
+                .arg(&source.point)
+                .arg(&without.point),
+        );
         for file in ["pagefile.sys", "swapfile.sys", "hiberfil.sys"] {
             let (a, b) = (source.point.join(file), without.point.join(file));
             if a.exists() {
-                assert_eq!(std::fs::metadata(&a).unwrap().len(), std::fs::metadata(&b).unwrap().len(), "{name}: {file}");
+                assert_eq!(
+                    std::fs::metadata(&a).unwrap().len(),
+                    std::fs::metadata(&b).unwrap().len(),
+                    "{name}: {file}"
+                );
                 assert!(read(&b).iter().all(|&byte| byte == 0), "{name}: {file} was not zeroed");
             }
         }
@@ -303,7 +316,12 @@ fn dirty_hibernated_and_unreplayed_volumes_are_refused_and_force_or_raw_override
         let output = run_ok(imgstream().args(["part", "--force"]).arg(&image));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("imgstream: warning: ") && stderr.contains("--force"), "{name}: {stderr}");
-        assert_matches_ntfsclone(&format!("{name} --force"), &output.stdout, &ntfsclone(&image, ntfsclone_args), &source);
+        assert_matches_ntfsclone(
+            &format!("{name} --force"),
+            &output.stdout,
+            &ntfsclone(&image, ntfsclone_args),
+            &source,
+        );
         assert_eq!(sha256(&image), before, "{name}: the source changed");
     }
 }
@@ -327,14 +345,34 @@ fn truncated_and_corrupt_images_fail_with_one_line_naming_the_structure() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated to half", source[..source.len() / 2].to_vec(), "boot sector at byte 40: total sectors"),
         ("truncated to 300 bytes", source[..300].to_vec(), ""),
-        ("bad sectors per cluster", { let mut s = source.clone(); s[13] = 3; s }, "boot sector at byte 13"),
-        ("$MFT outside the volume", { let mut s = source.clone(); s[0x30..0x38].copy_from_slice(&u64::MAX.to_le_bytes()); s }, "boot sector at byte 48"),
-        ("MFT record 0 overwritten", {
-            let mut s = source.clone();
-            let mft = u64::from_le_bytes(s[0x30..0x38].try_into().unwrap()) as usize * 4096;
-            s[mft..mft + 1024].fill(0x41);
-            s
-        }, "$MFT"),
+        (
+            "bad sectors per cluster",
+            {
+                let mut s = source.clone();
+                s[13] = 3;
+                s
+            },
+            "boot sector at byte 13",
+        ),
+        (
+            "$MFT outside the volume",
+            {
+                let mut s = source.clone();
+                s[0x30..0x38].copy_from_slice(&u64::MAX.to_le_bytes());
+                s
+            },
+            "boot sector at byte 48",
+        ),
+        (
+            "MFT record 0 overwritten",
+            {
+                let mut s = source.clone();
+                let mft = u64::from_le_bytes(s[0x30..0x38].try_into().unwrap()) as usize * 4096;
+                s[mft..mft + 1024].fill(0x41);
+                s
+            },
+            "$MFT",
+        ),
     ];
     for (what, bytes, expected) in cases {
         let path = dir.path().join("corrupt.img");
@@ -363,10 +401,16 @@ fn volumes_with_2_mib_clusters_made_now_stream_as_ntfsclone_writes_them() {
         let image = dir.path().join("c2m.img");
         // 41 MiB of garbage that differs everywhere, then a 40 MiB volume: 19 whole clusters, a
         // tail of almost 2 MiB with the backup boot sector, and 1 MiB after the volume.
-        let garbage: Vec<u8> = (0..(41u64 << 20) / 8).flat_map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()).collect();
+        let garbage: Vec<u8> =
+            (0..(41u64 << 20) / 8).flat_map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()).collect();
         std::fs::write(&image, &garbage).unwrap();
         let sectors = ((40u64 << 20) / sector).to_string();
-        run_ok(Command::new("mkntfs").args(["-F", "-f", "-q", "-c", "2097152", "-s", &sector.to_string()]).arg(&image).arg(&sectors));
+        run_ok(
+            Command::new("mkntfs")
+                .args(["-F", "-f", "-q", "-c", "2097152", "-s", &sector.to_string()])
+                .arg(&image)
+                .arg(&sectors),
+        );
         let payload = dir.path().join("payload.bin");
         std::fs::write(&payload, &garbage[..3_000_000]).unwrap();
         run_ok(Command::new("ntfscp").arg(&image).arg(&payload).arg("/payload.bin"));

@@ -9,10 +9,10 @@
 mod util;
 
 mod cli;
-mod ext;
-mod ntfs;
-mod fat;
-mod exfat;
-mod swap;
 mod disk;
+mod exfat;
+mod ext;
+mod fat;
+mod ntfs;
 mod restore;
+mod swap;

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: fixtures, running the binary, oracles, byte diffs.
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
-
 #![allow(dead_code)] // each test module uses a different subset
 
 use sha2::{Digest, Sha256};

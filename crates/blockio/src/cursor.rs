@@ -35,9 +35,8 @@ impl<R: ReadAt> Seek for Cursor<R> {
             SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
             SeekFrom::End(delta) => self.inner.size().checked_add_signed(delta),
         };
-        self.position = target.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before byte 0 or past 2^64")
-        })?;
+        self.position =
+            target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before byte 0 or past 2^64"))?;
         Ok(self.position)
     }
 }

@@ -23,10 +23,9 @@ pub struct WritableMount {
 pub fn writable_mount(source: &Source) -> io::Result<Option<WritableMount>> {
     let devices = match source.kind() {
         SourceKind::BlockDevice => device_and_partitions(&dev_numbers(source.file().metadata()?.rdev())),
-        SourceKind::ImageFile => loop_devices_backed_by(source.path())?
-            .iter()
-            .flat_map(|dev| device_and_partitions(dev))
-            .collect(),
+        SourceKind::ImageFile => {
+            loop_devices_backed_by(source.path())?.iter().flat_map(|dev| device_and_partitions(dev)).collect()
+        }
     };
     if devices.is_empty() {
         return Ok(None);
@@ -43,8 +42,12 @@ pub fn writable_mount_of(mountinfo: &str, devices: &[String]) -> Option<Writable
         let (device, mount_point, mount_options) = (fields.get(2)?, fields.get(4)?, fields.get(5)?);
         let super_options = fs_fields.split(' ').nth(2).unwrap_or("");
         let writable = |options: &str| options.split(',').any(|o| o == "rw");
-        (devices.iter().any(|d| d == device) && (writable(mount_options) || writable(super_options)))
-            .then(|| WritableMount { device: fs_fields.split(' ').nth(1).unwrap_or(device).to_owned(), mount_point: (*mount_point).to_owned() })
+        (devices.iter().any(|d| d == device) && (writable(mount_options) || writable(super_options))).then(|| {
+            WritableMount {
+                device: fs_fields.split(' ').nth(1).unwrap_or(device).to_owned(),
+                mount_point: (*mount_point).to_owned(),
+            }
+        })
     })
 }
 

@@ -73,7 +73,8 @@ impl Source {
 impl ReadAt for Source {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
-            let what = if e.kind() == io::ErrorKind::UnexpectedEof { "unexpected end of file".into() } else { e.to_string() };
+            let what =
+                if e.kind() == io::ErrorKind::UnexpectedEof { "unexpected end of file".into() } else { e.to_string() };
             io::Error::new(
                 e.kind(),
                 format!("{}: read of {} bytes at byte {offset}: {what}", self.path.display(), buf.len()),

@@ -18,10 +18,7 @@ impl<R: ReadAt> Window<R> {
             Some(end) if end <= inner.size() => Ok(Self { inner, start, len }),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "range of {len} bytes at byte {start} lies outside the source ({} bytes)",
-                    inner.size()
-                ),
+                format!("range of {len} bytes at byte {start} lies outside the source ({} bytes)", inner.size()),
             )),
         }
     }

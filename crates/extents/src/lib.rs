@@ -133,11 +133,7 @@ impl RangeSet {
     /// This set moved `offset` bytes up: a volume's ranges placed at its partition's offset.
     pub fn shifted(&self, offset: u64) -> RangeSet {
         RangeSet {
-            ranges: self
-                .ranges
-                .iter()
-                .map(|r| r.start.saturating_add(offset)..r.end.saturating_add(offset))
-                .collect(),
+            ranges: self.ranges.iter().map(|r| r.start.saturating_add(offset)..r.end.saturating_add(offset)).collect(),
         }
     }
 

@@ -143,7 +143,11 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     let elision = if allocation.unsafe_reasons.is_empty() {
         Elision::Elided
     } else if policy.force {
-        warnings.push(format!("eliding {} despite: {} (--force)", allocation.filesystem, allocation.unsafe_reasons.join("; ")));
+        warnings.push(format!(
+            "eliding {} despite: {} (--force)",
+            allocation.filesystem,
+            allocation.unsafe_reasons.join("; ")
+        ));
         Elision::Forced
     } else {
         return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
@@ -152,4 +156,3 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     let used = allocation.used.clipped(size);
     Ok(Volume { size, used, allocation: Some(allocation), elision, warnings })
 }
-

@@ -15,17 +15,18 @@ use imgstream_volume::RangeSet;
 const CHUNK_BYTES: u64 = 1 << 20;
 
 /// The byte ranges of the clusters `$Bitmap` marks in use.
-pub(crate) fn used_clusters(volume: &dyn ReadAt, boot: &BootSector, bitmap: &Stream, record_position: u64) -> Result<RangeSet, Error> {
+pub(crate) fn used_clusters(
+    volume: &dyn ReadAt,
+    boot: &BootSector,
+    bitmap: &Stream,
+    record_position: u64,
+) -> Result<RangeSet, Error> {
     let needed = boot.total_clusters.div_ceil(8);
     if bitmap.data_size() < needed {
         return Err(Error::corrupt(
             "$Bitmap (MFT record 6)",
             record_position,
-            format!(
-                "its $DATA is {} bytes, but {} clusters need {needed}",
-                bitmap.data_size(),
-                boot.total_clusters
-            ),
+            format!("its $DATA is {} bytes, but {} clusters need {needed}", bitmap.data_size(), boot.total_clusters),
         ));
     }
     let mut used = RangeSet::new();

@@ -100,7 +100,9 @@ impl BootSector {
         if !(MIN_SECTOR_SIZE..=MAX_SECTOR_SIZE).contains(&sector_size) || !sector_size.is_power_of_two() {
             return Err(corrupt(
                 BYTES_PER_SECTOR,
-                format!("bytes per sector {sector_size} is not a power of two in {MIN_SECTOR_SIZE}..={MAX_SECTOR_SIZE}"),
+                format!(
+                    "bytes per sector {sector_size} is not a power of two in {MIN_SECTOR_SIZE}..={MAX_SECTOR_SIZE}"
+                ),
             ));
         }
         let raw_spc = sector.get(SECTORS_PER_CLUSTER).copied().unwrap_or(0);
@@ -143,7 +145,13 @@ impl BootSector {
         };
         let mft_lcn = lcn_inside(MFT_LCN, "$MFT")?;
         let mft_mirror_lcn = lcn_inside(MFT_MIRROR_LCN, "$MFTMirr")?;
-        let mft_record_size = record_size(sector, CLUSTERS_PER_MFT_RECORD, cluster_size, MIN_RECORD_SIZE..=MAX_RECORD_SIZE, "MFT record")?;
+        let mft_record_size = record_size(
+            sector,
+            CLUSTERS_PER_MFT_RECORD,
+            cluster_size,
+            MIN_RECORD_SIZE..=MAX_RECORD_SIZE,
+            "MFT record",
+        )?;
         record_size(
             sector,
             CLUSTERS_PER_INDEX_RECORD,

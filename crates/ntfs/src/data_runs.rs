@@ -121,12 +121,21 @@ pub(crate) fn stream<T: Read + Seek>(
 /// Checks every entry of an attribute list before the crate parses it: the crate panics on an
 /// entry header cut short by the end of the list (binrw's error is not an I/O error there), and
 /// on a non-resident list whose runs do not cover its length.
-fn check_attribute_list<T: Read + Seek>(volume: &dyn ReadAt, list: &NtfsAttribute<'_, '_>, fs: &mut T, context: &str) -> Result<(), Error> {
+fn check_attribute_list<T: Read + Seek>(
+    volume: &dyn ReadAt,
+    list: &NtfsAttribute<'_, '_>,
+    fs: &mut T,
+    context: &str,
+) -> Result<(), Error> {
     let position = list.position().into_offset();
     let stream = attribute_stream(list, fs, context)?;
     let size = stream.data_size();
     if size > MAX_LIST_BYTES || !stream.covers(size) {
-        return Err(Error::corrupt(context, position, format!("{size} bytes, not covered by its runs or above {MAX_LIST_BYTES}")));
+        return Err(Error::corrupt(
+            context,
+            position,
+            format!("{size} bytes, not covered by its runs or above {MAX_LIST_BYTES}"),
+        ));
     }
     let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0)];
     read_at(volume, &stream, 0, &mut bytes)?;
@@ -138,7 +147,11 @@ fn check_attribute_list<T: Read + Seek>(volume: &dyn ReadAt, list: &NtfsAttribut
             return Err(Error::corrupt(
                 context,
                 position,
-                format!("entry at byte {entry} of the list is {length} bytes long, its header and name need {}, the list has {} left", LIST_ENTRY_HEADER_SIZE + name, bytes.len() - entry),
+                format!(
+                    "entry at byte {entry} of the list is {length} bytes long, its header and name need {}, the list has {} left",
+                    LIST_ENTRY_HEADER_SIZE + name,
+                    bytes.len() - entry
+                ),
             ));
         }
         entry += length;
@@ -147,7 +160,11 @@ fn check_attribute_list<T: Read + Seek>(volume: &dyn ReadAt, list: &NtfsAttribut
 }
 
 /// The stream of one attribute on its own (its own runs only, no attribute list).
-pub(crate) fn attribute_stream<T: Read + Seek>(attribute: &NtfsAttribute<'_, '_>, fs: &mut T, context: &str) -> Result<Stream, Error> {
+pub(crate) fn attribute_stream<T: Read + Seek>(
+    attribute: &NtfsAttribute<'_, '_>,
+    fs: &mut T,
+    context: &str,
+) -> Result<Stream, Error> {
     let mut runs = Vec::new();
     let data_size = attribute.value_length();
     Ok(match extent(attribute, fs, &mut runs, 0, context)? {
@@ -167,11 +184,13 @@ fn from_attribute_list<T: Read + Seek>(
     ty: NtfsAttributeType,
     name: &str,
 ) -> Result<Option<Stream>, Error> {
-    let context = format!("$ATTRIBUTE_LIST of MFT record {} at byte {}", file.file_record_number(), list.position().into_offset());
+    let context = format!(
+        "$ATTRIBUTE_LIST of MFT record {} at byte {}",
+        file.file_record_number(),
+        list.position().into_offset()
+    );
     check_attribute_list(volume, list, fs, &context)?;
-    let list = list
-        .structured_value::<_, NtfsAttributeList>(fs)
-        .map_err(Error::parse(context.clone()))?;
+    let list = list.structured_value::<_, NtfsAttributeList>(fs).map_err(Error::parse(context.clone()))?;
     let mut entries = list.entries();
     let mut runs = Vec::new();
     let mut data_size = None;
@@ -179,21 +198,30 @@ fn from_attribute_list<T: Read + Seek>(
     while let Some(entry) = entries.next(fs) {
         seen += 1;
         if seen > MAX_LIST_ENTRIES {
-            return Err(Error::corrupt(context, list.position().into_offset(), format!("more than {MAX_LIST_ENTRIES} entries")));
+            return Err(Error::corrupt(
+                context,
+                list.position().into_offset(),
+                format!("more than {MAX_LIST_ENTRIES} entries"),
+            ));
         }
         let entry = entry.map_err(Error::parse(context.clone()))?;
         if entry.ty().map_err(Error::parse(context.clone()))? != ty || entry.name() != name {
             continue;
         }
         let lowest_vcn = entry.lowest_vcn().value();
-        let where_ = format!("{context}: {ty:?} extent at VCN {lowest_vcn} in MFT record {}", entry.base_file_reference().file_record_number());
+        let where_ = format!(
+            "{context}: {ty:?} extent at VCN {lowest_vcn} in MFT record {}",
+            entry.base_file_reference().file_record_number()
+        );
         let expected_offset = runs.last().map_or(0, |r: &Run| r.stream_offset.saturating_add(r.len));
         let offset = u64::try_from(lowest_vcn).ok().and_then(|v| v.checked_mul(u64::from(ntfs.cluster_size())));
         if offset != Some(expected_offset) {
             return Err(Error::corrupt(
                 where_,
                 entry.position().into_offset(),
-                format!("starts at VCN {lowest_vcn}, but the extents before it end at byte {expected_offset} of the stream"),
+                format!(
+                    "starts at VCN {lowest_vcn}, but the extents before it end at byte {expected_offset} of the stream"
+                ),
             ));
         }
         let extent_file = entry.to_file(ntfs, fs).map_err(Error::parse(where_.clone()))?;
@@ -205,7 +233,11 @@ fn from_attribute_list<T: Read + Seek>(
             if runs.is_empty() {
                 return Ok(Some(Stream::Resident(resident)));
             }
-            return Err(Error::corrupt(where_, attribute.position().into_offset(), "a resident extent follows non-resident ones"));
+            return Err(Error::corrupt(
+                where_,
+                attribute.position().into_offset(),
+                "a resident extent follows non-resident ones",
+            ));
         }
     }
     Ok(data_size.map(|data_size| Stream::NonResident { data_size, runs }))
@@ -225,7 +257,11 @@ fn extent<T: Read + Seek>(
             for run in value.data_runs() {
                 let run = run.map_err(Error::parse(context))?;
                 if runs.len() >= MAX_RUNS {
-                    return Err(Error::corrupt(context, attribute.position().into_offset(), format!("more than {MAX_RUNS} data runs")));
+                    return Err(Error::corrupt(
+                        context,
+                        attribute.position().into_offset(),
+                        format!("more than {MAX_RUNS} data runs"),
+                    ));
                 }
                 let len = run.allocated_size();
                 runs.push(Run { stream_offset, position: run.data_position().value().map(|p| p.get()), len });
@@ -234,11 +270,9 @@ fn extent<T: Read + Seek>(
             Ok(None)
         }
         // Only reached through `NtfsFile::attributes()`, which we do not use for $DATA.
-        NtfsAttributeValue::AttributeListNonResident(_) => Err(Error::corrupt(
-            context,
-            attribute.position().into_offset(),
-            "unexpected attribute-list value",
-        )),
+        NtfsAttributeValue::AttributeListNonResident(_) => {
+            Err(Error::corrupt(context, attribute.position().into_offset(), "unexpected attribute-list value"))
+        }
     }
 }
 
@@ -270,7 +304,9 @@ pub(crate) fn read_at(volume: &dyn ReadAt, stream: &Stream, offset: u64, buf: &m
                     continue;
                 }
                 // Both bounds lie within [offset, offset + buf.len()), so they fit in usize.
-                let (Ok(start), Ok(stop)) = (usize::try_from(from - offset), usize::try_from(to - offset)) else { continue };
+                let (Ok(start), Ok(stop)) = (usize::try_from(from - offset), usize::try_from(to - offset)) else {
+                    continue;
+                };
                 if let Some(dst) = buf.get_mut(start..stop) {
                     volume.read_exact_at(dst, position.saturating_add(from - run.stream_offset))?;
                 }

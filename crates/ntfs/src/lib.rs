@@ -113,7 +113,9 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     // The label is only shown: a damaged one is worth a warning, not a refusal.
     match ntfs.volume_name(&mut fs) {
         Some(Ok(name)) => allocation.details.push(("label".into(), name.name().to_string_lossy())),
-        Some(Err(error)) => allocation.warnings.push(format!("cannot read the volume label ($Volume, MFT record 3): {error}")),
+        Some(Err(error)) => {
+            allocation.warnings.push(format!("cannot read the volume label ($Volume, MFT record 3): {error}"))
+        }
         None => {}
     }
     let info = ntfs.volume_info(&mut fs).map_err(Error::parse("$Volume (MFT record 3): volume information"))?;
@@ -146,9 +148,10 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
                     "$LogFile (MFT record 2 at byte {log_at}) needs replaying: the restart area at log byte {page_offset} has clients in use ({clients:#06x}) and no clean flag ({flags:#06x}); mount it in Windows or run chkdsk first"
                 )),
             ),
-            LogState::Unknown(why) => {
-                ("unknown".to_owned(), Some(format!("cannot tell whether $LogFile (MFT record 2 at byte {log_at}) is clean: {why}")))
-            }
+            LogState::Unknown(why) => (
+                "unknown".to_owned(),
+                Some(format!("cannot tell whether $LogFile (MFT record 2 at byte {log_at}) is clean: {why}")),
+            ),
         };
         allocation.details.push(("$LogFile".into(), detail));
         allocation.unsafe_reasons.extend(hazard);

@@ -285,7 +285,10 @@ pub(crate) mod tests {
                     .iter()
                     .any(|&f| offset == f || offset == 4096 + f);
                 if !in_fields && mutated != dirty {
-                    assert!(!matches!(result, LogState::Clean { .. } | LogState::Empty), "byte {offset} = {value:#x}: {result:?}");
+                    assert!(
+                        !matches!(result, LogState::Clean { .. } | LogState::Empty),
+                        "byte {offset} = {value:#x}: {result:?}"
+                    );
                 }
             }
         }

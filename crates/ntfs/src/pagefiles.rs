@@ -75,7 +75,11 @@ pub(crate) fn examine<T: Read + Seek>(
         Ok(found) => found,
         Err(error) => {
             let why = format!("cannot search the root directory for hiberfil.sys: {error}");
-            return Report { hibernation: Hibernation::Unknown(why.clone()), files: Vec::new(), lookup_error: Some(why) };
+            return Report {
+                hibernation: Hibernation::Unknown(why.clone()),
+                files: Vec::new(),
+                lookup_error: Some(why),
+            };
         }
     };
     let mut hibernation = Hibernation::No;
@@ -116,7 +120,8 @@ pub(crate) fn examine<T: Read + Seek>(
             .enumerate()
             .any(|(j, other)| j != i && other.as_ref().is_some_and(|o| o.iter().any(|r| mine.covered_in(r) > 0)));
         if shared {
-            file.droppable = Err("its clusters are shared with another of pagefile.sys, swapfile.sys, hiberfil.sys".into());
+            file.droppable =
+                Err("its clusters are shared with another of pagefile.sys, swapfile.sys, hiberfil.sys".into());
         }
     }
     Report { hibernation, files, lookup_error: None }
@@ -124,11 +129,20 @@ pub(crate) fn examine<T: Read + Seek>(
 
 /// Opens MFT record `record` and checks it is the live, root-only, non-directory file the index
 /// entry meant; returns its size and unnamed $DATA.
-fn open<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt, record: u64, sequence: u16) -> Result<(u64, Stream), String> {
+fn open<T: Read + Seek>(
+    ntfs: &Ntfs,
+    fs: &mut T,
+    volume: &dyn ReadAt,
+    record: u64,
+    sequence: u16,
+) -> Result<(u64, Stream), String> {
     let file = ntfs.file(fs, record).map_err(|e| e.to_string())?;
     let at = file.position().into_offset();
     if !file.flags().contains(NtfsFileFlags::IN_USE) || file.flags().contains(NtfsFileFlags::IS_DIRECTORY) {
-        return Err(format!("MFT record {record} at byte {at} is not an in-use file (flags {:#x})", file.flags().bits()));
+        return Err(format!(
+            "MFT record {record} at byte {at} is not an in-use file (flags {:#x})",
+            file.flags().bits()
+        ));
     }
     if file.sequence_number() != sequence {
         return Err(format!(
@@ -179,7 +193,9 @@ fn hiberfil_state(volume: &dyn ReadAt, stream: &Stream) -> Hibernation {
     if magic == [0; 4] {
         return Hibernation::No;
     }
-    Hibernation::Unknown(format!("hiberfil.sys starts with the unknown signature {magic:02x?}, so hibernation cannot be ruled out"))
+    Hibernation::Unknown(format!(
+        "hiberfil.sys starts with the unknown signature {magic:02x?}, so hibernation cannot be ruled out"
+    ))
 }
 
 /// The clusters of `stream` if every one of them may be zeroed.
@@ -219,7 +235,10 @@ mod tests {
     fn hiberfil(header: &[u8], size: u64) -> (Vec<u8>, Stream) {
         let mut volume = vec![0u8; 16384];
         volume[8192..8192 + header.len()].copy_from_slice(header);
-        let stream = Stream::NonResident { data_size: size, runs: vec![Run { stream_offset: 0, position: Some(8192), len: 8192 }] };
+        let stream = Stream::NonResident {
+            data_size: size,
+            runs: vec![Run { stream_offset: 0, position: Some(8192), len: 8192 }],
+        };
         (volume, stream)
     }
 
@@ -236,7 +255,10 @@ mod tests {
         let (volume, stream) = hiberfil(&[0; 4], 100);
         assert!(matches!(hiberfil_state(&volume, &stream), Hibernation::Yes(why) if why.contains("shorter")));
         let (volume, _) = hiberfil(&[0; 4], 8192);
-        let past_end = Stream::NonResident { data_size: 8192, runs: vec![Run { stream_offset: 0, position: Some(1 << 40), len: 8192 }] };
+        let past_end = Stream::NonResident {
+            data_size: 8192,
+            runs: vec![Run { stream_offset: 0, position: Some(1 << 40), len: 8192 }],
+        };
         assert!(matches!(hiberfil_state(&volume, &past_end), Hibernation::Unknown(_)));
     }
 
@@ -245,14 +267,22 @@ mod tests {
         let boot = BootSector::small_for_tests();
         let stream = Stream::NonResident {
             data_size: 8192,
-            runs: vec![Run { stream_offset: 0, position: Some(40960), len: 4096 }, Run { stream_offset: 4096, position: None, len: 4096 }],
+            runs: vec![
+                Run { stream_offset: 0, position: Some(40960), len: 4096 },
+                Run { stream_offset: 4096, position: None, len: 4096 },
+            ],
         };
         let used = RangeSet::from_range(0..50 * 4096);
         let system = RangeSet::from_range(0..5 * 4096);
         assert_eq!(clusters(&stream, &boot, &used, &system).unwrap(), RangeSet::from_range(40960..45056));
         assert!(clusters(&stream, &boot, &RangeSet::from_range(0..40960), &system).unwrap_err().contains("marks free"));
-        assert!(clusters(&stream, &boot, &used, &RangeSet::from_range(44000..44001)).unwrap_err().contains("system file"));
-        let outside = Stream::NonResident { data_size: 4096, runs: vec![Run { stream_offset: 0, position: Some(100 * 4096), len: 4096 }] };
+        assert!(
+            clusters(&stream, &boot, &used, &RangeSet::from_range(44000..44001)).unwrap_err().contains("system file")
+        );
+        let outside = Stream::NonResident {
+            data_size: 4096,
+            runs: vec![Run { stream_offset: 0, position: Some(100 * 4096), len: 4096 }],
+        };
         assert!(clusters(&outside, &boot, &used, &system).unwrap_err().contains("outside"));
     }
 }

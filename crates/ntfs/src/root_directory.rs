@@ -10,9 +10,9 @@
 
 use crate::boot_sector::MAX_INDEX_RECORD_SIZE;
 use crate::boot_sector::{le_u16, le_u32};
-use crate::logfile::{Strides, apply_fixups};
 use crate::data_runs::{Stream, attribute_stream, read_at};
 use crate::error::{Error, Offset};
+use crate::logfile::{Strides, apply_fixups};
 use imgstream_blockio::ReadAt;
 use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
@@ -56,7 +56,12 @@ pub(crate) struct Found {
 }
 
 /// Looks `names` up in the root directory; a name may be found more than once (8.3 aliases).
-pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt, names: &[&str]) -> Result<Vec<Found>, Error> {
+pub(crate) fn find<T: Read + Seek>(
+    ntfs: &Ntfs,
+    fs: &mut T,
+    volume: &dyn ReadAt,
+    names: &[&str],
+) -> Result<Vec<Found>, Error> {
     let root = ntfs.root_directory(fs).map_err(Error::parse("root directory (MFT record 5)"))?;
     let context = format!("root directory index (MFT record 5 at byte {})", root.position().into_offset());
     let mut found = Vec::new();
@@ -68,9 +73,16 @@ pub(crate) fn find<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, volume: &dyn ReadAt,
         {
             // The crate slices the entries by these header fields without checking their order.
             if let NtfsAttributeValue::Resident(value) = attribute.value(fs).map_err(Error::parse(context.clone()))? {
-                check_node(value.data(), INDEX_ROOT_HEADER_SIZE, value.data().len(), &context, value.data_position().into_offset())?;
+                check_node(
+                    value.data(),
+                    INDEX_ROOT_HEADER_SIZE,
+                    value.data().len(),
+                    &context,
+                    value.data_position().into_offset(),
+                )?;
             }
-            index_root = Some(attribute.resident_structured_value::<NtfsIndexRoot>().map_err(Error::parse(context.clone()))?);
+            index_root =
+                Some(attribute.resident_structured_value::<NtfsIndexRoot>().map_err(Error::parse(context.clone()))?);
             break;
         }
     }
@@ -135,7 +147,10 @@ fn index_allocation<'n, 'f, T: Read + Seek>(
             && attribute.name().map_err(Error::parse(context))? == DIRECTORY_INDEX
         {
             let runs = attribute_stream(&attribute, fs, context)?;
-            return Ok((attribute.structured_value::<_, NtfsIndexAllocation>(fs).map_err(Error::parse(context))?, runs));
+            return Ok((
+                attribute.structured_value::<_, NtfsIndexAllocation>(fs).map_err(Error::parse(context))?,
+                runs,
+            ));
         }
     }
     Err(Error::corrupt(
@@ -167,7 +182,9 @@ fn check_node(node: &[u8], start: usize, len: usize, context: &str, position: u6
             return Err(Error::corrupt(
                 context,
                 position + entry as u64,
-                format!("index entry of {length} bytes does not fit between its {ENTRY_HEADER_SIZE}-byte header and the node end at {end}"),
+                format!(
+                    "index entry of {length} bytes does not fit between its {ENTRY_HEADER_SIZE}-byte header and the node end at {end}"
+                ),
             ));
         }
         if node.get(entry + ENTRY_FLAGS).is_some_and(|f| f & LAST_ENTRY_FLAG != 0) {
@@ -193,7 +210,10 @@ fn visit_node<'s>(
             return Err(Error::corrupt(
                 context,
                 position,
-                format!("index entry length {} is shorter than its {ENTRY_HEADER_SIZE}-byte header", entry.index_entry_length()),
+                format!(
+                    "index entry length {} is shorter than its {ENTRY_HEADER_SIZE}-byte header",
+                    entry.index_entry_length()
+                ),
             ));
         }
         if entry.flags().contains(NtfsIndexEntryFlags::HAS_SUBNODE) {
@@ -209,7 +229,11 @@ fn visit_node<'s>(
         let name = key.name().to_string_lossy();
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(&name)) {
             let reference = entry.file_reference();
-            found.push(Found { name: i, record: reference.file_record_number(), sequence: reference.sequence_number() });
+            found.push(Found {
+                name: i,
+                record: reference.file_record_number(),
+                sequence: reference.sequence_number(),
+            });
         }
     }
     Ok(())

@@ -11,11 +11,19 @@ use imgstream_volume::RangeSet;
 const MIRRORED_RECORDS: u64 = 4;
 
 /// The system files whose clusters are checked, by MFT record number.
-pub(crate) const CHECKED: [(u64, &str); 5] = [(0, "$MFT"), (1, "$MFTMirr"), (2, "$LogFile"), (6, "$Bitmap"), (7, "$Boot")];
+pub(crate) const CHECKED: [(u64, &str); 5] =
+    [(0, "$MFT"), (1, "$MFTMirr"), (2, "$LogFile"), (6, "$Bitmap"), (7, "$Boot")];
 
 /// Checks that every allocated run of `stream` (the unnamed $DATA of system file `name`) lies
 /// inside the bitmap's coverage and is marked used.
-pub(crate) fn check_runs(name: &str, record: u64, record_position: u64, stream: &Stream, boot: &BootSector, used: &RangeSet) -> Result<(), Error> {
+pub(crate) fn check_runs(
+    name: &str,
+    record: u64,
+    record_position: u64,
+    stream: &Stream,
+    boot: &BootSector,
+    used: &RangeSet,
+) -> Result<(), Error> {
     for (position, len) in stream.allocated_runs() {
         let cluster = position / boot.cluster_size;
         let clusters = len / boot.cluster_size;
@@ -25,7 +33,10 @@ pub(crate) fn check_runs(name: &str, record: u64, record_position: u64, stream: 
             return Err(Error::corrupt(
                 structure,
                 record_position,
-                format!("data run of {clusters} clusters at cluster {cluster} lies past the last cluster {}", boot.total_clusters - 1),
+                format!(
+                    "data run of {clusters} clusters at cluster {cluster} lies past the last cluster {}",
+                    boot.total_clusters - 1
+                ),
             ));
         }
         if let Some(free) = used.complement(position..position + len).iter().next() {
@@ -101,7 +112,11 @@ mod tests {
         // small_for_tests: $MFT at cluster 4, $MFTMirr at cluster 50, 1 KiB records.
         let used: RangeSet = [0..4096, 4 * 4096..5 * 4096, 50 * 4096..51 * 4096].into_iter().collect();
         check_fixed_locations(&boot(), &used).unwrap();
-        for (hole, expected) in [(0..512, "cluster 0 holds the boot sector,"), (4 * 4096..4 * 4096 + 1, "cluster 4 holds the start of $MFT"), (50 * 4096 + 4095..50 * 4096 + 4096, "cluster 50 holds the start of $MFTMirr")] {
+        for (hole, expected) in [
+            (0..512, "cluster 0 holds the boot sector,"),
+            (4 * 4096..4 * 4096 + 1, "cluster 4 holds the start of $MFT"),
+            (50 * 4096 + 4095..50 * 4096 + 4096, "cluster 50 holds the start of $MFTMirr"),
+        ] {
             let partial = used.difference(&RangeSet::from_range(hole));
             let error = check_fixed_locations(&boot(), &partial).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
@@ -111,17 +126,31 @@ mod tests {
     #[test]
     fn runs_inside_used_clusters_pass() {
         let used = RangeSet::from_range(4 * 4096..20 * 4096);
-        check_runs("$MFT", 0, 16384, &stream(&[(Some(4 * 4096), 4 * 4096), (None, 4096), (Some(10 * 4096), 4096)]), &boot(), &used).unwrap();
+        check_runs(
+            "$MFT",
+            0,
+            16384,
+            &stream(&[(Some(4 * 4096), 4 * 4096), (None, 4096), (Some(10 * 4096), 4096)]),
+            &boot(),
+            &used,
+        )
+        .unwrap();
     }
 
     #[test]
     fn a_run_over_a_free_cluster_or_past_the_end_is_corrupt() {
         let used = RangeSet::from_range(4 * 4096..8 * 4096);
-        let error = check_runs("$MFT", 0, 16384, &stream(&[(Some(4 * 4096), 5 * 4096)]), &boot(), &used).unwrap_err().to_string();
+        let error = check_runs("$MFT", 0, 16384, &stream(&[(Some(4 * 4096), 5 * 4096)]), &boot(), &used)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("includes cluster 8 (byte 32768) that $Bitmap marks free"), "{error}");
-        let error = check_runs("$LogFile", 2, 18432, &stream(&[(Some(99 * 4096), 2 * 4096)]), &boot(), &used).unwrap_err().to_string();
+        let error = check_runs("$LogFile", 2, 18432, &stream(&[(Some(99 * 4096), 2 * 4096)]), &boot(), &used)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("past the last cluster 99"), "{error}");
-        let error = check_runs("$Boot", 7, 0, &stream(&[(Some(u64::MAX - 4095), 8192)]), &boot(), &used).unwrap_err().to_string();
+        let error = check_runs("$Boot", 7, 0, &stream(&[(Some(u64::MAX - 4095), 8192)]), &boot(), &used)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("past the last cluster"), "{error}");
     }
 }

@@ -46,7 +46,8 @@ impl Iterator for Plan<'_> {
             Segment::Data(start..block_end)
         } else {
             // Up to the block holding the next used byte, or to the end if there is none.
-            let run_end = if next_used == self.size { self.size } else { (next_used / self.block * self.block).max(block_end) };
+            let run_end =
+                if next_used == self.size { self.size } else { (next_used / self.block * self.block).max(block_end) };
             Segment::Zeros(start..run_end.min(start.saturating_add(MAX_ZERO_RUN)))
         };
         self.offset = match &segment {
