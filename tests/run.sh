@@ -23,4 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-cargo test --workspace "$@"
+# One closing line for the whole run: cargo prints a result per test binary, the last ones
+# being the (empty) doc tests.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
