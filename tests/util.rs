@@ -81,7 +81,7 @@ pub fn have_tool(tool: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !found {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the oracle tool `{tool}` is missing");
-        eprintln!("SKIPPED: `{tool}` is not installed (the README's test command installs it)");
+        announce_skip(&format!("`{tool}` is not installed (the README's test command installs it)"));
     }
     found
 }
@@ -91,9 +91,16 @@ pub fn is_root() -> bool {
     let root = nix_is_root();
     if !root {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but tests are not running as root");
-        eprintln!("SKIPPED: needs root");
+        announce_skip("needs root");
     }
     root
+}
+
+/// Prints "SKIPPED: why" where it is seen: straight to stderr, because the test harness
+/// captures `eprintln!` of a passing test (and a skipping test passes).
+fn announce_skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
 fn nix_is_root() -> bool {
