@@ -58,14 +58,23 @@ pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Polic
     let layout = imgstream_ptable::read_layout(source, sector_size)?;
     let mut used = layout.raw.clone();
     let mut parts = Vec::new();
-    for partition in &layout.partitions {
-        let window = Window::new(source, partition.start, partition.len)?;
-        let volume = imgstream_fs::examine(&window, policy)
-            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+    for (partition, volume) in layout.partitions.iter().zip(examine_partitions(source, &layout, policy)) {
+        let volume = volume.map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
         used.union_with(&volume.used.shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
     Ok(DiskPlan { layout, parts, used })
+}
+
+/// Each partition's verdict, examined together so that an LVM VG over several partitions of
+/// the disk is mapped as one.
+fn examine_partitions(
+    source: &dyn ReadAt,
+    layout: &DiskLayout,
+    policy: &Policy,
+) -> Vec<Result<Volume, imgstream_fs::Error>> {
+    let ranges: Vec<_> = layout.partitions.iter().map(Partition::range).collect();
+    imgstream_fs::examine_parts(source, &ranges, policy)
 }
 
 /// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
@@ -188,10 +197,10 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
     };
     let mut partitions = Vec::new();
     let (mut used, mut elidable) = (layout.raw.total(), 0u64);
-    for partition in &layout.partitions {
-        let window = Window::new(source, partition.start, partition.len)?;
-        let volume = crate::info::volume_report(&window, args.drop_pagefile)
-            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+    let examined = examine_partitions(source, &layout, &crate::info::info_policy(args.drop_pagefile));
+    for (partition, volume) in layout.partitions.iter().zip(examined) {
+        let volume = volume.map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+        let volume = crate::info::volume_report(&volume);
         used += volume.get("used").and_then(Value::as_u64).unwrap_or(partition.len);
         elidable += volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
         partitions.push(json!({
@@ -270,6 +279,7 @@ fn disk_table(report: &Value) -> String {
         for warning in v["warnings"].as_array().into_iter().flatten() {
             text.push_str(&format!("    warning: {}\n", text_of(warning)));
         }
+        crate::info::container_rows(v, "    ", &mut text);
     }
     let total = &report["total"];
     let size = number(&total["size"]);

@@ -17,7 +17,7 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
         "source": args.source.display().to_string(),
         "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
         "size": source.size(),
-        "volume": volume_report(&source, args.drop_pagefile)?,
+        "volume": volume_report(&imgstream_fs::examine(&source, &info_policy(args.drop_pagefile))?),
     });
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
@@ -28,12 +28,16 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What `part` would do with `volume`, as JSON: filesystem, unit, size, used, free,
-/// elidable bytes, status ("elided", "raw" or "refused") with its reason, details.
-pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<Value, Failure> {
-    // Parse as if forced, so that an unsafe volume still shows its numbers; the status says
-    // that `part` would refuse it.
-    let examined: Volume = imgstream_fs::examine(volume, &Policy { raw: false, force: true, drop_pagefile })?;
+/// How `info` examines: as if forced, so that an unsafe volume still shows its numbers; the
+/// status says that `part` would refuse it.
+pub(crate) fn info_policy(drop_pagefile: bool) -> Policy {
+    Policy { raw: false, force: true, drop_pagefile }
+}
+
+/// What `part` would do with the volume `examined` (under [`info_policy`]), as JSON:
+/// filesystem, unit, size, used, free, elidable bytes, status ("elided", "raw" or "refused")
+/// with its reason, details, and the volumes inside a container (LVM2 PV, md member).
+pub(crate) fn volume_report(examined: &Volume) -> Value {
     let allocation = examined.allocation.as_ref();
     let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
     let (status, reason) = match &examined.elision {
@@ -46,7 +50,19 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<
     let details: serde_json::Map<String, Value> = allocation
         .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
         .unwrap_or_default();
-    Ok(json!({
+    let container = examined.inner.as_ref().map(|c| {
+        json!({
+            "kind": c.kind,
+            "details": c.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "volumes": c.volumes.iter().map(|inner| {
+                let mut report = volume_report(&inner.volume);
+                report["name"] = Value::from(inner.name.clone());
+                report["type"] = Value::from(inner.kind.clone());
+                report
+            }).collect::<Vec<_>>(),
+        })
+    });
+    json!({
         "filesystem": examined.filesystem(),
         "unit": allocation.map_or(0, |a| a.unit),
         "size": examined.size,
@@ -57,7 +73,34 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<
         "reason": reason,
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
-    }))
+        "container": container,
+    })
+}
+
+/// The tree of volumes inside a container, one indented row each: name, type, filesystem,
+/// size, used, elidable, and why one is copied raw.
+pub(crate) fn container_rows(volume: &Value, indent: &str, text: &mut String) {
+    let Some(container) = volume["container"].as_object() else { return };
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let text_of = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    text.push_str(&format!("{indent}{}\n", text_of(&container["kind"])));
+    for inner in container["volumes"].as_array().into_iter().flatten() {
+        let status = match inner["status"].as_str().unwrap_or("") {
+            "elided" => String::new(),
+            "refused" => format!(" [refused: {}]", text_of(&inner["reason"])),
+            _ => format!(" [raw: {}]", text_of(&inner["reason"])),
+        };
+        text.push_str(&format!(
+            "{indent}  {:<20} {:<10} {:<10} {:>10} used {:>10} elidable {:>10}{status}\n",
+            text_of(&inner["name"]),
+            text_of(&inner["type"]),
+            text_of(&inner["filesystem"]),
+            human(number(&inner["size"])),
+            human(number(&inner["used"])),
+            human(number(&inner["elidable"])),
+        ));
+        container_rows(inner, &format!("{indent}    "), text);
+    }
 }
 
 fn table(report: &Value) -> String {
@@ -101,5 +144,7 @@ fn table(report: &Value) -> String {
         rows.push(("warning".into(), text(warning)));
     }
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0) + 2;
-    rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect()
+    let mut lines: String = rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect();
+    container_rows(volume, "", &mut lines);
+    lines
 }

@@ -3,15 +3,18 @@
 //! Parsers and the streaming engine see a volume only through [`ReadAt`]: `&self` reads at an
 //! absolute offset, so reader threads share one file descriptor without locks. [`Source`] opens
 //! a block device or image file read-only; [`Window`] narrows any `ReadAt` to one partition;
+//! [`Mapped`] assembles a volume from stretches of a source (an LVM logical volume);
 //! [`Cursor`] adapts a `ReadAt` to `Read + Seek` for crates that want one (the ntfs crate).
 
 mod cursor;
 pub mod ioctl;
+mod mapped;
 pub mod mounts;
 mod source;
 mod window;
 
 pub use cursor::Cursor;
+pub use mapped::{Mapped, Stretch};
 pub use source::{Source, SourceKind};
 pub use window::Window;
 

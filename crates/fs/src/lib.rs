@@ -6,8 +6,16 @@
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): fail, unless `--raw` (copy
 //!   unelided) or `--force` (elide anyway, with a warning).
+//!
+//! Volume managers come first: an LVM2 PV or md RAID member is examined through the volumes it
+//! holds ([`container`]), each of them with this same policy. [`examine_parts`] examines the
+//! partitions of one disk together, so that a VG spread over several of them is mapped as one.
 
 #![forbid(unsafe_code)]
+
+mod container;
+
+pub use container::{Container, Inner};
 
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
@@ -48,6 +56,8 @@ pub struct Volume {
     pub elision: Elision,
     /// Messages for stderr.
     pub warnings: Vec<String>,
+    /// A volume manager's view (LVM2 PV, md member): the volumes inside, for `info`.
+    pub inner: Option<Container>,
 }
 
 impl Volume {
@@ -58,7 +68,7 @@ impl Volume {
 
     fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
         let warnings = if warn { vec![format!("{reason}; copying it raw")] } else { Vec::new() };
-        Self { size, allocation, used: RangeSet::from_range(0..size), elision: Elision::Raw(reason), warnings }
+        Self { size, allocation, used: RangeSet::from_range(0..size), elision: Elision::Raw(reason), warnings, inner: None }
     }
 }
 
@@ -84,7 +94,18 @@ pub enum Error {
         /// What the parser found.
         reasons: Vec<String>,
     },
+    /// A volume inside a container (an LV, an md array's data) failed.
+    #[error("{volume}: {message}")]
+    Inside {
+        /// Which inner volume, e.g. "LV vg0/root".
+        volume: String,
+        /// Its error.
+        message: String,
+    },
 }
+
+/// How deep volume managers may nest (a PV on an md member holding an LV holding a PV...).
+const MAX_DEPTH: usize = 4;
 
 /// A recognised filesystem's parse result, before the policy.
 type Parsed = Result<Allocation, Box<dyn Classify>>;
@@ -122,9 +143,29 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
 
 /// Decides which bytes of `volume` to copy.
 pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
+    examine_at(volume, policy, 0)
+}
+
+/// Decides which bytes of each volume `parts` of `source` (the partitions of a disk) to copy.
+/// LVM2 PVs among them are mapped together: an LV striped over two partitions is read whole.
+pub fn examine_parts(source: &dyn ReadAt, parts: &[std::ops::Range<u64>], policy: &Policy) -> Vec<Result<Volume, Error>> {
+    container::examine_parts(source, parts, policy, 0)
+}
+
+/// [`examine`] of a volume found `depth` volume managers deep.
+fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volume, Error> {
     let size = volume.size();
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
+    }
+    if depth < MAX_DEPTH {
+        if imgstream_md::detect(volume)? {
+            return container::md_member(volume, policy, depth);
+        }
+        if imgstream_lvm::detect(volume)? {
+            let mut results = container::examine_parts(volume, &[0..size], policy, depth);
+            return results.pop().unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
+        }
     }
     let Some((filesystem, parsed)) = recognise(volume, policy)? else {
         return Ok(Volume::raw(size, None, "no known filesystem".into(), true));
@@ -154,5 +195,5 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     };
     // The parser promises volume-relative ranges; clipping keeps a bug there from reading past the end.
     let used = allocation.used.clipped(size);
-    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings })
+    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, inner: None })
 }

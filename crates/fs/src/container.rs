@@ -1,0 +1,243 @@
+//! Volume managers: LVM2 PVs and md RAID members, seen through the volumes they hold.
+//!
+//! The `lvm` and `md` crates say where the inner volumes lie in their container; here each
+//! inner volume that may be read through its map is examined like any volume (recursively, so a
+//! PV on an md member works), its used set is mapped back to container offsets, and the result
+//! is the container's used set: everything except free extents and the free space of the
+//! volumes examined. Volumes that must be copied raw are named with the reason; [`Container`]
+//! keeps the tree for `imgstream info`.
+
+use crate::{Elision, Error, Policy, Volume, examine_at};
+use imgstream_blockio::{Mapped, ReadAt, Window};
+use imgstream_lvm::{LogicalVolume, Placed, SourceMap};
+use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
+use std::ops::Range;
+
+/// A volume manager's view of a volume, for `imgstream info`.
+#[derive(Clone, Debug)]
+pub struct Container {
+    /// What holds the inner volumes: "LVM2 PV", "md raid1 member".
+    pub kind: String,
+    /// Facts in display order (VG name, extent size, free extents, superblock version...).
+    pub details: Vec<(String, String)>,
+    /// The volumes inside, with their verdicts.
+    pub volumes: Vec<Inner>,
+}
+
+/// One volume inside a container.
+#[derive(Clone, Debug)]
+pub struct Inner {
+    /// "vg/lv", or "array data".
+    pub name: String,
+    /// "linear", "striped", "thin-pool", "raid1", ...
+    pub kind: String,
+    /// What was found in it (raw ones say why in `elision`).
+    pub volume: Volume,
+}
+
+/// Which volume in the source: the range of a partition (or of the whole source).
+type Part = Range<u64>;
+
+/// `volume` raw with `reason`, as a warning too.
+fn raw(size: u64, reason: String) -> Volume {
+    Volume::raw(size, None, reason, true)
+}
+
+/// An error from a container crate: I/O fails the run, the rest means "copy it raw".
+fn container_error<E: Classify>(size: u64, what: &str, error: E) -> Result<Volume, Error> {
+    match error.class() {
+        ErrorClass::Io => Err(Error::Io(std::io::Error::other(error.to_string()))),
+        _ => Ok(raw(size, format!("{what}: {error}"))),
+    }
+}
+
+/// Examines an md member: a RAID1 member in sync is its data area's volume plus the rest raw.
+pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volume, Error> {
+    let size = volume.size();
+    let member = match imgstream_md::read_member(volume) {
+        Ok(member) => member,
+        Err(error) => return container_error(size, "md member", error),
+    };
+    let kind = format!("md {} member", member.level_name());
+    let what = format!("{kind} (metadata {}, array {})", member.version, member.array);
+    if let Some(reason) = &member.raw_reason {
+        return Ok(raw(size, format!("{what}: {reason}")));
+    }
+    let data = member.data.clone();
+    let window = Window::new(volume, data.start, data.end - data.start)?;
+    let inner = examine_at(&window, policy, depth + 1).map_err(|e| Error::Inside { volume: what.clone(), message: e.to_string() })?;
+    let mut used = RangeSet::from_range(0..size).difference(&RangeSet::from_range(data.clone()));
+    used.union_with(&inner.used.shifted(data.start));
+    let mut allocation = Allocation::new(format!("md-{}", member.level_name()), inner.allocation.as_ref().map_or(0, |a| a.unit), used.clone());
+    allocation.details = vec![
+        ("md metadata".into(), member.version.into()),
+        ("md array".into(), member.array.clone()),
+        ("md devices".into(), member.raid_disks.to_string()),
+        ("md data area".into(), format!("bytes {}..{}", data.start, data.end)),
+    ];
+    allocation.unsafe_reasons = inner.allocation.as_ref().map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
+    let warnings = inner.warnings.iter().map(|w| format!("{what}: {w}")).collect();
+    let container = Container {
+        kind: what,
+        details: allocation.details.clone(),
+        volumes: vec![Inner { name: "array data".into(), kind: member.level_name(), volume: inner.clone() }],
+    };
+    Ok(Volume { size, allocation: Some(allocation), used, elision: inner.elision, warnings, inner: Some(container) })
+}
+
+/// Examines the volumes `parts` of `source` together, so that an LVM VG whose PVs are several
+/// of them is mapped as one. Volumes that are not PVs are examined on their own.
+pub(crate) fn examine_parts(
+    source: &dyn ReadAt,
+    parts: &[Part],
+    policy: &Policy,
+    depth: usize,
+) -> Vec<Result<Volume, Error>> {
+    let mut results: Vec<Option<Result<Volume, Error>>> = Vec::new();
+    let mut pvs = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        let examined = (|| {
+            let window = Window::new(source, part.start, part.end - part.start)?;
+            // md first: a 1.0 member holding a PV shows the PV's label at its start too.
+            if policy.raw || imgstream_md::detect(&window)? || !imgstream_lvm::detect(&window)? {
+                return examine_at(&window, policy, depth).map(Some);
+            }
+            match imgstream_lvm::read_pv(&window) {
+                Ok(pv) => {
+                    pvs.push((index, pv));
+                    Ok(None)
+                }
+                Err(error) => container_error(window.size(), "LVM2 PV", error).map(Some),
+            }
+        })();
+        results.push(examined.transpose());
+    }
+    if !pvs.is_empty() {
+        let placed: Vec<Placed<'_>> = pvs
+            .iter()
+            .filter_map(|(index, pv)| {
+                let part = parts.get(*index)?;
+                Some(Placed { pv, offset: part.start, size: part.end - part.start })
+            })
+            .collect();
+        let map = imgstream_lvm::map_source(&placed);
+        let volumes = physical_volumes(source, &map, &placed, policy, depth);
+        for ((index, _), volume) in pvs.iter().zip(volumes) {
+            if let Some(slot) = results.get_mut(*index) {
+                *slot = Some(volume);
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Io(std::io::Error::other("volume not examined"))))).collect()
+}
+
+/// What one LV turned out to be, and the source bytes of its extents that may be zeroed.
+struct Examined {
+    inner: Inner,
+    elidable: RangeSet,
+}
+
+fn logical_volume(source: &dyn ReadAt, lv: &LogicalVolume, policy: &Policy, depth: usize) -> Result<Examined, Error> {
+    let name = format!("{}/{}", lv.vg, lv.name);
+    let inner = |volume| Inner { name: name.clone(), kind: lv.kind.clone(), volume };
+    let stretches = match &lv.map {
+        Ok(stretches) => stretches.clone(),
+        Err(reason) => {
+            // Hidden LVs are parts of a visible one, whose warning says it all.
+            let volume = Volume::raw(lv.size, None, reason.clone(), !lv.hidden);
+            return Ok(Examined { inner: inner(volume), elidable: RangeSet::new() });
+        }
+    };
+    let mapped = Mapped::new(source, stretches)?;
+    let volume = examine_at(&mapped, policy, depth + 1)
+        .map_err(|e| Error::Inside { volume: format!("LV {name}"), message: e.to_string() })?;
+    let mut elidable = RangeSet::new();
+    if !matches!(volume.elision, Elision::Raw(_)) {
+        for free in volume.used.complement(0..mapped.size()).iter() {
+            mapped.source_ranges(free, |range| elidable.insert(range));
+        }
+    }
+    Ok(Examined { inner: inner(volume), elidable })
+}
+
+/// Each PV's volume: always-copied bytes, LV extents as their filesystems allow, free extents zeroed.
+fn physical_volumes(
+    source: &dyn ReadAt,
+    map: &SourceMap,
+    placed: &[Placed<'_>],
+    policy: &Policy,
+    depth: usize,
+) -> Vec<Result<Volume, Error>> {
+    let examined: Vec<Result<Examined, String>> = map
+        .lvs
+        .iter()
+        .map(|lv| logical_volume(source, lv, policy, depth).map_err(|e| e.to_string()))
+        .collect();
+    let mut volumes = Vec::new();
+    for (index, (pv, layout)) in placed.iter().zip(&map.pvs).enumerate() {
+        let layout = match layout {
+            Ok(layout) => layout,
+            Err(reason) => {
+                volumes.push(Ok(raw(pv.size, format!("LVM2 PV: {reason}"))));
+                continue;
+            }
+        };
+        let on_this_pv = |lv: &&(&LogicalVolume, &Result<Examined, String>)| lv.0.extents.iter().any(|(i, _)| *i == index);
+        let lvs: Vec<(&LogicalVolume, &Result<Examined, String>)> = map.lvs.iter().zip(&examined).collect();
+        let lvs: Vec<_> = lvs.iter().filter(on_this_pv).collect();
+        if let Some((_, Err(message))) = lvs.iter().find(|(_, e)| e.is_err()) {
+            volumes.push(Err(Error::Inside { volume: format!("LVM2 PV {} of VG {}", layout.name, layout.vg), message: message.clone() }));
+            continue;
+        }
+        let range = pv.offset..pv.offset + pv.size;
+        let mut elidable = layout.free.clone();
+        let mut container = Container {
+            kind: format!("LVM2 PV {} of VG {}", layout.name, layout.vg),
+            details: details(layout),
+            volumes: Vec::new(),
+        };
+        let mut allocation = Allocation::new("lvm2", layout.extent_size, RangeSet::new());
+        let mut warnings = Vec::new();
+        let mut forced = false;
+        for (_, examined) in &lvs {
+            let Ok(examined) = examined else { continue };
+            for piece in examined.elidable.overlapping(range.clone()) {
+                elidable.insert(piece.start - pv.offset..piece.end - pv.offset);
+            }
+            let volume = &examined.inner.volume;
+            let name = &examined.inner.name;
+            warnings.extend(volume.warnings.iter().map(|w| format!("LV {name}: {w}")));
+            if let Some(a) = &volume.allocation {
+                allocation.unsafe_reasons.extend(a.unsafe_reasons.iter().map(|r| format!("LV {name}: {r}")));
+            }
+            forced |= volume.elision == Elision::Forced;
+            container.volumes.push(examined.inner.clone());
+        }
+        let mut used = elidable.complement(0..pv.size);
+        used.union_with(&layout.always);
+        allocation.used = used.clone();
+        allocation.details = container.details.clone();
+        let elision = if forced { Elision::Forced } else { Elision::Elided };
+        volumes.push(Ok(Volume { size: pv.size, allocation: Some(allocation), used, elision, warnings, inner: Some(container) }));
+    }
+    volumes
+}
+
+fn details(layout: &imgstream_lvm::PvLayout) -> Vec<(String, String)> {
+    let free_extents = layout.free.total() / layout.extent_size;
+    let seqnos: Vec<String> = layout.seqnos.iter().map(u64::to_string).collect();
+    let mut details = vec![
+        ("volume group".into(), layout.vg.clone()),
+        ("physical volume".into(), layout.name.clone()),
+        ("metadata seqno".into(), seqnos.join(", ")),
+        ("extent size".into(), format!("{} bytes", layout.extent_size)),
+        ("extents".into(), format!("{} ({free_extents} free)", layout.pe_count)),
+    ];
+    if layout.wrapped {
+        details.push(("metadata text".into(), "wraps around its circular buffer".into()));
+    }
+    if layout.precommitted {
+        details.push(("pre-committed metadata".into(), "present (both versions taken into account)".into()));
+    }
+    details
+}
