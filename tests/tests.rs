@@ -13,6 +13,8 @@ mod disk;
 mod exfat;
 mod ext;
 mod fat;
+mod lvm;
+mod md;
 mod ntfs;
 mod restore;
 mod swap;

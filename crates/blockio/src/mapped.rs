@@ -67,7 +67,9 @@ impl<R: ReadAt> Mapped<R> {
         for stretch in stretches {
             let count = stretch.columns.len() as u64;
             let column_len = stretch.column_len();
-            if count == 0 || stretch.len % count != 0 || (count > 1 && (stretch.chunk == 0 || column_len % stretch.chunk != 0))
+            if count == 0
+                || stretch.len % count != 0
+                || (count > 1 && (stretch.chunk == 0 || column_len % stretch.chunk != 0))
             {
                 return Err(invalid(format!(
                     "a stretch of {} bytes over {count} columns in chunks of {} bytes",
@@ -142,9 +144,11 @@ mod tests {
     fn linear_and_striped_stretches_read_like_dm_linear_and_dm_stripe() {
         let inner = source(4096);
         // 256 bytes at 1000, then 512 bytes striped over columns at 2000 and 3000 in 64-byte chunks.
-        let mapped =
-            Mapped::new(&inner, vec![Stretch::linear(1000, 256), Stretch { len: 512, chunk: 64, columns: vec![2000, 3000] }])
-                .unwrap();
+        let mapped = Mapped::new(
+            &inner,
+            vec![Stretch::linear(1000, 256), Stretch { len: 512, chunk: 64, columns: vec![2000, 3000] }],
+        )
+        .unwrap();
         assert_eq!(mapped.size(), 768);
         let mut all = vec![0u8; 768];
         mapped.read_exact_at(&mut all, 0).unwrap();

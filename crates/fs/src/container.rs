@@ -65,10 +65,15 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
     }
     let data = member.data.clone();
     let window = Window::new(volume, data.start, data.end - data.start)?;
-    let inner = examine_at(&window, policy, depth + 1).map_err(|e| Error::Inside { volume: what.clone(), message: e.to_string() })?;
+    let inner = examine_at(&window, policy, depth + 1)
+        .map_err(|e| Error::Inside { volume: what.clone(), message: e.to_string() })?;
     let mut used = RangeSet::from_range(0..size).difference(&RangeSet::from_range(data.clone()));
     used.union_with(&inner.used.shifted(data.start));
-    let mut allocation = Allocation::new(format!("md-{}", member.level_name()), inner.allocation.as_ref().map_or(0, |a| a.unit), used.clone());
+    let mut allocation = Allocation::new(
+        format!("md-{}", member.level_name()),
+        inner.allocation.as_ref().map_or(0, |a| a.unit),
+        used.clone(),
+    );
     allocation.details = vec![
         ("md metadata".into(), member.version.into()),
         ("md array".into(), member.array.clone()),
@@ -128,7 +133,10 @@ pub(crate) fn examine_parts(
             }
         }
     }
-    results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Io(std::io::Error::other("volume not examined"))))).collect()
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Io(std::io::Error::other("volume not examined")))))
+        .collect()
 }
 
 /// What one LV turned out to be, and the source bytes of its extents that may be zeroed.
@@ -168,11 +176,8 @@ fn physical_volumes(
     policy: &Policy,
     depth: usize,
 ) -> Vec<Result<Volume, Error>> {
-    let examined: Vec<Result<Examined, String>> = map
-        .lvs
-        .iter()
-        .map(|lv| logical_volume(source, lv, policy, depth).map_err(|e| e.to_string()))
-        .collect();
+    let examined: Vec<Result<Examined, String>> =
+        map.lvs.iter().map(|lv| logical_volume(source, lv, policy, depth).map_err(|e| e.to_string())).collect();
     let mut volumes = Vec::new();
     for (index, (pv, layout)) in placed.iter().zip(&map.pvs).enumerate() {
         let layout = match layout {
@@ -182,11 +187,17 @@ fn physical_volumes(
                 continue;
             }
         };
-        let on_this_pv = |lv: &&(&LogicalVolume, &Result<Examined, String>)| lv.0.extents.iter().any(|(i, _)| *i == index);
+        // LVs with extents here, and those with none in the source (thin, snapshot, raid) on every PV of their VG.
+        let on_this_pv = |lv: &&(&LogicalVolume, &Result<Examined, String>)| {
+            lv.0.extents.iter().any(|(i, _)| *i == index) || (lv.0.extents.is_empty() && lv.0.vg == layout.vg)
+        };
         let lvs: Vec<(&LogicalVolume, &Result<Examined, String>)> = map.lvs.iter().zip(&examined).collect();
         let lvs: Vec<_> = lvs.iter().filter(on_this_pv).collect();
         if let Some((_, Err(message))) = lvs.iter().find(|(_, e)| e.is_err()) {
-            volumes.push(Err(Error::Inside { volume: format!("LVM2 PV {} of VG {}", layout.name, layout.vg), message: message.clone() }));
+            volumes.push(Err(Error::Inside {
+                volume: format!("LVM2 PV {} of VG {}", layout.name, layout.vg),
+                message: message.clone(),
+            }));
             continue;
         }
         let range = pv.offset..pv.offset + pv.size;
@@ -218,7 +229,14 @@ fn physical_volumes(
         allocation.used = used.clone();
         allocation.details = container.details.clone();
         let elision = if forced { Elision::Forced } else { Elision::Elided };
-        volumes.push(Ok(Volume { size: pv.size, allocation: Some(allocation), used, elision, warnings, inner: Some(container) }));
+        volumes.push(Ok(Volume {
+            size: pv.size,
+            allocation: Some(allocation),
+            used,
+            elision,
+            warnings,
+            inner: Some(container),
+        }));
     }
     volumes
 }

@@ -68,7 +68,14 @@ impl Volume {
 
     fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
         let warnings = if warn { vec![format!("{reason}; copying it raw")] } else { Vec::new() };
-        Self { size, allocation, used: RangeSet::from_range(0..size), elision: Elision::Raw(reason), warnings, inner: None }
+        Self {
+            size,
+            allocation,
+            used: RangeSet::from_range(0..size),
+            elision: Elision::Raw(reason),
+            warnings,
+            inner: None,
+        }
     }
 }
 
@@ -148,7 +155,11 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
 
 /// Decides which bytes of each volume `parts` of `source` (the partitions of a disk) to copy.
 /// LVM2 PVs among them are mapped together: an LV striped over two partitions is read whole.
-pub fn examine_parts(source: &dyn ReadAt, parts: &[std::ops::Range<u64>], policy: &Policy) -> Vec<Result<Volume, Error>> {
+pub fn examine_parts(
+    source: &dyn ReadAt,
+    parts: &[std::ops::Range<u64>],
+    policy: &Policy,
+) -> Vec<Result<Volume, Error>> {
     container::examine_parts(source, parts, policy, 0)
 }
 

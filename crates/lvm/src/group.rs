@@ -77,7 +77,8 @@ pub struct LogicalVolume {
     /// Hidden LVs are parts of others.
     pub hidden: bool,
     /// Its extents on each PV of the source (index into the PVs given), PV-relative bytes,
-    /// union over the metadata versions.
+    /// union over the metadata versions. Empty for an LV built only from other LVs (thin,
+    /// snapshot, raid) or lying wholly on PVs outside the source.
     pub extents: Vec<(usize, RangeSet)>,
     /// How to read it from the source, or why it must be copied raw.
     pub map: Result<Vec<Stretch>, String>,
@@ -107,7 +108,8 @@ pub fn map_source(placed: &[Placed<'_>]) -> SourceMap {
         }
         let uuid = &pv.pv.label.uuid;
         let own = versions_of.get(index).and_then(|v| v.first()).map(|vg| vg.id.clone());
-        let listed = || versions_of.iter().flatten().find(|vg| vg.pvs.iter().any(|p| &p.uuid == uuid)).map(|vg| vg.id.clone());
+        let listed =
+            || versions_of.iter().flatten().find(|vg| vg.pvs.iter().any(|p| &p.uuid == uuid)).map(|vg| vg.id.clone());
         let duplicates = placed.iter().filter(|other| &other.pv.label.uuid == uuid).count();
         let slot = pvs.get_mut(index).expect("OK to unwrap: one result per PV");
         match own.or_else(listed) {
@@ -294,8 +296,6 @@ fn map_group(
             },
         ));
     }
-    // Report only LVs with extents on a PV of this source.
-    lvs.retain(|lv| !lv.extents.is_empty());
     Ok((layouts, lvs))
 }
 
@@ -307,11 +307,7 @@ fn overlaps(a: &[(usize, RangeSet)], b: &[(usize, RangeSet)]) -> bool {
 
 /// Each LV of `vg` with its extents on the members, its map over the source, and whether it
 /// must be copied raw.
-fn lv_versions(
-    vg: &VolumeGroup,
-    members: &[usize],
-    placed: &[Placed<'_>],
-) -> Result<Vec<(String, LvVersion)>, String> {
+fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Result<Vec<(String, LvVersion)>, String> {
     let extent = vg.extent_size;
     let fail = |problem: String| format!("VG {} (seqno {}): {problem}", vg.name, vg.seqno);
     // Why other LVs must be copied raw: they are built on by these.
@@ -336,7 +332,8 @@ fn lv_versions(
             raw: None,
         };
         for segment in &lv.segments {
-            let len = segment.extent_count.checked_mul(extent).ok_or_else(|| fail(format!("LV {} too large", lv.name)))?;
+            let len =
+                segment.extent_count.checked_mul(extent).ok_or_else(|| fail(format!("LV {} too large", lv.name)))?;
             version.size = version.size.saturating_add(len);
             let striped = segment.is_striped();
             let stripes = segment.areas.len().max(1) as u64;
@@ -350,9 +347,16 @@ fn lv_versions(
                     continue;
                 };
                 // Other segment types name PV areas without their length: take the most they can use.
-                let past = if striped { first.checked_add(area_extents) } else { Some(first.saturating_add(area_extents).min(pv.pe_count)) };
+                let past = if striped {
+                    first.checked_add(area_extents)
+                } else {
+                    Some(first.saturating_add(area_extents).min(pv.pe_count))
+                };
                 if past.is_none_or(|past| past > pv.pe_count || *first >= pv.pe_count) {
-                    return Err(fail(format!("LV {}: extents {first}.. of PV {name} past its {} extents", lv.name, pv.pe_count)));
+                    return Err(fail(format!(
+                        "LV {}: extents {first}.. of PV {name} past its {} extents",
+                        lv.name, pv.pe_count
+                    )));
                 }
                 let range: Range<u64> = pv.pe_start + first * extent..pv.pe_start + past.unwrap_or(0) * extent;
                 let member =
@@ -380,7 +384,7 @@ fn lv_versions(
             }
         }
         if let Some(why) = built_on.get(lv.name.as_str()) {
-            version.raw = Some(why.clone());
+            version.raw.get_or_insert_with(|| why.clone());
         }
         if version.raw.is_none() && lv.locked {
             version.raw = Some("locked by a pvmove in progress".into());

@@ -78,10 +78,17 @@ pub(crate) fn read(volume: &dyn ReadAt, area: &Range<u64>) -> Result<Vec<Metadat
         }
         let buffer = size - SECTOR;
         if offset < SECTOR || offset >= size || len == 0 || len > buffer {
-            return Err(corrupt(at, format!("slot {slot}: {len} bytes of text at offset {offset} in a {size}-byte area")));
+            return Err(corrupt(
+                at,
+                format!("slot {slot}: {len} bytes of text at offset {offset} in a {size}-byte area"),
+            ));
         }
         if len > MAX_TEXT {
-            return Err(Error::unsupported(STRUCTURE, area.start + at as u64, format!("slot {slot}: {len} bytes of text")));
+            return Err(Error::unsupported(
+                STRUCTURE,
+                area.start + at as u64,
+                format!("slot {slot}: {len} bytes of text"),
+            ));
         }
         // The text may wrap: what does not fit before the area's end continues after the header.
         let first = len.min(size - offset);
@@ -93,7 +100,10 @@ pub(crate) fn read(volume: &dyn ReadAt, area: &Range<u64>) -> Result<Vec<Metadat
         let wrapped = !tail.is_empty();
         let computed = crc::checksum(&text);
         if computed != checksum {
-            return Err(corrupt(at + 16, format!("slot {slot}: text checksum {checksum:#010x}, computed {computed:#010x}")));
+            return Err(corrupt(
+                at + 16,
+                format!("slot {slot}: text checksum {checksum:#010x}, computed {computed:#010x}"),
+            ));
         }
         while text.last() == Some(&0) {
             text.pop();

@@ -122,7 +122,9 @@ pub(crate) fn volume_group(text: &Section) -> Result<VolumeGroup, Problem> {
 
 fn logical_volume(name: &str, lv: &Section, what: &str) -> Result<LvEntry, Problem> {
     let status: Vec<&str> = match lv.get("status") {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| if let Value::Str(s) = v { Some(s.as_str()) } else { None }).collect(),
+        Some(Value::Array(items)) => {
+            items.iter().filter_map(|v| if let Value::Str(s) = v { Some(s.as_str()) } else { None }).collect()
+        }
         _ => Vec::new(),
     };
     let segment_count = number(lv, "segment_count", what)?;
@@ -135,7 +137,8 @@ fn logical_volume(name: &str, lv: &Section, what: &str) -> Result<LvEntry, Probl
         if segment.start_extent != next_extent {
             return Err(format!("{what}, {key}: starts at extent {}, expected {next_extent}", segment.start_extent));
         }
-        next_extent = next_extent.checked_add(segment.extent_count).ok_or_else(|| format!("{what}: too many extents"))?;
+        next_extent =
+            next_extent.checked_add(segment.extent_count).ok_or_else(|| format!("{what}: too many extents"))?;
         segments.push(segment);
     }
     Ok(LvEntry {
@@ -150,7 +153,8 @@ fn segment(section: &Section, what: &str) -> Result<Segment, Problem> {
     let start_extent = number(section, "start_extent", what)?;
     let extent_count = number(section, "extent_count", what)?;
     let kind = section.str("type").ok_or_else(|| format!("{what}: no \"type\""))?.to_owned();
-    let mut segment = Segment { start_extent, extent_count, kind, stripe_size: 0, areas: Vec::new(), names: Vec::new() };
+    let mut segment =
+        Segment { start_extent, extent_count, kind, stripe_size: 0, areas: Vec::new(), names: Vec::new() };
     if segment.is_striped() {
         let stripe_count = number(section, "stripe_count", what)?;
         let Some(Value::Array(stripes)) = section.get("stripes") else {

@@ -121,13 +121,21 @@ fn version_0_90(at: u64, bytes: &[u8]) -> Result<Member, Error> {
     let stored = le32(bytes, CHECKSUM);
     let computed = word_sum(bytes, CHECKSUM);
     if stored != computed {
-        return Err(Error::corrupt(STRUCTURE, at + CHECKSUM as u64, format!("checksum {stored:#x}, computed {computed:#x}")));
+        return Err(Error::corrupt(
+            STRUCTURE,
+            at + CHECKSUM as u64,
+            format!("checksum {stored:#x}, computed {computed:#x}"),
+        ));
     }
     let level = le32(bytes, 7 * 4) as i32;
     let data_len = u64::from(le32(bytes, 8 * 4)) * 1024;
     let uuid = [5, 13, 14, 15].map(|word| format!("{:08x}", le32(bytes, word * 4))).join(":");
     if data_len > at {
-        return Err(Error::corrupt(STRUCTURE, at + 32, format!("{data_len} bytes of data overlap the superblock at {at}")));
+        return Err(Error::corrupt(
+            STRUCTURE,
+            at + 32,
+            format!("{data_len} bytes of data overlap the superblock at {at}"),
+        ));
     }
     // This device's descriptor (word 992): state bit 2 is "in sync".
     let state = le32(bytes, 992 * 4 + 16);
@@ -166,7 +174,9 @@ fn version_1(volume: &dyn ReadAt, version: &'static str, at: u64, bytes: &[u8]) 
         .zip(data_size.checked_mul(SECTOR))
         .and_then(|(start, len)| Some(start..start.checked_add(len)?))
         .filter(|data| data.end <= volume.size() && data.start < data.end)
-        .ok_or_else(|| corrupt(128, format!("data area of {data_size} sectors at sector {data_offset} outside the member")))?;
+        .ok_or_else(|| {
+            corrupt(128, format!("data area of {data_size} sectors at sector {data_offset} outside the member"))
+        })?;
     let superblock = at..at + len as u64;
     let overlapping = |range: &Range<u64>| range.start < data.end && data.start < range.end;
     if overlapping(&superblock) {

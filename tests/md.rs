@@ -1,0 +1,1 @@
+//! md RAID members (placeholder, filled below).
