@@ -55,10 +55,13 @@ pub(crate) fn volume_report(examined: &Volume) -> Value {
             "kind": c.kind,
             "details": c.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "volumes": c.volumes.iter().map(|inner| {
-                let mut report = volume_report(&inner.volume);
-                report["name"] = Value::from(inner.name.clone());
-                report["type"] = Value::from(inner.kind.clone());
-                report
+                let mut row = serde_json::Map::new();
+                row.insert("name".into(), Value::from(inner.name.clone()));
+                row.insert("type".into(), Value::from(inner.kind.clone()));
+                if let Value::Object(fields) = volume_report(&inner.volume) {
+                    row.extend(fields);
+                }
+                Value::Object(row)
             }).collect::<Vec<_>>(),
         })
     });

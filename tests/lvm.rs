@@ -60,6 +60,11 @@ impl Lvm {
         Self { config, devices }
     }
 
+    /// A loop device over the whole image.
+    pub(crate) fn whole(image: &Path) -> Self {
+        Self::over(image, std::slice::from_ref(&(0..std::fs::metadata(image).unwrap().len())))
+    }
+
     pub(crate) fn command(&self, command: &str) -> Command {
         let mut lvm = Command::new("lvm");
         lvm.arg(command).arg("--config").arg(&self.config).env("LVM_SUPPRESS_FD_WARNINGS", "1");
@@ -519,8 +524,8 @@ struct TwoDisks(Lvm, Lvm);
 
 impl TwoDisks {
     fn new(a: &Path, b: &Path) -> Self {
-        let first = Lvm::over(a, &[0..std::fs::metadata(a).unwrap().len()]);
-        let second = Lvm::over(b, &[0..std::fs::metadata(b).unwrap().len()]);
+        let first = Lvm::whole(a);
+        let second = Lvm::whole(b);
         // Both configurations accept both devices.
         let accept = format!("\"a|^{}$|\", \"a|^{}$|\"", first.dev(0), second.dev(0));
         let config = |lvm: &Lvm| lvm.config.replace(&format!("\"a|^{}$|\"", lvm.dev(0)), &accept);
@@ -554,7 +559,7 @@ fn root_lvm_metadata_text_wrapping_around_the_buffer() {
     let pv = dir.join("wrap.img");
     random_file(&pv, 32 * MIB, 31);
     let vg = format!("imgst_wrap{}", std::process::id());
-    let lvm = Lvm::over(&pv, &[0..32 * MIB]);
+    let lvm = Lvm::whole(&pv);
     // The smallest metadata area lvm allows (60 KiB here), so that a few changes wrap it.
     lvm.run("pvcreate", &["--metadatasize", "32k", "--dataalignment", "64k", &lvm.dev(0)]);
     lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
@@ -601,7 +606,7 @@ fn root_lvm_two_metadata_copies_are_both_kept() {
     let pv = dir.join("copies.img");
     random_file(&pv, 32 * MIB, 41);
     let vg = format!("imgst_copies{}", std::process::id());
-    let lvm = Lvm::over(&pv, &[0..32 * MIB]);
+    let lvm = Lvm::whole(&pv);
     lvm.run("pvcreate", &["--pvmetadatacopies", "2", &lvm.dev(0)]);
     lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "16M", "-n", "data", &vg]);
@@ -621,7 +626,7 @@ fn root_lvm_two_metadata_copies_are_both_kept() {
     }
     data.place(&mut expected, &ext4_oracle(&data_fs, dir));
     assert_same_bytes("two-mda PV vs oracle", &output, &expected);
-    let lvm = Lvm::over(&dir.join("out.img"), &[0..32 * MIB]);
+    let lvm = Lvm::whole(&dir.join("out.img"));
     let headers = lvm.run("pvck", &["--dump", "headers", &lvm.dev(0)]);
     assert!(headers.contains("mda_header_2.raw_locn[0].checksum"), "{headers}");
 }
@@ -637,7 +642,7 @@ fn root_lvm_corrupt_metadata_checksum_copies_the_pv_raw() {
     let pv = dir.join("crc.img");
     random_file(&pv, 24 * MIB, 51);
     let vg = format!("imgst_crc{}", std::process::id());
-    let lvm = Lvm::over(&pv, &[0..24 * MIB]);
+    let lvm = Lvm::whole(&pv);
     lvm.run("pvcreate", &[&lvm.dev(0)]);
     lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "12M", "-n", "data", &vg]);
@@ -651,7 +656,7 @@ fn root_lvm_corrupt_metadata_checksum_copies_the_pv_raw() {
     let seqno = text_at + image[text_at..text_at + 4096].windows(5).position(|w| w == b"seqno").unwrap();
     image[seqno + 4] = b'O';
     std::fs::write(&pv, &image).unwrap();
-    let lvm = Lvm::over(&pv, &[0..24 * MIB]);
+    let lvm = Lvm::whole(&pv);
     let pvck = lvm.command("pvck").arg(lvm.dev(0)).output().unwrap();
     let pvck_says = String::from_utf8_lossy(&pvck.stderr).into_owned() + &String::from_utf8_lossy(&pvck.stdout);
     assert!(pvck_says.to_lowercase().contains("checksum"), "pvck agrees the text is bad: {pvck_says}");
@@ -701,7 +706,7 @@ fn root_lvm_snapshots_thin_pools_and_raid_are_copied_raw() {
     let pv = dir.join("kinds.img");
     random_file(&pv, 64 * MIB, 61);
     let vg = format!("imgst_kinds{}", std::process::id());
-    let lvm = Lvm::over(&pv, &[0..64 * MIB]);
+    let lvm = Lvm::whole(&pv);
     lvm.run("pvcreate", &[&lvm.dev(0)]);
     lvm.run("vgcreate", &["-s", "2M", &vg, &lvm.dev(0)]);
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "8M", "-n", "origin", &vg]);

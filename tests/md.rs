@@ -130,8 +130,30 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
     let sectors = len / SECTOR;
     let v1_0_at = (sectors - 16) & !7;
     let members = [
-        ("v1.2", Superblock { level: 1, raid_disks: 2, super_offset: 8, data_offset: 2048, data_size: sectors - 4096, bitmap_offset: Some(8) }, "1.2"),
-        ("v1.0", Superblock { level: 1, raid_disks: 2, super_offset: v1_0_at, data_offset: 0, data_size: v1_0_at - 128, bitmap_offset: None }, "1.0"),
+        (
+            "v1.2",
+            Superblock {
+                level: 1,
+                raid_disks: 2,
+                super_offset: 8,
+                data_offset: 2048,
+                data_size: sectors - 4096,
+                bitmap_offset: Some(8),
+            },
+            "1.2",
+        ),
+        (
+            "v1.0",
+            Superblock {
+                level: 1,
+                raid_disks: 2,
+                super_offset: v1_0_at,
+                data_offset: 0,
+                data_size: v1_0_at - 128,
+                bitmap_offset: None,
+            },
+            "1.0",
+        ),
     ];
     for (name, sb, version) in members {
         let (path, image, data) = member(dir, name, len, &sb);
@@ -150,7 +172,11 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
         let volume = info_volume(&path);
         assert_eq!(volume["filesystem"], "md-raid1", "{volume}");
         let inner = &volume["container"]["volumes"][0];
-        assert_eq!((inner["filesystem"].as_str(), inner["status"].as_str()), (Some("ext4"), Some("elided")), "{volume}");
+        assert_eq!(
+            (inner["filesystem"].as_str(), inner["status"].as_str()),
+            (Some("ext4"), Some("elided")),
+            "{volume}"
+        );
     }
 }
 
@@ -163,7 +189,14 @@ fn raid5_member_is_named_and_copied_raw() {
     let dir = scratch();
     let dir = dir.path();
     let len = 16 * MIB;
-    let sb = Superblock { level: 5, raid_disks: 3, super_offset: 8, data_offset: 2048, data_size: len / SECTOR - 4096, bitmap_offset: None };
+    let sb = Superblock {
+        level: 5,
+        raid_disks: 3,
+        super_offset: 8,
+        data_offset: 2048,
+        data_size: len / SECTOR - 4096,
+        bitmap_offset: None,
+    };
     let (path, image, _) = member(dir, "raid5", len, &sb);
     let report = mdadm_examine(&path, false);
     assert!(report.contains("Raid Level : raid5"), "{report}");

@@ -132,6 +132,7 @@ impl<R: ReadAt> ReadAt for Mapped<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 mod tests {
     use super::*;
 

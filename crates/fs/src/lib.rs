@@ -174,7 +174,7 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
             return container::md_member(volume, policy, depth);
         }
         if imgstream_lvm::detect(volume)? {
-            let mut results = container::examine_parts(volume, &[0..size], policy, depth);
+            let mut results = container::examine_parts(volume, std::slice::from_ref(&(0..size)), policy, depth);
             return results.pop().unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
         }
     }

@@ -158,8 +158,8 @@ fn versions(pv: &PhysicalVolume) -> Result<Vec<VolumeGroup>, String> {
         let name = || format!("LVM2 metadata text (slot {}) of the area at byte {}", text.slot, text.area);
         let section = config::parse(&text.text).map_err(|e| format!("{}: {e}", name()))?;
         let vg = metadata::volume_group(&section).map_err(|e| format!("{}: {e}", name()))?;
-        if versions.first().is_some_and(|first| first.id != vg.id) {
-            return Err(format!("{}: describes VG {}, another copy VG {}", name(), vg.name, versions[0].name));
+        if let Some(first) = versions.first().filter(|first| first.id != vg.id) {
+            return Err(format!("{}: describes VG {}, another copy VG {}", name(), vg.name, first.name));
         }
         if !versions.contains(&vg) {
             versions.push(vg);

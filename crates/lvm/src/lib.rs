@@ -67,3 +67,6 @@ pub fn parse_metadata(text: &[u8]) -> Result<metadata::VolumeGroup, String> {
     let section = config::parse(text).map_err(|e| e.to_string())?;
     metadata::volume_group(&section)
 }
+
+#[cfg(test)]
+mod tests;
