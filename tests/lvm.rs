@@ -215,6 +215,49 @@ pub(crate) fn aged_ext4(dir: &Path, name: &str, len: u64, seed: u64) -> Vec<u8> 
     std::fs::read(&image).unwrap()
 }
 
+/// Lays an aged ext4 (see [`aged_ext4`]) at the extents of each LV `(name, layout, seed)` of
+/// the image file `path`; returns the image's new bytes and the filesystems.
+fn fill_lvs(path: &Path, dir: &Path, lvs: &[(&str, &LvLayout, u64)]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut image = std::fs::read(path).unwrap();
+    let mut filesystems = Vec::new();
+    for (name, layout, seed) in lvs {
+        let filesystem = aged_ext4(dir, name, layout.size(), *seed);
+        layout.place(&mut image, &filesystem);
+        filesystems.push(filesystem);
+    }
+    std::fs::write(path, &image).unwrap();
+    (image, filesystems)
+}
+
+/// The oracle for a PV image: the source with free extents zeroed and each ext4 LV
+/// `(layout, filesystem)` replaced by its partclone image.
+fn expected_image(image: &[u8], free: &[Range<u64>], lvs: &[(&LvLayout, &[u8])], dir: &Path) -> Vec<u8> {
+    let mut expected = image.to_vec();
+    for range in free {
+        expected[range.start as usize..range.end as usize].fill(0);
+    }
+    for (layout, filesystem) in lvs {
+        layout.place(&mut expected, &ext4_oracle(filesystem, dir));
+    }
+    expected
+}
+
+/// Streams `imgstream COMMAND source` to `dir/out.img` and checks it byte for byte against
+/// [`expected_image`]; returns the output and stderr.
+fn stream_against_oracle(
+    command: &str,
+    source: &Path,
+    dir: &Path,
+    image: &[u8],
+    free: &[Range<u64>],
+    lvs: &[(&LvLayout, &[u8])],
+) -> (Vec<u8>, String) {
+    let (output, stderr) = stream_to_file(&[command], source, &dir.join("out.img"));
+    let expected = expected_image(image, free, lvs, dir);
+    assert_same_bytes(&format!("imgstream {command} {} vs oracle", source.display()), &output, &expected);
+    (output, stderr)
+}
+
 /// A swap area of `len` bytes over garbage.
 fn swap_area(dir: &Path, len: u64, seed: u64) -> Vec<u8> {
     let image = dir.join("swap.img");
@@ -251,10 +294,6 @@ pub(crate) fn check_ext4_lv(output: &[u8], source: &[u8], layout: &LvLayout, dir
     }
     run_ok(Command::new("diff").arg("-r").arg(&a).arg(&b));
     assert!(std::fs::read_dir(a.join("")).unwrap().count() > 10, "{name}: files were restored");
-}
-
-fn zero(image: &mut [u8], range: &Range<u64>) {
-    image[range.start as usize..range.end as usize].fill(0);
 }
 
 fn tools(list: &[&str]) -> bool {
@@ -333,14 +372,12 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     let free_extents = lvm.free_extents(&offsets);
     let backup = lvm.backup(&vg, dir);
     drop(lvm);
-    let mut image = std::fs::read(&disk).unwrap();
-    let root_fs = aged_ext4(dir, "root", layouts[0].size(), 4);
-    let home_fs = aged_ext4(dir, "home", layouts[1].size(), 5);
     let swap_fs = swap_area(dir, layouts[2].size(), 6);
-    layouts[0].place(&mut image, &root_fs);
-    layouts[1].place(&mut image, &home_fs);
+    let mut image = std::fs::read(&disk).unwrap();
     layouts[2].place(&mut image, &swap_fs);
     std::fs::write(&disk, &image).unwrap();
+    let (image, filesystems) = fill_lvs(&disk, dir, &[("root", &layouts[0], 4), ("home", &layouts[1], 5)]);
+    let (root_fs, home_fs) = (&filesystems[0], &filesystems[1]);
     let before = sha256(&disk);
 
     let (output, stderr) = stream_to_file(&["disk"], &disk, &dir.join("out.img"));
@@ -349,16 +386,11 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
 
     // The oracle: partclone per filesystem (each LV on its own bytes, written back at its
     // extents), the swap header page, free extents zero, everything else as it was.
-    let mut expected = image.clone();
+    let mut expected = expected_image(&image, &free_extents, &[(&layouts[0], root_fs), (&layouts[1], home_fs)], dir);
     let esp_oracle = oracle_image("vfat", "fat", &extract(&image, &parts[0], &dir.join("p1.img")), dir);
     expected[parts[0].start as usize..parts[0].end as usize].copy_from_slice(&esp_oracle);
     let boot_oracle = oracle_image("ext4", "ext4", &extract(&image, &parts[1], &dir.join("p2.img")), dir);
     expected[parts[1].start as usize..parts[1].end as usize].copy_from_slice(&boot_oracle);
-    for range in &free_extents {
-        zero(&mut expected, range);
-    }
-    layouts[0].place(&mut expected, &ext4_oracle(&root_fs, dir));
-    layouts[1].place(&mut expected, &ext4_oracle(&home_fs, dir));
     let swap_file = dir.join("swap-lv.img");
     std::fs::write(&swap_file, &swap_fs).unwrap();
     layouts[2].place(&mut expected, &oracle_image("swap", "swap", &swap_file, dir));
@@ -372,8 +404,8 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     };
     let truly_free = free_bytes_per_oracle("vfat", &dir.join("p1.img"))
         + free_bytes_per_oracle("ext4", &dir.join("p2.img"))
-        + free_bytes_per_oracle("ext4", &lv_file("root", &root_fs))
-        + free_bytes_per_oracle("ext4", &lv_file("home", &home_fs))
+        + free_bytes_per_oracle("ext4", &lv_file("root", root_fs))
+        + free_bytes_per_oracle("ext4", &lv_file("home", home_fs))
         + free_bytes_per_oracle("swap", &swap_file)
         + free_extents.iter().map(|r| r.end - r.start).sum::<u64>();
     let elided = output.iter().zip(&image).filter(|(o, s)| **o == 0 && **s != 0).count() as u64;
@@ -443,19 +475,11 @@ fn root_lvm_striped_lv_over_two_pvs_of_one_disk() {
     assert_eq!(layout.segments[0].columns.len(), 2, "lvs reports two stripes");
     let free_extents = lvm.free_extents(&offsets);
     drop(lvm);
-    let mut image = std::fs::read(&disk).unwrap();
-    let data = aged_ext4(dir, "data", layout.size(), 12);
-    layout.place(&mut image, &data);
-    std::fs::write(&disk, &image).unwrap();
+    let (image, filesystems) = fill_lvs(&disk, dir, &[("data", &layout, 12)]);
 
-    let (output, stderr) = stream_to_file(&["disk"], &disk, &dir.join("out.img"));
+    let (output, stderr) =
+        stream_against_oracle("disk", &disk, dir, &image, &free_extents, &[(&layout, &filesystems[0])]);
     assert!(!stderr.contains("warning"), "{stderr}");
-    let mut expected = image.clone();
-    for range in &free_extents {
-        zero(&mut expected, range);
-    }
-    layout.place(&mut expected, &ext4_oracle(&data, dir));
-    assert_same_bytes("striped LV disk vs oracle", &output, &expected);
     check_ext4_lv(&output, &image, &layout, dir, "data");
     let info = info_json(&disk);
     for partition in 0..2 {
@@ -500,19 +524,10 @@ fn root_lvm_vg_over_two_disks_copies_the_spanning_lv_raw() {
     assert_eq!(span_rows.len(), 2, "span has two segments: {span_rows:?}");
     let free_a: Vec<Range<u64>> = lvm.0.free_extents(&[0]);
     drop(lvm);
-    let mut image = std::fs::read(&a).unwrap();
-    let local_fs = aged_ext4(dir, "local", local.size(), 23);
-    local.place(&mut image, &local_fs);
-    std::fs::write(&a, &image).unwrap();
+    let (image, filesystems) = fill_lvs(&a, dir, &[("local", &local, 23)]);
 
-    let (output, stderr) = stream_to_file(&["disk"], &a, &dir.join("out.img"));
+    let (_, stderr) = stream_against_oracle("disk", &a, dir, &image, &free_a, &[(&local, &filesystems[0])]);
     assert!(stderr.contains(&format!("LV {vg}/span")) && stderr.contains("not in this source"), "{stderr}");
-    let mut expected = image.clone();
-    for range in &free_a {
-        zero(&mut expected, range);
-    }
-    local.place(&mut expected, &ext4_oracle(&local_fs, dir));
-    assert_same_bytes("disk A vs oracle (span raw)", &output, &expected);
     let lvs = info_lvs(&info_json(&a)["volume"]);
     let span = lvs.iter().find(|l| l.0.ends_with("/span")).unwrap();
     assert_eq!(span.3, "raw");
@@ -537,6 +552,18 @@ impl TwoDisks {
     }
 }
 
+/// A whole-file PV of `mib` MiB over garbage, `pvcreate` with `options`, in a new VG of
+/// `extent`-sized extents: the image, the VG name and the `lvm` that sees it.
+fn single_pv(dir: &Path, name: &str, mib: u64, seed: u64, options: &[&str], extent: &str) -> (PathBuf, String, Lvm) {
+    let pv = dir.join(format!("{name}.img"));
+    random_file(&pv, mib * MIB, seed);
+    let vg = format!("imgst_{name}{}", std::process::id());
+    let lvm = Lvm::whole(&pv);
+    lvm.run("pvcreate", &[options, &[&lvm.dev(0)]].concat());
+    lvm.run("vgcreate", &["-s", extent, &vg, &lvm.dev(0)]);
+    (pv, vg, lvm)
+}
+
 /// The committed slot's (offset, size) and the area size of the first metadata area, per pvck.
 fn mda_slot(lvm: &Lvm) -> (u64, u64, u64) {
     let text = lvm.run("pvck", &["--dump", "headers", &lvm.dev(0)]);
@@ -556,13 +583,8 @@ fn root_lvm_metadata_text_wrapping_around_the_buffer() {
     }
     let dir = scratch();
     let dir = dir.path();
-    let pv = dir.join("wrap.img");
-    random_file(&pv, 32 * MIB, 31);
-    let vg = format!("imgst_wrap{}", std::process::id());
-    let lvm = Lvm::whole(&pv);
     // The smallest metadata area lvm allows (60 KiB here), so that a few changes wrap it.
-    lvm.run("pvcreate", &["--metadatasize", "32k", "--dataalignment", "64k", &lvm.dev(0)]);
-    lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
+    let (pv, vg, lvm) = single_pv(dir, "wrap", 32, 31, &["--metadatasize", "32k", "--dataalignment", "64k"], "1M");
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "12M", "-n", "keep", &vg]);
     let mut wrapped = false;
     for round in 0..60 {
@@ -578,18 +600,9 @@ fn root_lvm_metadata_text_wrapping_around_the_buffer() {
     let keep = lvm.layout(&format!("{vg}/keep"), &[0]);
     let free = lvm.free_extents(&[0]);
     drop(lvm);
-    let mut image = std::fs::read(&pv).unwrap();
-    let keep_fs = aged_ext4(dir, "keep", keep.size(), 32);
-    keep.place(&mut image, &keep_fs);
-    std::fs::write(&pv, &image).unwrap();
-    let (output, stderr) = stream_to_file(&["part"], &pv, &dir.join("out.img"));
+    let (image, filesystems) = fill_lvs(&pv, dir, &[("keep", &keep, 32)]);
+    let (_, stderr) = stream_against_oracle("part", &pv, dir, &image, &free, &[(&keep, &filesystems[0])]);
     assert!(!stderr.contains("warning"), "{stderr}");
-    let mut expected = image.clone();
-    for range in &free {
-        zero(&mut expected, range);
-    }
-    keep.place(&mut expected, &ext4_oracle(&keep_fs, dir));
-    assert_same_bytes("wrapped metadata PV vs oracle", &output, &expected);
     let info = info_json(&pv);
     assert_eq!(info["volume"]["details"]["metadata text"], "wraps around its circular buffer", "{info}");
 }
@@ -603,29 +616,15 @@ fn root_lvm_two_metadata_copies_are_both_kept() {
     }
     let dir = scratch();
     let dir = dir.path();
-    let pv = dir.join("copies.img");
-    random_file(&pv, 32 * MIB, 41);
-    let vg = format!("imgst_copies{}", std::process::id());
-    let lvm = Lvm::whole(&pv);
-    lvm.run("pvcreate", &["--pvmetadatacopies", "2", &lvm.dev(0)]);
-    lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
+    let (pv, vg, lvm) = single_pv(dir, "copies", 32, 41, &["--pvmetadatacopies", "2"], "1M");
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "16M", "-n", "data", &vg]);
     let headers = lvm.run("pvck", &["--dump", "headers", &lvm.dev(0)]);
     assert!(headers.contains("mda_header_2"), "{headers}");
     let data = lvm.layout(&format!("{vg}/data"), &[0]);
     let free = lvm.free_extents(&[0]);
     drop(lvm);
-    let mut image = std::fs::read(&pv).unwrap();
-    let data_fs = aged_ext4(dir, "data", data.size(), 42);
-    data.place(&mut image, &data_fs);
-    std::fs::write(&pv, &image).unwrap();
-    let (output, _) = stream_to_file(&["part"], &pv, &dir.join("out.img"));
-    let mut expected = image.clone();
-    for range in &free {
-        zero(&mut expected, range);
-    }
-    data.place(&mut expected, &ext4_oracle(&data_fs, dir));
-    assert_same_bytes("two-mda PV vs oracle", &output, &expected);
+    let (image, filesystems) = fill_lvs(&pv, dir, &[("data", &data, 42)]);
+    stream_against_oracle("part", &pv, dir, &image, &free, &[(&data, &filesystems[0])]);
     let lvm = Lvm::whole(&dir.join("out.img"));
     let headers = lvm.run("pvck", &["--dump", "headers", &lvm.dev(0)]);
     assert!(headers.contains("mda_header_2.raw_locn[0].checksum"), "{headers}");
@@ -639,18 +638,12 @@ fn root_lvm_corrupt_metadata_checksum_copies_the_pv_raw() {
     }
     let dir = scratch();
     let dir = dir.path();
-    let pv = dir.join("crc.img");
-    random_file(&pv, 24 * MIB, 51);
-    let vg = format!("imgst_crc{}", std::process::id());
-    let lvm = Lvm::whole(&pv);
-    lvm.run("pvcreate", &[&lvm.dev(0)]);
-    lvm.run("vgcreate", &["-s", "1M", &vg, &lvm.dev(0)]);
+    let (pv, vg, lvm) = single_pv(dir, "crc", 24, 51, &[], "1M");
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "12M", "-n", "data", &vg]);
     let data = lvm.layout(&format!("{vg}/data"), &[0]);
     let (offset, _, _) = mda_slot(&lvm);
     drop(lvm);
-    let mut image = std::fs::read(&pv).unwrap();
-    data.place(&mut image, &aged_ext4(dir, "data", data.size(), 52));
+    let (mut image, _) = fill_lvs(&pv, dir, &[("data", &data, 52)]);
     // One byte of the committed text ("seqno" -> "seqnO"), in the area at 4096.
     let text_at = 4096 + offset as usize;
     let seqno = text_at + image[text_at..text_at + 4096].windows(5).position(|w| w == b"seqno").unwrap();
@@ -703,12 +696,7 @@ fn root_lvm_snapshots_thin_pools_and_raid_are_copied_raw() {
     }
     let dir = scratch();
     let dir = dir.path();
-    let pv = dir.join("kinds.img");
-    random_file(&pv, 64 * MIB, 61);
-    let vg = format!("imgst_kinds{}", std::process::id());
-    let lvm = Lvm::whole(&pv);
-    lvm.run("pvcreate", &[&lvm.dev(0)]);
-    lvm.run("vgcreate", &["-s", "2M", &vg, &lvm.dev(0)]);
+    let (pv, vg, lvm) = single_pv(dir, "kinds", 64, 61, &[], "2M");
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "8M", "-n", "origin", &vg]);
     lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "8M", "-n", "plain", &vg]);
     let backup = dir.join("kinds.vgcfg");
@@ -759,23 +747,13 @@ fn root_lvm_snapshots_thin_pools_and_raid_are_copied_raw() {
     let plain = lvm.layout(&format!("{vg}/plain"), &[0]);
     let free = lvm.free_extents(&[0]);
     drop(lvm);
-    let mut image = std::fs::read(&pv).unwrap();
-    origin.place(&mut image, &aged_ext4(dir, "origin", origin.size(), 62));
-    let plain_fs = aged_ext4(dir, "plain", plain.size(), 63);
-    plain.place(&mut image, &plain_fs);
-    std::fs::write(&pv, &image).unwrap();
+    let (image, filesystems) = fill_lvs(&pv, dir, &[("origin", &origin, 62), ("plain", &plain, 63)]);
 
-    let (output, stderr) = stream_to_file(&["part"], &pv, &dir.join("out.img"));
+    // Everything but the free extents and the plain LV's free blocks is the source's.
+    let (_, stderr) = stream_against_oracle("part", &pv, dir, &image, &free, &[(&plain, &filesystems[1])]);
     for named in ["origin of old-style snapshot", "thin LV", "thin pool", "raid1 LV"] {
         assert!(stderr.contains(named), "warning names {named:?}: {stderr}");
     }
-    // Everything but the free extents and the plain LV's free blocks is the source's.
-    let mut expected = image.clone();
-    for range in &free {
-        zero(&mut expected, range);
-    }
-    plain.place(&mut expected, &ext4_oracle(&plain_fs, dir));
-    assert_same_bytes("snapshot/thin/raid PV vs oracle", &output, &expected);
     let lvs = info_lvs(&info_json(&pv)["volume"]);
     for (name, kind, _, status, reason) in &lvs {
         let short = name.rsplit('/').next().unwrap();
