@@ -53,7 +53,6 @@ pub(crate) fn volume_report(examined: &Volume) -> Value {
     let container = examined.inner.as_ref().map(|c| {
         json!({
             "kind": c.kind,
-            "details": c.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "volumes": c.volumes.iter().map(|inner| {
                 let mut row = serde_json::Map::new();
                 row.insert("name".into(), Value::from(inner.name.clone()));

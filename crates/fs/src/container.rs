@@ -16,10 +16,9 @@ use std::ops::Range;
 /// A volume manager's view of a volume, for `imgstream info`.
 #[derive(Clone, Debug)]
 pub struct Container {
-    /// What holds the inner volumes: "LVM2 PV", "md raid1 member".
+    /// What holds the inner volumes: "LVM2 PV pv0 of VG vg0", "md raid1 member (metadata 1.2, array host:0)".
+    /// The facts (VG, extent size, superblock version...) are the container's allocation details.
     pub kind: String,
-    /// Facts in display order (VG name, extent size, free extents, superblock version...).
-    pub details: Vec<(String, String)>,
     /// The volumes inside, with their verdicts.
     pub volumes: Vec<Inner>,
 }
@@ -84,7 +83,6 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
     let warnings = inner.warnings.iter().map(|w| format!("{what}: {w}")).collect();
     let container = Container {
         kind: what,
-        details: allocation.details.clone(),
         volumes: vec![Inner { name: "array data".into(), kind: member.level_name(), volume: inner.clone() }],
     };
     Ok(Volume { size, allocation: Some(allocation), used, elision: inner.elision, warnings, inner: Some(container) })
@@ -202,11 +200,8 @@ fn physical_volumes(
         }
         let range = pv.offset..pv.offset + pv.size;
         let mut elidable = layout.free.clone();
-        let mut container = Container {
-            kind: format!("LVM2 PV {} of VG {}", layout.name, layout.vg),
-            details: details(layout),
-            volumes: Vec::new(),
-        };
+        let mut container =
+            Container { kind: format!("LVM2 PV {} of VG {}", layout.name, layout.vg), volumes: Vec::new() };
         let mut allocation = Allocation::new("lvm2", layout.extent_size, RangeSet::new());
         let mut warnings = Vec::new();
         let mut forced = false;
@@ -227,7 +222,7 @@ fn physical_volumes(
         let mut used = elidable.complement(0..pv.size);
         used.union_with(&layout.always);
         allocation.used = used.clone();
-        allocation.details = container.details.clone();
+        allocation.details = details(layout);
         let elision = if forced { Elision::Forced } else { Elision::Elided };
         volumes.push(Ok(Volume {
             size: pv.size,

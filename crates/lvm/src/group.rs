@@ -86,45 +86,34 @@ pub struct LogicalVolume {
 
 /// Maps the PVs found in one source.
 pub fn map_source(placed: &[Placed<'_>]) -> SourceMap {
+    // Each PV starts out raw with the first reason that applies; mapping its VG replaces that.
+    let parsed: Vec<Result<Vec<VolumeGroup>, String>> = placed.iter().map(|pv| versions(pv.pv)).collect();
+    let all_versions = || parsed.iter().flatten().flatten();
     let mut pvs: Vec<Result<PvLayout, String>> = Vec::new();
-    let mut versions_of: Vec<Vec<VolumeGroup>> = Vec::new();
-    for pv in placed {
-        match versions(pv.pv) {
-            Ok(versions) => {
-                pvs.push(Err(String::new()));
-                versions_of.push(versions);
-            }
-            Err(reason) => {
-                pvs.push(Err(reason));
-                versions_of.push(Vec::new());
-            }
-        }
-    }
     // Which VG each PV belongs to: its own metadata's, else the VG whose metadata lists it.
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (index, pv) in placed.iter().enumerate() {
-        if pvs.get(index).is_some_and(|r| r.as_ref().is_err_and(|e| !e.is_empty())) {
-            continue;
-        }
+    for (index, (pv, versions)) in placed.iter().zip(&parsed).enumerate() {
         let uuid = &pv.pv.label.uuid;
-        let own = versions_of.get(index).and_then(|v| v.first()).map(|vg| vg.id.clone());
-        let listed =
-            || versions_of.iter().flatten().find(|vg| vg.pvs.iter().any(|p| &p.uuid == uuid)).map(|vg| vg.id.clone());
+        let own = versions.as_ref().map(|v| v.first().map(|vg| vg.id.clone()));
+        let listed = || all_versions().find(|vg| vg.pvs.iter().any(|p| &p.uuid == uuid)).map(|vg| vg.id.clone());
         let duplicates = placed.iter().filter(|other| &other.pv.label.uuid == uuid).count();
-        let slot = pvs.get_mut(index).expect("OK to unwrap: one result per PV");
-        match own.or_else(listed) {
-            _ if duplicates > 1 => *slot = Err(format!("PV UUID {uuid} appears {duplicates} times in this source")),
-            Some(id) => groups.entry(id).or_default().push(index),
-            None if pv.pv.label.metadata_areas.is_empty() => {
-                *slot = Err("PV without a metadata area, and no PV of this source describes its VG".into())
+        pvs.push(Err(match own.map(|own| own.or_else(listed)) {
+            Err(reason) => reason.clone(),
+            _ if duplicates > 1 => format!("PV UUID {uuid} appears {duplicates} times in this source"),
+            Ok(Some(id)) => {
+                groups.entry(id).or_default().push(index);
+                "no version of its VG's metadata lists this PV's UUID".into()
             }
-            None => *slot = Err("PV in no volume group (its metadata areas hold no VG)".into()),
-        }
+            Ok(None) if pv.pv.label.metadata_areas.is_empty() => {
+                "PV without a metadata area, and no PV of this source describes its VG".into()
+            }
+            Ok(None) => "PV in no volume group (its metadata areas hold no VG)".into(),
+        }));
     }
     let mut lvs = Vec::new();
     for (id, members) in groups {
         let mut versions: Vec<VolumeGroup> = Vec::new();
-        for vg in members.iter().flat_map(|&i| versions_of.get(i).into_iter().flatten()) {
+        for vg in members.iter().filter_map(|&i| parsed.get(i)).flatten().flatten() {
             if vg.id == id && !versions.contains(vg) {
                 versions.push(vg.clone());
             }
@@ -358,11 +347,12 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
                         lv.name, pv.pe_count
                     )));
                 }
-                let range: Range<u64> = pv.pe_start + first * extent..pv.pe_start + past.unwrap_or(0) * extent;
                 let member =
                     members.iter().copied().find(|&i| placed.get(i).is_some_and(|p| p.pv.label.uuid == pv.uuid));
                 match member {
                     Some(index) => {
+                        // A member's extents were checked to fit in it, so this cannot overflow.
+                        let range: Range<u64> = pv.pe_start + first * extent..pv.pe_start + past.unwrap_or(0) * extent;
                         columns.push(placed.get(index).map_or(0, |p| p.offset) + range.start);
                         version.extents.entry(index).or_default().insert(range);
                     }
