@@ -49,6 +49,27 @@ pub(crate) enum Command {
     /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
     /// table moved to the new end).
     RestoreDisk(crate::borg::RestoreDiskArgs),
+    /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
+    Man(ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// bash: `imgstream completions bash > /etc/bash_completion.d/imgstream`.
+    Completions(CompletionsArgs),
+}
+
+/// `imgstream man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write the pages into (created if missing); view one with `man -l DIR/imgstream-part.1`.
+    pub(crate) dir: PathBuf,
+}
+
+/// `imgstream completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `imgstream part`.

@@ -8,6 +8,7 @@
 mod borg;
 mod cli;
 mod disk;
+mod generate;
 mod info;
 mod output;
 mod part;
@@ -64,6 +65,8 @@ fn main() -> ExitCode {
         cli::Command::Restore(args) => restore::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
+        cli::Command::Man(args) => generate::man(&args),
+        cli::Command::Completions(args) => generate::completions(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
