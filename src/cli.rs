@@ -19,6 +19,9 @@ early), 2 usage error. Killed by Ctrl-C: 130.";
 #[derive(Debug, Parser)]
 #[command(name = "imgstream", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
+    /// Print nothing but errors on stderr: no warnings, no summary (for cron).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -83,6 +86,18 @@ pub(crate) struct PartArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Where `part` and `disk` write the image.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Write the image to FILE instead of stdout: a new or empty file gets holes for the zeros;
+    /// an existing non-empty file is refused; a block device is written in full.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// `imgstream info`.

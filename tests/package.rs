@@ -42,5 +42,8 @@ fn root_the_debian_package_installs_binary_man_pages_and_completions() {
         assert!(text.contains("backup-disk"), "{script} does not complete the subcommands");
     }
     // The bash script is valid bash that defines the completion function.
-    run_ok(Command::new("bash").args(["-c", "source /usr/share/bash-completion/completions/imgstream && declare -F _imgstream"]));
+    run_ok(
+        Command::new("bash")
+            .args(["-c", "source /usr/share/bash-completion/completions/imgstream && declare -F _imgstream"]),
+    );
 }
