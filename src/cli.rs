@@ -133,7 +133,7 @@ pub(crate) struct PolicyArgs {
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
     /// Reader threads [default: available cores, at most 4].
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_threads)]
     pub(crate) threads: Option<NonZeroUsize>,
     /// Read block size: a power of two from 4K to 4M, so it divides borg's 4 MiB chunks.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_block_size)]
@@ -141,6 +141,11 @@ pub(crate) struct EngineArgs {
     /// Progress on stderr.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) progress: ProgressMode,
+}
+
+fn parse_threads(text: &str) -> Result<NonZeroUsize, String> {
+    let count: usize = text.parse().map_err(|_| format!("'{text}' is not a number of threads"))?;
+    NonZeroUsize::new(count).ok_or_else(|| "at least one reader thread is needed (-j 1 or more)".to_owned())
 }
 
 fn parse_block_size(text: &str) -> Result<usize, String> {

@@ -157,17 +157,17 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     }
     let window = Window::new(source, start, size)?;
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
-    let progress = progress::reporter(args.engine.progress, size);
+    let progress = progress::reporter(args.engine.progress, Some(size));
     let stats =
         imgstream_stream::stream(&window, &used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
     output.keep();
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {
         (None, _) => "disk (--raw)".to_owned(),
-        (Some(plan), None) => format!("{} disk, {} partition(s)", plan.layout.table.name(), plan.parts.len()),
+        (Some(plan), None) => format!("{}, {} partition(s)", plan.layout.table.disk_words(), plan.parts.len()),
         (Some(_), Some(index)) => format!("partition {index}"),
     };
     note(&format!(

@@ -17,14 +17,17 @@ const PIPE_SIZE: i32 = 1 << 20;
 /// reaches [`Output::keep`]: a half-written image must not look like a finished one.
 pub(crate) struct Output {
     pub(crate) sink: Box<dyn Sink>,
+    /// The file this run created, removed unless the run succeeds.
     created: Option<PathBuf>,
+    /// "stdout" or the output path, for messages.
+    name: String,
 }
 
 impl Output {
     /// `--output FILE` when given, else stdout. `source` is the path being read: writing the
     /// image over it is refused.
     pub(crate) fn open(path: Option<&Path>, source: &Path) -> Result<Self, Failure> {
-        let Some(path) = path else { return Ok(Self { sink: stdout_sink()?, created: None }) };
+        let Some(path) = path else { return Ok(Self { sink: stdout_sink()?, created: None, name: "stdout".into() }) };
         let cannot = |e: io::Error| Failure::new(format!("cannot open output {}: {e}", path.display()));
         // Checked before opening: even an open for writing must never touch the source.
         let existing = match std::fs::metadata(path) {
@@ -46,9 +49,23 @@ impl Output {
         let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(cannot)?;
         // From here on, an error removes a file this run created.
         let created = existing.is_none().then(|| path.to_owned());
-        let mut output = Self { sink: Box::new(StreamSink::new(io::sink())), created };
+        let name = path.display().to_string();
+        let mut output = Self { sink: Box::new(StreamSink::new(io::sink())), created, name };
         output.sink = sink_for(file).map_err(cannot)?;
         Ok(output)
+    }
+
+    /// A failed run in one line, naming the side that failed: the source for a read error,
+    /// the output for a write error or an early close.
+    pub(crate) fn failure(&self, source: &Path, error: imgstream_stream::Error) -> Failure {
+        match error {
+            imgstream_stream::Error::Read(_) | imgstream_stream::Error::BlockSize(_) => {
+                Failure::new(format!("{}: {error}", source.display()))
+            }
+            imgstream_stream::Error::OutputClosed { .. } | imgstream_stream::Error::Write { .. } => {
+                Failure::new(format!("{}: {error}", self.name))
+            }
+        }
     }
 
     /// The image is complete: keep the file.

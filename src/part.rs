@@ -16,11 +16,11 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
         warn(warning);
     }
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
-    let progress = progress::reporter(args.engine.progress, volume.size);
+    let progress = progress::reporter(args.engine.progress, Some(volume.size));
     let stats =
         imgstream_stream::stream(&source, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
     output.keep();
     note(&summary(&volume, &stats));
     Ok(())

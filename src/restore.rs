@@ -47,7 +47,7 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
         OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
     )?;
     let expected = args.size.or(target.capacity());
-    let progress = progress::reporter(args.progress, expected.unwrap_or(0));
+    let progress = progress::reporter(args.progress, expected);
     let started = std::time::Instant::now();
     let report = imgstream_restore::write_stream(
         &target,
