@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
-  imgstream part /dev/sda2 | borg create --chunker-params fixed,4194304 repo::sda2-{now} -
-  imgstream part disk.img > part.img          (a sparse file: free space becomes holes)
-  imgstream info /dev/sda2
-  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
+  borg create --chunker-params fixed,4194304 --content-from-command repo::sda2-{now} -- imgstream part /dev/sda2
+      (a failed read commits nothing; a plain `imgstream part ... | borg create -` would commit a truncated archive)
+  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M conv=fsync   (restore)
+  imgstream backup-disk /dev/sda --repo repo --name laptop   (a whole disk, one backup)
+  imgstream part -o sda2.img /dev/sda2       (a sparse file: free space becomes holes)
+  imgstream info /dev/sda
 
 Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
 early), 2 usage error. Killed by Ctrl-C: 130.";
