@@ -16,5 +16,6 @@ mod fat;
 mod lvm;
 mod md;
 mod ntfs;
+mod package;
 mod restore;
 mod swap;
