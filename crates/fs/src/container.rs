@@ -66,8 +66,8 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
     let window = Window::new(volume, data.start, data.end - data.start)?;
     let inner = examine_at(&window, policy, depth + 1)
         .map_err(|e| Error::Inside { volume: what.clone(), message: e.to_string() })?;
-    let mut used = RangeSet::from_range(0..size).difference(&RangeSet::from_range(data.clone()));
-    used.union_with(&inner.used.shifted(data.start));
+    let mut used = inner.used.shifted(data.start);
+    used.union_with(&RangeSet::from_range(0..size).difference(&RangeSet::from_range(data.clone())));
     let mut allocation = Allocation::new(
         format!("md-{}", member.level_name()),
         inner.allocation.as_ref().map_or(0, |a| a.unit),
@@ -157,13 +157,20 @@ fn logical_volume(source: &dyn ReadAt, lv: &LogicalVolume, policy: &Policy, dept
     let mapped = Mapped::new(source, stretches)?;
     let volume = examine_at(&mapped, policy, depth + 1)
         .map_err(|e| Error::Inside { volume: format!("LV {name}"), message: e.to_string() })?;
-    let mut elidable = RangeSet::new();
+    let mut pieces = Vec::new();
     if !matches!(volume.elision, Elision::Raw(_)) {
         for free in volume.used.complement(0..mapped.size()).iter() {
-            mapped.source_ranges(free, |range| elidable.insert(range));
+            mapped.source_ranges(free, |range| pieces.push(range));
         }
     }
-    Ok(Examined { inner: inner(volume), elidable })
+    Ok(Examined { inner: inner(volume), elidable: sorted_set(pieces) })
+}
+
+/// A set from ranges in any order: sorted first, so that building it stays linear (a striped
+/// LV's pieces alternate between its columns).
+fn sorted_set(mut ranges: Vec<Range<u64>>) -> RangeSet {
+    ranges.sort_unstable_by_key(|range| range.start);
+    ranges.into_iter().collect()
 }
 
 /// Each PV's volume: always-copied bytes, LV extents as their filesystems allow, free extents zeroed.
@@ -199,7 +206,7 @@ fn physical_volumes(
             continue;
         }
         let range = pv.offset..pv.offset + pv.size;
-        let mut elidable = layout.free.clone();
+        let mut elidable: Vec<Range<u64>> = layout.free.iter().collect();
         let mut container =
             Container { kind: format!("LVM2 PV {} of VG {}", layout.name, layout.vg), volumes: Vec::new() };
         let mut allocation = Allocation::new("lvm2", layout.extent_size, RangeSet::new());
@@ -207,9 +214,8 @@ fn physical_volumes(
         let mut forced = false;
         for (_, examined) in &lvs {
             let Ok(examined) = examined else { continue };
-            for piece in examined.elidable.overlapping(range.clone()) {
-                elidable.insert(piece.start - pv.offset..piece.end - pv.offset);
-            }
+            elidable
+                .extend(examined.elidable.overlapping(range.clone()).map(|p| p.start - pv.offset..p.end - pv.offset));
             let volume = &examined.inner.volume;
             let name = &examined.inner.name;
             warnings.extend(volume.warnings.iter().map(|w| format!("LV {name}: {w}")));
@@ -219,7 +225,7 @@ fn physical_volumes(
             forced |= volume.elision == Elision::Forced;
             container.volumes.push(examined.inner.clone());
         }
-        let mut used = elidable.complement(0..pv.size);
+        let mut used = sorted_set(elidable).complement(0..pv.size);
         used.union_with(&layout.always);
         allocation.used = used.clone();
         allocation.details = details(layout);

@@ -241,6 +241,8 @@ fn map_group(
             map,
         });
     }
+    // In the newest text's order, which is lvm's (creation) order; LVs it lacks come last.
+    lvs.sort_by_key(|lv| newest.lvs.iter().position(|entry| entry.name == lv.name).unwrap_or(usize::MAX));
     // An LV read through its map must own its extents in every version.
     let shared: Vec<Option<String>> = lvs
         .iter()

@@ -165,7 +165,7 @@ fn version_1(volume: &dyn ReadAt, version: &'static str, at: u64, bytes: &[u8]) 
     if stored != computed {
         return Err(corrupt(216, format!("checksum {stored:#x}, computed {computed:#x}")));
     }
-    if le64(bytes, 144) * SECTOR != at {
+    if le64(bytes, 144).checked_mul(SECTOR) != Some(at) {
         return Err(corrupt(144, format!("records itself at sector {}, found at byte {at}", le64(bytes, 144))));
     }
     let (data_offset, data_size) = (le64(bytes, 128), le64(bytes, 136));
