@@ -95,7 +95,7 @@ fn mdadm_examine(member: &Path, bitmap: bool) -> String {
 /// A member of `len` bytes over garbage, with `sb` written and an aged ext4 in the data area.
 fn member(dir: &Path, name: &str, len: u64, sb: &Superblock) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
     let path = dir.join(format!("{name}.img"));
-    random_file(&path, len, len ^ sb.super_offset);
+    random_file(&path, len);
     let mut image = std::fs::read(&path).unwrap();
     let data = aged_ext4(dir, name, sb.data_size * SECTOR, sb.data_offset + 7);
     let start = (sb.data_offset * SECTOR) as usize;
