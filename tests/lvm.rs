@@ -6,7 +6,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
-use crate::disk::{LoopDevice, extract, free_bytes_per_oracle, oracle_image, sfdisk};
+use crate::disk::{Borg, LoopDevice, extract, free_bytes_per_oracle, oracle_image, sfdisk};
 use crate::util::*;
 use serde_json::Value;
 use std::fs::File;
@@ -447,7 +447,8 @@ fn partition(path: &Path, script: &str) -> Vec<Range<u64>> {
 }
 
 /// Acceptance 2: an LV striped over two PVs of one disk is read through dm-stripe's layout and
-/// elided exactly; imaged alone, either PV copies the LV's extents raw, naming why.
+/// elided exactly, by `disk` and by `backup-disk`; imaged alone, a PV copies the LV's extents
+/// raw, naming why.
 #[test]
 fn root_lvm_striped_lv_over_two_pvs_of_one_disk() {
     if !tools(&["lvm", "sfdisk", "partclone.extfs", "debugfs", "e2fsck"]) {
@@ -479,6 +480,16 @@ fn root_lvm_striped_lv_over_two_pvs_of_one_disk() {
         let lvs = info_lvs(&info["partitions"][partition]["volume"]);
         assert_eq!(lvs.len(), 1, "{lvs:?}");
         assert_eq!((lvs[0].1.as_str(), lvs[0].2.as_str(), lvs[0].3.as_str()), ("striped", "ext4", "elided"), "{lvs:?}");
+    }
+
+    // backup-disk streams each partition on its own, yet through the same whole-disk plan:
+    // restored, the disk equals the disk stream, the striped LV elided in both PVs.
+    if have_tool("borg") {
+        let borg = Borg::init(dir);
+        run_ok(borg.imgstream(&["backup-disk", "--name", "striped"]).arg(&disk));
+        let restored = dir.join("restored.img");
+        run_ok(borg.imgstream(&["restore-disk", "--name", "striped"]).arg(&restored));
+        assert_same_bytes("backup-disk, restore-disk", &std::fs::read(&restored).unwrap(), &output);
     }
 
     // One PV alone: the LV has extents elsewhere, so its extents here are copied raw, named.
