@@ -263,8 +263,10 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
         let examined = examine_partition(&window, partition, &crate::info::examine_policy(args))?;
         let over: Vec<&Mount> = mounts.iter().filter(|m| m.overlaps(&partition.range())).collect();
         let volume = crate::info::volume_report(&examined, &over, args.on_unsafe);
-        used += volume.get("used").and_then(Value::as_u64).unwrap_or(partition.len);
-        elidable += volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        // What the image keeps: all of a partition that is not elided, whatever it uses.
+        let partition_elidable = volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        used += partition.len - partition_elidable;
+        elidable += partition_elidable;
         let type_name = imgstream_ptable::gpt_type(&partition.type_id).map(|t| t.name);
         partitions.push(json!({
             "index": partition.index,

@@ -14,5 +14,6 @@ mod exfat;
 mod ext;
 mod fat;
 mod ntfs;
+mod policy;
 mod restore;
 mod swap;
