@@ -12,8 +12,9 @@ Examples:
   imgstream info /dev/sda2
   borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
 
-Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
-early), 2 usage error. Killed by Ctrl-C: 130.";
+Exit status: 0 success, 1 failure (read/write error, corrupt filesystem, unsafe one with
+--on-unsafe refuse, source mounted read-write, output closed early), 2 usage error. Killed by
+Ctrl-C: 130.";
 
 /// Stream disks and partitions as raw images whose free space reads as zeros.
 #[derive(Debug, Parser)]

@@ -62,147 +62,95 @@ const HINT_IMAGE: &str = "to elide the disk inside, expose it as raw (`qemu-stor
 driver=file,... --export type=fuse,...` or `qemu-nbd -r`) and image that";
 const HINT_LVM: &str = "to elide, image each logical volume (`vgchange -ay`, then imgstream part /dev/VG/LV)";
 
+const HINT_MD: &str = "to elide, assemble the array and image /dev/mdN";
+const AT_0: &[Place] = &[Place::Start(0)];
+
+/// One table entry (a function, so that each fits on a line).
+const fn sig(
+    name: &'static str,
+    what: &'static str,
+    hint: &'static str,
+    places: &'static [Place],
+    magic: &'static [u8],
+) -> Signature {
+    Signature { name, what, hint, places, magic }
+}
+
 /// Most specific first: entries at byte 0 with long magics, then later offsets.
 const TABLE: &[Signature] = &[
     // cryptsetup docs/on-disk-format.pdf and on-disk-format-luks2.pdf: "LUKS\xba\xbe", then the
     // big-endian version.
-    Signature {
-        name: "luks1",
-        what: "LUKS1 encrypted container",
-        hint: HINT_LUKS,
-        places: &[Place::Start(0)],
-        magic: b"LUKS\xba\xbe\x00\x01",
-    },
-    Signature {
-        name: "luks2",
-        what: "LUKS2 encrypted container",
-        hint: HINT_LUKS,
-        places: &[Place::Start(0)],
-        magic: b"LUKS\xba\xbe\x00\x02",
-    },
+    sig("luks1", "LUKS1 encrypted container", HINT_LUKS, AT_0, b"LUKS\xba\xbe\x00\x01"),
+    sig("luks2", "LUKS2 encrypted container", HINT_LUKS, AT_0, b"LUKS\xba\xbe\x00\x02"),
     // qemu docs/interop/qcow2.txt: "QFI\xfb".
-    Signature {
-        name: "qcow2",
-        what: "qcow2 disk image",
-        hint: HINT_IMAGE,
-        places: &[Place::Start(0)],
-        magic: b"QFI\xfb",
-    },
+    sig("qcow2", "qcow2 disk image", HINT_IMAGE, AT_0, b"QFI\xfb"),
     // VMware Virtual Disk Format 1.1, sparse extent header: "KDMV"; or a text descriptor.
-    Signature { name: "vmdk", what: "VMDK disk image", hint: HINT_IMAGE, places: &[Place::Start(0)], magic: b"KDMV" },
-    Signature {
-        name: "vmdk",
-        what: "VMDK descriptor",
-        hint: HINT_IMAGE,
-        places: &[Place::Start(0)],
-        magic: b"# Disk DescriptorFile",
-    },
+    sig("vmdk", "VMDK disk image", HINT_IMAGE, AT_0, b"KDMV"),
+    sig("vmdk", "VMDK descriptor", HINT_IMAGE, AT_0, b"# Disk DescriptorFile"),
     // MS-VHDX 2.2.1 file type identifier: "vhdxfile".
-    Signature {
-        name: "vhdx",
-        what: "VHDX disk image",
-        hint: HINT_IMAGE,
-        places: &[Place::Start(0)],
-        magic: b"vhdxfile",
-    },
+    sig("vhdx", "VHDX disk image", HINT_IMAGE, AT_0, b"vhdxfile"),
     // Virtual Hard Disk Image Format Specification: a dynamic disk starts with a footer copy.
-    Signature { name: "vhd", what: "VHD disk image", hint: HINT_IMAGE, places: &[Place::Start(0)], magic: b"conectix" },
+    sig("vhd", "VHD disk image", HINT_IMAGE, AT_0, b"conectix"),
     // xfs_format.h: XFS_SB_MAGIC "XFSB" at the start of the primary superblock.
-    Signature { name: "xfs", what: "XFS filesystem", hint: "", places: &[Place::Start(0)], magic: b"XFSB" },
+    sig("xfs", "XFS filesystem", "", AT_0, b"XFSB"),
     // BitLocker (libbde documentation): OEM name "-FVE-FS-" in the boot sector.
-    Signature {
-        name: "bitlocker",
-        what: "BitLocker encrypted volume",
-        hint: "to elide, unlock it (`dislocker` or Windows) and image the decrypted volume",
-        places: &[Place::Start(3)],
-        magic: b"-FVE-FS-",
-    },
+    sig(
+        "bitlocker",
+        "BitLocker encrypted volume",
+        "to elide, unlock it (`dislocker` or Windows) and image the decrypted volume",
+        &[Place::Start(3)],
+        b"-FVE-FS-",
+    ),
     // ReFS (libfsrefs documentation): OEM name "ReFS\0\0\0\0" in the volume header.
-    Signature { name: "refs", what: "ReFS filesystem", hint: "", places: &[Place::Start(3)], magic: b"ReFS\0\0\0\0" },
+    sig("refs", "ReFS filesystem", "", &[Place::Start(3)], b"ReFS\0\0\0\0"),
     // Apple File System Reference: the container superblock's magic "NXSB" after its 32-byte
     // object header.
-    Signature { name: "apfs", what: "APFS container", hint: "", places: &[Place::Start(32)], magic: b"NXSB" },
+    sig("apfs", "APFS container", "", &[Place::Start(32)], b"NXSB"),
     // LVM2 lib/format_text/layout.h: "LABELONE" in one of sectors 0-3, type "LVM2 001" at +24.
     // Only the id is matched here; the type follows it in every sector pvcreate writes.
-    Signature {
-        name: "lvm2-pv",
-        what: "LVM2 physical volume",
-        hint: HINT_LVM,
-        places: &[Place::Start(0), Place::Start(512), Place::Start(1024), Place::Start(1536)],
-        magic: b"LABELONE",
-    },
+    sig(
+        "lvm2-pv",
+        "LVM2 physical volume",
+        HINT_LVM,
+        &[Place::Start(0), Place::Start(512), Place::Start(1024), Place::Start(1536)],
+        b"LABELONE",
+    ),
     // md_p.h: MD_SB_MAGIC 0xa92b4efc (little-endian), major_version 1 (v1.x) or 0 (0.90).
-    Signature {
-        name: "md-member",
-        what: "md RAID member (metadata 1.x)",
-        hint: "to elide, assemble the array and image /dev/mdN",
-        places: &[Place::Start(0), Place::Start(4096), Place::Md10],
-        magic: b"\xfc\x4e\x2b\xa9\x01\x00\x00\x00",
-    },
-    Signature {
-        name: "md-member",
-        what: "md RAID member (metadata 0.90)",
-        hint: "to elide, assemble the array and image /dev/mdN",
-        places: &[Place::Md090],
-        magic: b"\xfc\x4e\x2b\xa9\x00\x00\x00\x00",
-    },
+    sig(
+        "md-member",
+        "md RAID member (metadata 1.x)",
+        HINT_MD,
+        &[Place::Start(0), Place::Start(4096), Place::Md10],
+        b"\xfc\x4e\x2b\xa9\x01\x00\x00\x00",
+    ),
+    sig("md-member", "md RAID member (metadata 0.90)", HINT_MD, &[Place::Md090], b"\xfc\x4e\x2b\xa9\x00\x00\x00\x00"),
     // hfs_format.h: kHFSPlusSigWord "H+" version 4, kHFSXSigWord "HX" version 5, at 1024.
-    Signature {
-        name: "hfsplus",
-        what: "HFS+ filesystem",
-        hint: "",
-        places: &[Place::Start(1024)],
-        magic: b"H+\x00\x04",
-    },
-    Signature {
-        name: "hfsplus",
-        what: "HFSX filesystem",
-        hint: "",
-        places: &[Place::Start(1024)],
-        magic: b"HX\x00\x05",
-    },
+    sig("hfsplus", "HFS+ filesystem", "", &[Place::Start(1024)], b"H+\x00\x04"),
+    sig("hfsplus", "HFSX filesystem", "", &[Place::Start(1024)], b"HX\x00\x05"),
     // f2fs_fs.h: F2FS_SUPER_MAGIC 0xF2F52010 (little-endian) at F2FS_SUPER_OFFSET 1024.
-    Signature {
-        name: "f2fs",
-        what: "F2FS filesystem",
-        hint: "",
-        places: &[Place::Start(1024)],
-        magic: b"\x10\x20\xf5\xf2",
-    },
+    sig("f2fs", "F2FS filesystem", "", &[Place::Start(1024)], b"\x10\x20\xf5\xf2"),
     // bcache.h: the superblock at sector 8, its 16-byte magic after offset(8) crc(8) version(8).
-    Signature {
-        name: "bcache",
-        what: "bcache device",
-        hint: "to elide, image the /dev/bcacheN it backs",
-        places: &[Place::Start(4096 + 24)],
-        magic: b"\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81",
-    },
+    sig(
+        "bcache",
+        "bcache device",
+        "to elide, image the /dev/bcacheN it backs",
+        &[Place::Start(4096 + 24)],
+        b"\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81",
+    ),
     // btrfs ctree.h: BTRFS_MAGIC "_BHRfS_M" at byte 64 of the superblock at 64 KiB.
-    Signature {
-        name: "btrfs",
-        what: "btrfs filesystem",
-        hint: "",
-        places: &[Place::Start(0x1_0040)],
-        magic: b"_BHRfS_M",
-    },
+    sig("btrfs", "btrfs filesystem", "", &[Place::Start(0x1_0040)], b"_BHRfS_M"),
     // ZFS uberblock.h: UBERBLOCK_MAGIC 0x00bab10c, little-endian u64, in the uberblock ring of
     // label 0 (vdev_impl.h: at 128 KiB, 128 KiB long; a slot is 1 KiB or 2^ashift bytes, so
     // every 1 KiB step covers both).
-    Signature {
-        name: "zfs",
-        what: "ZFS pool member",
-        hint: "",
-        places: &[Place::Ring { start: 128 * 1024, step: 1024, count: 128 }],
-        magic: b"\x0c\xb1\xba\x00\x00\x00\x00\x00",
-    },
+    sig(
+        "zfs",
+        "ZFS pool member",
+        "",
+        &[Place::Ring { start: 128 * 1024, step: 1024, count: 128 }],
+        b"\x0c\xb1\xba\x00\x00\x00\x00\x00",
+    ),
     // vmfs-tools vmfs_volume.h: VMFS_VOLINFO_MAGIC 0xc001d00d (little-endian) at 1 MiB.
-    Signature {
-        name: "vmfs",
-        what: "VMFS datastore",
-        hint: "",
-        places: &[Place::Start(0x10_0000)],
-        magic: b"\x0d\xd0\x01\xc0",
-    },
+    sig("vmfs", "VMFS datastore", "", &[Place::Start(0x10_0000)], b"\x0d\xd0\x01\xc0"),
 ];
 
 /// The first entry whose magic `volume` holds at one of its places, if any.
