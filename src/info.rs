@@ -61,6 +61,7 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
         },
     };
     let used = allocation.map_or(examined.size, |a| a.used.clipped(examined.size).total());
+    // Only what `part` would really zero counts: a raw or refused volume elides nothing.
     let elidable = if matches!(status, "elided" | "forced") { examined.size - used } else { 0 };
     let mut details: serde_json::Map<String, Value> = allocation
         .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
