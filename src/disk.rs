@@ -266,8 +266,9 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
     let (mut used, mut elidable) = (layout.raw.total(), 0u64);
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let examined = examine_partition(&window, partition, &crate::info::examine_policy(args))?;
         let over: Vec<&Mount> = mounts.iter().filter(|m| m.overlaps(&partition.range())).collect();
+        let examined = examine_partition(&window, partition, &crate::info::examine_policy(args));
+        let examined = crate::info::unless_mounted(examined, partition.len, &over)?;
         let volume = crate::info::volume_report(&examined, &over, args.on_unsafe);
         // What the image keeps: all of a partition that is not elided, whatever it uses.
         let partition_elidable = volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);

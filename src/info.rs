@@ -14,13 +14,14 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     if let Some(text) = crate::disk::info(&source, args)? {
         return crate::disk::print(&text);
     }
-    let examined = imgstream_fs::examine(&source, &examine_policy(args))?;
     let mounts = mounts_over(&source)?;
+    let mounts: Vec<&Mount> = mounts.iter().collect();
+    let examined = unless_mounted(imgstream_fs::examine(&source, &examine_policy(args)), source.size(), &mounts)?;
     let report = json!({
         "source": args.source.display().to_string(),
         "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
         "size": source.size(),
-        "volume": volume_report(&examined, &mounts.iter().collect::<Vec<_>>(), args.on_unsafe),
+        "volume": volume_report(&examined, &mounts, args.on_unsafe),
     });
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
@@ -35,6 +36,19 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
 /// numbers; [`volume_report`] then says what `--on-unsafe` would do with it.
 pub(crate) fn examine_policy(args: &InfoArgs) -> Policy {
     Policy { raw: false, on_unsafe: OnUnsafe::Force, drop_pagefile: args.drop_pagefile }
+}
+
+/// A volume mounted read-write may read as corrupt (it changes while read): then its mount,
+/// which [`volume_report`] names, is the answer rather than the parse error.
+pub(crate) fn unless_mounted<E: Into<Failure>>(
+    examined: Result<Volume, E>,
+    size: u64,
+    mounts: &[&Mount],
+) -> Result<Volume, Failure> {
+    match examined {
+        Err(error) if mounts.iter().any(|m| m.writable) => Ok(Volume::raw(size, None, error.into().to_string(), false)),
+        other => other.map_err(Into::into),
+    }
 }
 
 /// What `part` would do with the volume `examined` (under [`examine_policy`]), covered by

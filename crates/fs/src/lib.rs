@@ -207,7 +207,10 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
         let reasons = allocation.unsafe_reasons.join("; ");
         match policy.on_unsafe {
             OnUnsafe::Force => {
-                warnings.push(format!("eliding {} despite: {reasons} (--force)", allocation.filesystem));
+                warnings.push(format!(
+                    "eliding {} despite: {reasons} (--force / --on-unsafe force)",
+                    allocation.filesystem
+                ));
                 Elision::Forced
             }
             OnUnsafe::Refuse => {
