@@ -112,6 +112,11 @@ pub(crate) fn plan(
 ) -> Result<DiskPlan, Failure> {
     let mounts = mounts::mounts_over(opened)?;
     let layout = imgstream_ptable::read_layout(source, sector_size_hint(opened))?;
+    let mut named = policy.raw_partition.iter().chain(&policy.force_partition);
+    if let Some(missing) = named.find(|&&n| !layout.partitions.iter().any(|p| p.index == n)) {
+        let known: Vec<String> = layout.partitions.iter().map(|p| p.index.to_string()).collect();
+        return Err(Failure::usage(format!("no partition {missing} (partitions: {})", known.join(", "))));
+    }
     for partition in layout.partitions.iter().filter(|p| selected.is_none_or(|i| i == p.index)) {
         let forced = policy.forced(partition.index);
         crate::part::refuse_mounted(&mounts, &partition.range(), &describe(partition), forced)?;

@@ -122,6 +122,8 @@ fn one_unsafe_partition_is_copied_raw_with_a_warning_and_the_rest_of_the_disk_is
     let forced = run_ok(imgstream().args(["disk", "--on-unsafe", "force"]).arg(&disk));
     assert!(warnings_for(&String::from_utf8_lossy(&forced.stderr), 2).iter().any(|w| w.contains("eliding ntfs")));
     assert_ne!(slice(&forced.stdout, &parts[1]), slice(&source, &parts[1]), "--on-unsafe force elides the NTFS");
+    let stderr = run_fails(imgstream().args(["disk", "--raw-partition", "4"]).arg(&disk).stdout(Stdio::null()), 2);
+    assert!(stderr.contains("no partition 4 (partitions: 1, 2, 3)"), "{stderr}");
     let raw1 = run_ok(imgstream().args(["disk", "--raw-partition", "1"]).arg(&disk)).stdout;
     assert_same_bytes("--raw-partition 1", slice(&raw1, &parts[0]), slice(&source, &parts[0]));
     assert_same_bytes("--raw-partition 1, partition 2", slice(&raw1, &parts[1]), slice(&out, &parts[1]));
