@@ -15,5 +15,6 @@ mod ext;
 mod fat;
 mod ntfs;
 mod package;
+mod policy;
 mod restore;
 mod swap;
