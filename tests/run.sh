@@ -23,8 +23,15 @@ declare -A why=(
     [zstd]="unpacking fixtures/"
     [util-linux]="losetup, mount, fincore"
     [man-db]="rendering the generated man pages (package test)"
-    [lvm2]="pvcreate, vgcreate, lvcreate, vgcfgrestore, pvck, vgcfgbackup: the LVM2 test disks and oracles"
-    [mdadm]="mdadm --examine and -X: the md member oracle"
+    [xfsprogs]="mkfs.xfs: XFS named, and mounted through stacked loop devices (policy tests)"
+    [btrfs-progs]="mkfs.btrfs: btrfs named (policy tests)"
+    [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
+    [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"
+    [cryptsetup-bin]="cryptsetup luksFormat: LUKS1 and LUKS2 named (policy tests)"
+    [mdadm]="mdadm --examine (and -X): checks the md superblocks the policy and md tests write"
+    [lvm2]="pvcreate, vgcreate, lvcreate, vgcfgrestore, pvck, vgcfgbackup: LVM2 test disks and oracles (lvm, policy tests)"
+    [bcache-tools]="make-bcache: bcache named (policy tests)"
+    [apfsprogs]="mkapfs: APFS named (policy tests)"
 )
 packages=("${!why[@]}")
 missing=()

@@ -17,5 +17,6 @@ mod lvm;
 mod md;
 mod ntfs;
 mod package;
+mod policy;
 mod restore;
 mod swap;

@@ -34,19 +34,20 @@ pub struct Inner {
     pub volume: Volume,
 }
 
-/// Which volume in the source: the range of a partition (or of the whole source).
-type Part = Range<u64>;
+/// Which volume in the source (the range of a partition, or of the whole source), and how to
+/// treat it.
+type Part = (Range<u64>, Policy);
 
-/// `volume` raw with `reason`, as a warning too.
-fn raw(size: u64, reason: String) -> Volume {
-    Volume::raw(size, None, reason, true)
+/// A container of kind `name` ("lvm2", "md") copied raw with `reason`, as a warning too.
+fn raw(size: u64, name: &'static str, reason: String) -> Volume {
+    Volume { recognised_as: Some(name), ..Volume::raw(size, None, reason, true) }
 }
 
 /// An error from a container crate: I/O fails the run, the rest means "copy it raw".
-fn container_error<E: Classify>(size: u64, what: &str, error: E) -> Result<Volume, Error> {
+fn container_error<E: Classify>(size: u64, name: &'static str, what: &str, error: E) -> Result<Volume, Error> {
     match error.class() {
         ErrorClass::Io => Err(Error::Io(std::io::Error::other(error.to_string()))),
-        _ => Ok(raw(size, format!("{what}: {error}"))),
+        _ => Ok(raw(size, name, format!("{what}: {error}"))),
     }
 }
 
@@ -55,12 +56,12 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
     let size = volume.size();
     let member = match imgstream_md::read_member(volume) {
         Ok(member) => member,
-        Err(error) => return container_error(size, "md member", error),
+        Err(error) => return container_error(size, "md", "md member", error),
     };
     let kind = format!("md {} member", member.level_name());
     let what = format!("{kind} (metadata {}, array {})", member.version, member.array);
     if let Some(reason) = &member.raw_reason {
-        return Ok(raw(size, format!("{what}: {reason}")));
+        return Ok(raw(size, "md", format!("{what}: {reason}")));
     }
     let data = member.data.clone();
     let window = Window::new(volume, data.start, data.end - data.start)?;
@@ -74,31 +75,39 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
         used.clone(),
     );
     allocation.details = vec![
-        ("md metadata".into(), member.version.into()),
-        ("md array".into(), member.array.clone()),
-        ("md devices".into(), member.raid_disks.to_string()),
-        ("md data area".into(), format!("bytes {}..{}", data.start, data.end)),
+        ("metadata".into(), member.version.into()),
+        ("array".into(), member.array.clone()),
+        ("devices".into(), member.raid_disks.to_string()),
+        ("data area".into(), format!("bytes {}..{}", data.start, data.end)),
     ];
     allocation.unsafe_reasons = inner.allocation.as_ref().map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
     let warnings = inner.warnings.iter().map(|w| format!("{what}: {w}")).collect();
+    // Raw inside is raw here too, named as the member.
+    let elision = match &inner.elision {
+        Elision::Raw(reason) => Elision::Raw(format!("{what}: {reason}")),
+        other => other.clone(),
+    };
     let container = Container {
         kind: what,
-        volumes: vec![Inner { name: "array data".into(), kind: member.level_name(), volume: inner.clone() }],
+        volumes: vec![Inner { name: "array data".into(), kind: member.level_name(), volume: inner }],
     };
-    Ok(Volume { size, allocation: Some(allocation), used, elision: inner.elision, warnings, inner: Some(container) })
+    Ok(Volume {
+        size,
+        allocation: Some(allocation),
+        used,
+        elision,
+        warnings,
+        recognised_as: None,
+        inner: Some(container),
+    })
 }
 
 /// Examines the volumes `parts` of `source` together, so that an LVM VG whose PVs are several
 /// of them is mapped as one. Volumes that are not PVs are examined on their own.
-pub(crate) fn examine_parts(
-    source: &dyn ReadAt,
-    parts: &[Part],
-    policy: &Policy,
-    depth: usize,
-) -> Vec<Result<Volume, Error>> {
+pub(crate) fn examine_parts(source: &dyn ReadAt, parts: &[Part], depth: usize) -> Vec<Result<Volume, Error>> {
     let mut results: Vec<Option<Result<Volume, Error>>> = Vec::new();
     let mut pvs = Vec::new();
-    for (index, part) in parts.iter().enumerate() {
+    for (index, (part, policy)) in parts.iter().enumerate() {
         let examined = (|| {
             let window = Window::new(source, part.start, part.end - part.start)?;
             // md first: a 1.0 member holding a PV shows the PV's label at its start too.
@@ -110,21 +119,21 @@ pub(crate) fn examine_parts(
                     pvs.push((index, pv));
                     Ok(None)
                 }
-                Err(error) => container_error(window.size(), "LVM2 PV", error).map(Some),
+                Err(error) => container_error(window.size(), "lvm2", "LVM2 PV", error).map(Some),
             }
         })();
         results.push(examined.transpose());
     }
     if !pvs.is_empty() {
-        let placed: Vec<Placed<'_>> = pvs
+        let (placed, policies): (Vec<Placed<'_>>, Vec<Policy>) = pvs
             .iter()
             .filter_map(|(index, pv)| {
-                let part = parts.get(*index)?;
-                Some(Placed { pv, offset: part.start, size: part.end - part.start })
+                let (part, policy) = parts.get(*index)?;
+                Some((Placed { pv, offset: part.start, size: part.end - part.start }, *policy))
             })
-            .collect();
+            .unzip();
         let map = imgstream_lvm::map_source(&placed);
-        let volumes = physical_volumes(source, &map, &placed, policy, depth);
+        let volumes = physical_volumes(source, &map, &placed, &policies, depth);
         for ((index, _), volume) in pvs.iter().zip(volumes) {
             if let Some(slot) = results.get_mut(*index) {
                 *slot = Some(volume);
@@ -178,17 +187,25 @@ fn physical_volumes(
     source: &dyn ReadAt,
     map: &SourceMap,
     placed: &[Placed<'_>],
-    policy: &Policy,
+    policies: &[Policy],
     depth: usize,
 ) -> Vec<Result<Volume, Error>> {
-    let examined: Vec<Result<Examined, String>> =
-        map.lvs.iter().map(|lv| logical_volume(source, lv, policy, depth).map_err(|e| e.to_string())).collect();
+    // An LV is examined under the policy of the first PV holding its extents.
+    let policy_of = |lv: &LogicalVolume| lv.extents.first().and_then(|(i, _)| policies.get(*i)).or(policies.first());
+    let examined: Vec<Result<Examined, String>> = map
+        .lvs
+        .iter()
+        .map(|lv| {
+            let policy = policy_of(lv).copied().unwrap_or_default();
+            logical_volume(source, lv, &policy, depth).map_err(|e| e.to_string())
+        })
+        .collect();
     let mut volumes = Vec::new();
     for (index, (pv, layout)) in placed.iter().zip(&map.pvs).enumerate() {
         let layout = match layout {
             Ok(layout) => layout,
             Err(reason) => {
-                volumes.push(Ok(raw(pv.size, format!("LVM2 PV: {reason}"))));
+                volumes.push(Ok(raw(pv.size, "lvm2", format!("LVM2 PV: {reason}"))));
                 continue;
             }
         };
@@ -236,6 +253,7 @@ fn physical_volumes(
             used,
             elision,
             warnings,
+            recognised_as: None,
             inner: Some(container),
         }));
     }

@@ -3,9 +3,10 @@
 //! [`examine`] recognises the filesystem of a volume, asks its crate for an [`Allocation`], and
 //! applies one policy to every filesystem:
 //! - unrecognised, or a variant its crate does not support: copy the volume raw, with a warning;
+//!   what [`signatures`] recognises (LUKS, XFS, qcow2, ...) is named in that warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
-//! - unsafe to zero (journal needs recovery, dirty, hibernated): fail, unless `--raw` (copy
-//!   unelided) or `--force` (elide anyway, with a warning).
+//! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
+//!   the volume raw with a warning (the default), fail, or elide anyway with a warning.
 //!
 //! Volume managers come first: an LVM2 PV or md RAID member is examined through the volumes it
 //! holds ([`container`]), each of them with this same policy. [`examine_parts`] examines the
@@ -14,22 +15,65 @@
 #![forbid(unsafe_code)]
 
 mod container;
+pub mod signatures;
 
 pub use container::{Container, Inner};
 
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
+use std::fmt;
 use std::io;
+use std::str::FromStr;
 
 /// What the user allows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Policy {
     /// Copy everything, do not even parse the filesystem (`--raw`).
     pub raw: bool,
-    /// Elide even when the filesystem says it is unsafe (`--force`).
-    pub force: bool,
+    /// What to do with a volume that is unsafe to elide (`--on-unsafe`, `--force`).
+    pub on_unsafe: OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
     pub drop_pagefile: bool,
+}
+
+/// What to do with a volume whose filesystem says zeroing its free space could lose data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUnsafe {
+    /// Copy it unelided, with a warning: the image is complete, only larger.
+    #[default]
+    Raw,
+    /// Fail the run.
+    Refuse,
+    /// Elide it anyway, with a warning: the image can lose data.
+    Force,
+}
+
+impl OnUnsafe {
+    /// Every value, as the command line spells it.
+    pub const NAMES: [&'static str; 3] = ["raw", "refuse", "force"];
+}
+
+impl FromStr for OnUnsafe {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "raw" => Ok(Self::Raw),
+            "refuse" => Ok(Self::Refuse),
+            "force" => Ok(Self::Force),
+            _ => Err(format!("{text:?} is not one of {}", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for OnUnsafe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Raw => "raw",
+            Self::Refuse => "refuse",
+            Self::Force => "force",
+        };
+        f.write_str(name)
+    }
 }
 
 /// How a volume's free space is treated.
@@ -56,17 +100,20 @@ pub struct Volume {
     pub elision: Elision,
     /// Messages for stderr.
     pub warnings: Vec<String>,
+    /// What the volume is when no parser handles it (a signature, or a partition's purpose).
+    pub recognised_as: Option<&'static str>,
     /// A volume manager's view (LVM2 PV, md member): the volumes inside, for `info`.
     pub inner: Option<Container>,
 }
 
 impl Volume {
-    /// Name of the recognised filesystem, or "unknown".
+    /// Name of the recognised filesystem or container, or "unknown".
     pub fn filesystem(&self) -> &str {
-        self.allocation.as_ref().map_or("unknown", |a| &a.filesystem)
+        self.allocation.as_ref().map(|a| a.filesystem.as_str()).or(self.recognised_as).unwrap_or("unknown")
     }
 
-    fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
+    /// The whole volume copied, for `reason`; with a warning if `warn`.
+    pub fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
         let warnings = if warn { vec![format!("{reason}; copying it raw")] } else { Vec::new() };
         Self {
             size,
@@ -74,6 +121,7 @@ impl Volume {
             used: RangeSet::from_range(0..size),
             elision: Elision::Raw(reason),
             warnings,
+            recognised_as: None,
             inner: None,
         }
     }
@@ -94,7 +142,7 @@ pub enum Error {
         message: String,
     },
     /// Zeroing free space could lose data.
-    #[error("unsafe to elide {filesystem}: {} (use --raw to copy it unelided, or --force to elide anyway)", reasons.join("; "))]
+    #[error("unsafe to elide {filesystem}: {} (--on-unsafe raw copies it unelided, --on-unsafe force elides anyway)", reasons.join("; "))]
     Unsafe {
         /// Which filesystem.
         filesystem: String,
@@ -153,14 +201,11 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     examine_at(volume, policy, 0)
 }
 
-/// Decides which bytes of each volume `parts` of `source` (the partitions of a disk) to copy.
-/// LVM2 PVs among them are mapped together: an LV striped over two partitions is read whole.
-pub fn examine_parts(
-    source: &dyn ReadAt,
-    parts: &[std::ops::Range<u64>],
-    policy: &Policy,
-) -> Vec<Result<Volume, Error>> {
-    container::examine_parts(source, parts, policy, 0)
+/// Decides which bytes of each volume of `source` to copy, given as (byte range, its policy):
+/// the partitions of a disk. LVM2 PVs among them are mapped together: an LV striped over two
+/// partitions is read whole.
+pub fn examine_parts(source: &dyn ReadAt, parts: &[(std::ops::Range<u64>, Policy)]) -> Vec<Result<Volume, Error>> {
+    container::examine_parts(source, parts, 0)
 }
 
 /// [`examine`] of a volume found `depth` volume managers deep.
@@ -174,12 +219,18 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
             return container::md_member(volume, policy, depth);
         }
         if imgstream_lvm::detect(volume)? {
-            let mut results = container::examine_parts(volume, std::slice::from_ref(&(0..size)), policy, depth);
+            let mut results = container::examine_parts(volume, &[(0..size, *policy)], depth);
             return results.pop().unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
         }
     }
     let Some((filesystem, parsed)) = recognise(volume, policy)? else {
-        return Ok(Volume::raw(size, None, "no known filesystem".into(), true));
+        // Only what no parser claimed is looked up, so a crate that learns a format wins.
+        return Ok(match signatures::identify(volume)? {
+            Some(signature) => {
+                Volume { recognised_as: Some(signature.name), ..Volume::raw(size, None, signature.describe(), true) }
+            }
+            None => Volume::raw(size, None, "no known filesystem".into(), true),
+        });
     };
     let allocation = match parsed {
         Ok(allocation) => allocation,
@@ -194,17 +245,26 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
     let mut warnings = allocation.warnings.clone();
     let elision = if allocation.unsafe_reasons.is_empty() {
         Elision::Elided
-    } else if policy.force {
-        warnings.push(format!(
-            "eliding {} despite: {} (--force)",
-            allocation.filesystem,
-            allocation.unsafe_reasons.join("; ")
-        ));
-        Elision::Forced
     } else {
-        return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
+        let reasons = allocation.unsafe_reasons.join("; ");
+        match policy.on_unsafe {
+            OnUnsafe::Force => {
+                warnings.push(format!(
+                    "eliding {} despite: {reasons} (--force / --on-unsafe force)",
+                    allocation.filesystem
+                ));
+                Elision::Forced
+            }
+            OnUnsafe::Refuse => {
+                return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
+            }
+            OnUnsafe::Raw => {
+                let reason = format!("{}: unsafe to elide: {reasons}", allocation.filesystem);
+                return Ok(Volume::raw(size, Some(allocation), reason, true));
+            }
+        }
     };
     // The parser promises volume-relative ranges; clipping keeps a bug there from reading past the end.
     let used = allocation.used.clipped(size);
-    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, inner: None })
+    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, recognised_as: None, inner: None })
 }
