@@ -24,6 +24,8 @@ mod checksum;
 mod log;
 mod superblock;
 
+#[cfg(test)]
+mod tests;
 
 /// Why an XFS volume could not be analysed: the message names the structure and its byte offset.
 pub use imgstream_volume::ParseError as Error;
