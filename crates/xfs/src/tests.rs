@@ -125,7 +125,7 @@ fn the_log_is_clean_only_with_an_unmount_record_at_the_head() {
     // header the last one before it.
     let cycle = |at: usize| if get32(&img, at) == 0xFEED_BABE { get32(&img, at + 4) } else { get32(&img, at) };
     let head = (log.start..log.end).step_by(512).find(|&at| cycle(at) == 0).unwrap();
-    let header = (log.start..head).step_by(512).filter(|&at| get32(&img, at) == 0xFEED_BABE).last().unwrap();
+    let header = (log.start..head).step_by(512).rev().find(|&at| get32(&img, at) == 0xFEED_BABE).unwrap();
     let mut not_unmount = img.clone();
     not_unmount[header + 512 + 9] &= !0x20;
     let reasons = analyze_bytes(&not_unmount).unwrap().unsafe_reasons;
