@@ -16,3 +16,4 @@ mod fat;
 mod ntfs;
 mod restore;
 mod swap;
+mod xfs;
