@@ -18,6 +18,7 @@
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
 use crate::disk::LoopDevice;
+use crate::exfat::files_under;
 use crate::fat::{assert_thread_and_block_size_invariant, expected_from_partclone};
 use crate::util::*;
 use std::io::Read;
@@ -286,24 +287,6 @@ fn age_mounted(root: &Path, dirs: usize, count: usize) {
             std::fs::remove_file(root.join(format!("d{d}/f{i}"))).unwrap();
         }
     }
-}
-
-/// Every regular file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path.strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]
