@@ -173,8 +173,7 @@ impl Superblock {
                 format!("{ag_count} AGs of {ag_blocks} blocks do not fit {dblocks} blocks (expected {min} to {full})"),
             ));
         }
-        let fs_bytes = dblocks * u64::from(block_size);
-        if fs_bytes > volume_size {
+        if dblocks.checked_mul(u64::from(block_size)).is_none_or(|bytes| bytes > volume_size) {
             return Err(corrupt(
                 SB_DBLOCKS,
                 format!(
