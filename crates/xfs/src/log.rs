@@ -90,8 +90,13 @@ pub(crate) fn state(volume: &dyn ReadAt, sb: &Superblock, start: u64, blocks: u3
         }
     }
 
-    let Some(header) = (0..window_len).rev().find(|&index| be32(block(index), 0) == XLOG_HEADER_MAGIC) else {
-        return Ok(LogState::Dirty(format!("no record header in the {window_len} blocks before the head")));
+    // The kernel looks for the last record header no further back than one record can span
+    // (`XLOG_REC_SHIFT`: 256 KiB in a v2 log, 32 KiB in a v1 log), and fails the mount without one.
+    let record_scan = window_len.min(if sb.log_v2 { 512 } else { 64 });
+    let Some(header) =
+        (window_len - record_scan..window_len).rev().find(|&index| be32(block(index), 0) == XLOG_HEADER_MAGIC)
+    else {
+        return Ok(LogState::Dirty(format!("no record header in the {record_scan} blocks before the head")));
     };
     let record = block(header);
     // v2 records carry their in-core log size, which sets how many blocks the header spans. The
