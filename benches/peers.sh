@@ -170,8 +170,9 @@ for i in range(20000):
     with open(f"{root}/small{i % 8}/f{i}", "wb") as out:
         out.write(os.urandom(1 + (i * 7919) % 16384))
 os.sync()
-for i in range(0, 20000, 2):
-    os.remove(f"{root}/small{i % 8}/f{i}")
+for i in range(20000):
+    if (i // 8) % 2 == 0:  # every other file of each directory
+        os.remove(f"{root}/small{i % 8}/f{i}")
 PY
     fill_files "$WORK/mnt/files" $(( bytes * fill / 100 ))
     umount "$WORK/mnt"
