@@ -14,6 +14,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod ntfs;
+mod package;
 mod restore;
 mod swap;
 mod xfs;
