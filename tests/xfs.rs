@@ -11,9 +11,10 @@
 //! - `xfs_logprint -t` says CLEAN or DIRTY as `imgstream info` does, and a dirty log (a copy
 //!   taken while mounted and written) is refused.
 //!
-//! Kernels since 6.x no longer mount v4 (`-m crc=0`) filesystems, so those are filled by
-//! mkfs.xfs from a protofile and aged by zapping every other file's inode with xfs_db and
-//! letting xfs_repair free its blocks; v5 is also aged through a real loop mount (root).
+//! Kernels built without CONFIG_XFS_SUPPORT_V4 (this machine's) do not mount v4 (`-m crc=0`),
+//! so every image is filled by mkfs.xfs from a protofile and aged by zapping every other file's
+//! inode with xfs_db and letting xfs_repair free its blocks; a v5 one is also aged through a
+//! real loop mount (root).
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
