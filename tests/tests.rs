@@ -15,6 +15,7 @@ mod ext;
 mod fat;
 mod ntfs;
 mod package;
+mod policy;
 mod restore;
 mod swap;
 mod xfs;

@@ -9,7 +9,8 @@
 //! - `partclone.xfs -D` (its map of used bytes) as a second opinion: it zeroes the AGFL blocks
 //!   too, and otherwise keeps exactly what we keep;
 //! - `xfs_logprint -t` says CLEAN or DIRTY as `imgstream info` does, and a dirty log (a copy
-//!   taken while mounted and written) is refused.
+//!   taken while mounted and written) is unsafe: copied raw by default, refused with
+//!   `--on-unsafe refuse`.
 //!
 //! Kernels built without CONFIG_XFS_SUPPORT_V4 (this machine's) do not mount v4 (`-m crc=0`),
 //! so every image is filled by mkfs.xfs from a protofile and aged by zapping every other file's
@@ -249,7 +250,7 @@ fn xfs_v4_and_v5_output_is_the_source_with_exactly_the_free_extents_zeroed() {
 }
 
 #[test]
-fn xfs_dirty_log_is_refused_unless_forced() {
+fn xfs_dirty_log_is_copied_raw_refused_or_forced() {
     if !have_xfs_tools() {
         return;
     }
@@ -259,11 +260,18 @@ fn xfs_dirty_log_is_refused_unless_forced() {
     let path = image.to_str().unwrap();
     assert_eq!(logprint_state(&image), "DIRTY");
     assert_eq!(info_field(&image, "log"), "dirty");
-    let stderr = run_fails(imgstream().args(["part", path]), 1);
-    assert!(stderr.starts_with("imgstream: error: unsafe to elide xfs: XFS log is dirty ("), "{stderr}");
+    let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse", path]), 1);
+    assert!(stderr.starts_with("imgstream: error: ") && stderr.contains("XFS log is dirty ("), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    // The default, --on-unsafe raw: the source unchanged, with a warning that says why.
+    let output = run_ok(imgstream().args(["part", path]));
+    assert!(output.stdout == source, "--on-unsafe raw is not an exact copy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("imgstream: warning: ") && stderr.contains("XFS log is dirty"), "{stderr}");
     assert!(imgstream_ok(&["part", "--raw", path]) == source, "--raw is not a copy");
     let forced = run_ok(imgstream().args(["part", "--force", path]));
     assert!(String::from_utf8_lossy(&forced.stderr).contains("imgstream: warning:"));
+    assert!(forced.stdout != source, "--force elided nothing");
 }
 
 /// A mount point, unmounted when dropped.
@@ -345,6 +353,6 @@ fn root_xfs_aged_through_a_loop_mount_reads_back_equal_and_a_copy_taken_while_mo
 
     let live = dir.path().join("live.img");
     assert_eq!(logprint_state(&live), "DIRTY");
-    let stderr = run_fails(imgstream().arg("part").arg(&live), 1);
+    let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse"]).arg(&live), 1);
     assert!(stderr.contains("XFS log is dirty"), "{stderr}");
 }
