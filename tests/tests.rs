@@ -18,3 +18,4 @@ mod package;
 mod policy;
 mod restore;
 mod swap;
+mod xfs;
