@@ -8,6 +8,7 @@
 
 use crate::disk::{Borg, LoopDevice, extract, free_bytes_per_oracle, oracle_image, sfdisk};
 use crate::util::*;
+use crate::xfs::{Mounted, age_offline, agfl_blocks, freesp, mkfs_xfs, protofile};
 use serde_json::Value;
 use std::fs::File;
 use std::ops::Range;
@@ -304,9 +305,10 @@ fn info_json(source: &Path) -> Value {
     serde_json::from_slice(&run_ok(imgstream().args(["info", "--json"]).arg(source)).stdout).unwrap()
 }
 
-/// Acceptance 1: the installer layout (ESP FAT32, /boot ext4, one PV with root, home and swap
-/// LVs), aged: `disk` equals the per-LV oracle byte for byte, elides ≥ 97% of the truly free
-/// bytes, and its metadata, filesystems and files read back with the real tools.
+/// Acceptance 1: the installer layout (ESP FAT32, /boot ext4, one PV with root ext4, home XFS
+/// and swap LVs), aged: `disk` equals the per-LV oracle byte for byte (partclone; for XFS,
+/// `xfs_db freesp` but the free list, as tests/xfs.rs judges XFS), elides ≥ 97% of the truly
+/// free bytes, and its metadata, filesystems and files read back with the real tools.
 #[test]
 fn root_lvm_installer_layout_is_elided_through_the_pv() {
     if !tools(&[
@@ -321,6 +323,9 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
         "mkswap",
         "fsck.fat",
         "dumpe2fs",
+        "mkfs.xfs",
+        "xfs_db",
+        "xfs_repair",
     ]) {
         return;
     }
@@ -353,7 +358,8 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     let lvm = Lvm::over(&disk, &parts[2..3]);
     lvm.run("pvcreate", &[&lvm.dev(0)]);
     lvm.run("vgcreate", &["-s", "4M", &vg, &lvm.dev(0)]);
-    for (name, size) in [("root", "48M"), ("home", "40M"), ("swap", "16M")] {
+    // Home is 64 MiB, the smallest XFS mkfs.xfs makes (4 AGs of 16 MiB).
+    for (name, size) in [("root", "40M"), ("home", "64M"), ("swap", "8M")] {
         lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", size, "-n", name, &vg]);
     }
     let offsets = [parts[2].start];
@@ -362,11 +368,14 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     let backup = lvm.backup(&vg, dir);
     drop(lvm);
     let swap_fs = swap_area(dir, layouts[2].size());
+    let home_file = aged_xfs(dir, layouts[1].size());
+    let home_fs = std::fs::read(&home_file).unwrap();
     let mut image = std::fs::read(&disk).unwrap();
     layouts[2].place(&mut image, &swap_fs);
+    layouts[1].place(&mut image, &home_fs);
     std::fs::write(&disk, &image).unwrap();
-    let (image, filesystems) = fill_lvs(&disk, dir, &[("root", &layouts[0], 4), ("home", &layouts[1], 5)]);
-    let (root_fs, home_fs) = (&filesystems[0], &filesystems[1]);
+    let (image, filesystems) = fill_lvs(&disk, dir, &[("root", &layouts[0], 4)]);
+    let root_fs = &filesystems[0];
     let before = sha256(&disk);
 
     let (output, stderr) = stream_to_file(&["disk"], &disk, &dir.join("out.img"));
@@ -375,7 +384,16 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
 
     // The oracle: partclone per filesystem (each LV on its own bytes, written back at its
     // extents), the swap header page, free extents zero, everything else as it was.
-    let mut expected = expected_image(&image, &free_extents, &[(&layouts[0], root_fs), (&layouts[1], home_fs)], dir);
+    let mut expected = expected_image(&image, &free_extents, &[(&layouts[0], root_fs)], dir);
+    let mut home_expected = home_fs.clone();
+    let home_free = freesp(&home_file);
+    for range in &home_free {
+        home_expected[range.clone()].fill(0);
+    }
+    for range in agfl_blocks(&home_file) {
+        home_expected[range.clone()].copy_from_slice(&home_fs[range]);
+    }
+    layouts[1].place(&mut expected, &home_expected);
     let esp_oracle = oracle_image("vfat", "fat", &extract(&image, &parts[0], &dir.join("p1.img")), dir);
     expected[parts[0].start as usize..parts[0].end as usize].copy_from_slice(&esp_oracle);
     let boot_oracle = oracle_image("ext4", "ext4", &extract(&image, &parts[1], &dir.join("p2.img")), dir);
@@ -394,7 +412,7 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     let truly_free = free_bytes_per_oracle("vfat", &dir.join("p1.img"))
         + free_bytes_per_oracle("ext4", &dir.join("p2.img"))
         + free_bytes_per_oracle("ext4", &lv_file("root", root_fs))
-        + free_bytes_per_oracle("ext4", &lv_file("home", home_fs))
+        + home_free.iter().map(|r| r.len() as u64).sum::<u64>()
         + free_bytes_per_oracle("swap", &swap_file)
         + free_extents.iter().map(|r| r.end - r.start).sum::<u64>();
     // Sectors that are zero in the output and not in the source (free units are whole sectors).
@@ -410,7 +428,7 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     assert_eq!(lvm.backup(&vg, dir), backup, "vgcfgbackup of the output");
     drop(lvm);
     check_ext4_lv(&output, &image, &layouts[0], dir, "root");
-    check_ext4_lv(&output, &image, &layouts[1], dir, "home");
+    check_xfs_lv(&output, &image, &layouts[1], dir);
     let boot_out = extract(&output, &parts[1], &dir.join("boot-out.img"));
     run_ok(Command::new("e2fsck").args(["-f", "-n"]).arg(&boot_out));
     run_ok(Command::new("fsck.fat").arg("-n").arg(extract(&output, &parts[0], &dir.join("esp-out.img"))));
@@ -421,9 +439,34 @@ fn root_lvm_installer_layout_is_elided_through_the_pv() {
     let summary: Vec<(String, String, String, String)> =
         lvs.iter().map(|(n, t, f, s, _)| (n.clone(), t.clone(), f.clone(), s.clone())).collect();
     let row = |name: &str, fs: &str| (format!("{vg}/{name}"), "linear".to_owned(), fs.to_owned(), "elided".to_owned());
-    assert_eq!(summary, vec![row("root", "ext4"), row("home", "ext4"), row("swap", "swap")]);
+    assert_eq!(summary, vec![row("root", "ext4"), row("home", "xfs"), row("swap", "swap")]);
     let text = String::from_utf8(run_ok(imgstream().arg("info").arg(&disk)).stdout).unwrap();
     assert!(text.contains(&format!("LVM2 PV pv0 of VG {vg}")) && text.contains(&format!("{vg}/root")), "{text}");
+}
+
+/// An aged XFS of `len` bytes (64 MiB or more) over garbage, made and aged as tests/xfs.rs does
+/// (mkfs.xfs from a protofile, every other file's inode zapped, xfs_repair frees its blocks).
+fn aged_xfs(dir: &Path, len: u64) -> PathBuf {
+    let image = dir.join("home.xfs");
+    random_file(&image, len);
+    run_ok(mkfs_xfs().args(["-q", "-f", "-p"]).arg(protofile(dir, 400)).arg(&image));
+    age_offline(&image);
+    image
+}
+
+/// The XFS LV read back from the output passes `xfs_repair -n`, and through read-only loop
+/// mounts (`nouuid`: both have the same UUID) holds the same files as the source's.
+fn check_xfs_lv(output: &[u8], source: &[u8], layout: &LvLayout, dir: &Path) {
+    let (ours, theirs) = (dir.join("home-out.xfs"), dir.join("home-src.xfs"));
+    std::fs::write(&ours, layout.gather(output)).unwrap();
+    std::fs::write(&theirs, layout.gather(source)).unwrap();
+    run_ok(Command::new("xfs_repair").args(["-n", "-f"]).arg(&ours));
+    let devices = [LoopDevice::attach(&ours, &["-r"]), LoopDevice::attach(&theirs, &["-r"])];
+    let points = [dir.join("home-out"), dir.join("home-src")];
+    let _mounted: Vec<Mounted> =
+        devices.iter().zip(&points).map(|(d, p)| Mounted::new(d.path(), p.clone(), "ro,norecovery,nouuid")).collect();
+    run_ok(Command::new("diff").arg("-r").arg(&points[0]).arg(&points[1]));
+    assert!(std::fs::read_dir(points[0].join("a")).unwrap().count() > 100, "home: files were read back");
 }
 
 /// Writes `text` to `dir/name` and returns the path.

@@ -20,3 +20,4 @@ mod package;
 mod policy;
 mod restore;
 mod swap;
+mod xfs;
