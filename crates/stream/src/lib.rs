@@ -192,6 +192,8 @@ fn read_blocks(
                     let target = buffer.get_mut(at..at + part_len).expect("OK to unwrap: inside the block");
                     source.read_exact_at(target, part.start)?;
                 }
+                // Read once: keep a backup from evicting the host's page cache.
+                source.drop_cache(range);
                 Piece::Data(buffer)
             }
         };
