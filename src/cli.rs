@@ -62,6 +62,9 @@ pub(crate) struct PartArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Reading a dying disk.
+    #[command(flatten)]
+    pub(crate) rescue: crate::rescue::RescueArgs,
 }
 
 /// `imgstream info`.
@@ -132,6 +135,11 @@ impl EngineArgs {
 impl PolicyArgs {
     /// The filesystem policy these flags ask for.
     pub(crate) fn policy(&self) -> imgstream_fs::Policy {
-        imgstream_fs::Policy { raw: self.raw, force: self.force, drop_pagefile: self.drop_pagefile }
+        imgstream_fs::Policy {
+            raw: self.raw,
+            force: self.force,
+            drop_pagefile: self.drop_pagefile,
+            ..Default::default()
+        }
     }
 }

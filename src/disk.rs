@@ -32,6 +32,9 @@ pub(crate) struct DiskArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Reading a dying disk.
+    #[command(flatten)]
+    pub(crate) rescue: crate::rescue::RescueArgs,
 }
 
 /// One partition and what its filesystem allows.
@@ -76,7 +79,7 @@ pub(crate) fn describe(partition: &Partition) -> String {
     format!("partition {} (bytes {}..{})", partition.index, partition.start, partition.start + partition.len)
 }
 
-/// The source as the commands read it. A test-only fault: with
+/// The source as `backup-disk` reads it. A test-only fault: with
 /// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
 /// an I/O error, as a failing disk would (release builds ignore the variable).
 pub(crate) struct Reader<'a> {
@@ -115,30 +118,32 @@ impl ReadAt for Reader<'_> {
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
     crate::part::refuse_writable_mount(&opened, args.policy.force)?;
-    let reader = Reader::new(&opened);
-    let source: &dyn ReadAt = &reader;
-    let policy = args.policy.policy();
-    let (plan, used, size, start) = if policy.raw && args.partition.is_none() {
-        (None, RangeSet::from_range(0..source.size()), source.size(), 0)
+    let source: &dyn ReadAt = &opened;
+    let policy = Policy { rescue: args.rescue.rescue, ..args.policy.policy() };
+    let plan = if policy.raw && args.partition.is_none() {
+        None
     } else {
-        let plan = plan(source, sector_size_hint(&opened), &policy)?;
-        match args.partition {
-            None => {
-                let used = plan.used.clone();
-                (Some(plan), used, source.size(), 0)
+        match plan(source, sector_size_hint(&opened), &policy) {
+            Err(e) if policy.rescue && args.partition.is_none() => {
+                warn(&format!("{e}; copying the whole disk raw (--rescue)"));
+                None
             }
-            Some(index) => {
-                let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
-                    let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
-                    Failure::usage(format!(
-                        "{}: no partition {index} (partitions: {})",
-                        args.source.display(),
-                        known.join(", ")
-                    ))
-                })?;
-                let (used, len, start) = (part.volume.used.clone(), part.partition.len, part.partition.start);
-                (Some(plan), used, len, start)
-            }
+            plan => Some(plan?),
+        }
+    };
+    let (used, size, start) = match (&plan, args.partition) {
+        (None, _) => (RangeSet::from_range(0..source.size()), source.size(), 0),
+        (Some(plan), None) => (plan.used.clone(), source.size(), 0),
+        (Some(plan), Some(index)) => {
+            let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
+                let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
+                Failure::usage(format!(
+                    "{}: no partition {index} (partitions: {})",
+                    args.source.display(),
+                    known.join(", ")
+                ))
+            })?;
+            (part.volume.used.clone(), part.partition.len, part.partition.start)
         }
     };
     if let Some(plan) = &plan {
@@ -153,14 +158,16 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     }
     let window = Window::new(source, start, size)?;
     let mut sink = output::stdout_sink()?;
+    let rescue = args.rescue.reader(&window, opened.sector_size());
+    let reader: &dyn ReadAt = rescue.as_ref().map_or(&window, |r| r);
     let progress = progress::reporter(args.engine.progress, size);
-    let stats = imgstream_stream::stream(&window, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let stats = imgstream_stream::stream(reader, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {
-        (None, _) => "disk (--raw)".to_owned(),
+        (None, _) => "disk (raw)".to_owned(),
         (Some(plan), None) => format!("{} disk, {} partition(s)", plan.layout.table.name(), plan.parts.len()),
         (Some(_), Some(index)) => format!("partition {index}"),
     };
@@ -171,7 +178,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         human(stats.elided),
         percent(stats.elided, stats.total)
     );
-    Ok(())
+    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))
 }
 
 /// `info` on a source with a partition table: the table, each partition's filesystem, size,

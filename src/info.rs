@@ -33,7 +33,7 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
 pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<Value, Failure> {
     // Parse as if forced, so that an unsafe volume still shows its numbers; the status says
     // that `part` would refuse it.
-    let examined: Volume = imgstream_fs::examine(volume, &Policy { raw: false, force: true, drop_pagefile })?;
+    let examined: Volume = imgstream_fs::examine(volume, &Policy { force: true, drop_pagefile, ..Policy::default() })?;
     let allocation = examined.allocation.as_ref();
     let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
     let (status, reason) = match &examined.elision {

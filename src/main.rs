@@ -12,7 +12,9 @@ mod info;
 mod output;
 mod part;
 mod progress;
+mod rescue;
 mod restore;
+mod signals;
 mod size;
 
 use clap::Parser;
@@ -57,14 +59,15 @@ pub(crate) fn warn(message: &str) {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = match cli.command {
+    let streams = matches!(cli.command, cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_));
+    let result = if streams { signals::install() } else { Ok(()) }.and_then(|()| match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),
         cli::Command::Disk(args) => disk::run(&args),
         cli::Command::Restore(args) => restore::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -3,25 +3,35 @@
 use crate::cli::PartArgs;
 use crate::size::{human, percent};
 use crate::{Failure, output, progress, warn};
-use imgstream_blockio::{Source, mounts};
-use imgstream_fs::{Elision, Volume};
+use imgstream_blockio::{ReadAt, Source, mounts};
+use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_stream::Stats;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
     refuse_writable_mount(&source, args.policy.force)?;
-    let volume = imgstream_fs::examine(&source, &args.policy.policy())?;
+    let policy = Policy { rescue: args.rescue.rescue, ..args.policy.policy() };
+    let volume = imgstream_fs::examine(&source, &policy)?;
     for warning in &volume.warnings {
         warn(warning);
     }
     let mut sink = output::stdout_sink()?;
+    let rescue = args.rescue.reader(&source, source.sector_size());
+    let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);
     let progress = progress::reporter(args.engine.progress, volume.size);
-    let stats =
-        imgstream_stream::stream(&source, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let stats = imgstream_stream::stream(reader, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
     eprintln!("imgstream: {}", summary(&volume, &stats));
-    Ok(())
+    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))
+}
+
+/// A failed stream as one line that names the source once (read errors already name it).
+pub(crate) fn stream_failure(source: &std::path::Path, error: &imgstream_stream::Error) -> Failure {
+    match error {
+        imgstream_stream::Error::Read(_) => Failure::new(error.to_string()),
+        _ => Failure::new(format!("{}: {error}", source.display())),
+    }
 }
 
 /// Refuses a source whose filesystem (or a partition of it) is mounted read-write: its

@@ -39,6 +39,7 @@ fn bar(total: u64) -> Bar {
     .expect("OK to unwrap: the template is a constant")
     .progress_chars("=> ");
     bar.set_style(style);
+    crate::signals::clear_on_signal(&bar);
     Bar(bar)
 }
 

@@ -5,7 +5,8 @@
 //! - unrecognised, or a variant its crate does not support: copy the volume raw, with a warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): fail, unless `--raw` (copy
-//!   unelided) or `--force` (elide anyway, with a warning).
+//!   unelided) or `--force` (elide anyway, with a warning);
+//! - metadata that cannot be read: fail, or in rescue mode copy the volume raw, with a warning.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,8 @@ pub struct Policy {
     pub force: bool,
     /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
     pub drop_pagefile: bool,
+    /// Metadata that cannot be read does not fail the run: the volume is copied raw (`--rescue`).
+    pub rescue: bool,
 }
 
 /// How a volume's free space is treated.
@@ -126,13 +129,21 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
-    let Some((filesystem, parsed)) = recognise(volume, policy)? else {
+    let unreadable = |error: &dyn std::fmt::Display| {
+        Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
+    };
+    let recognised = match recognise(volume, policy) {
+        Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        recognised => recognised?,
+    };
+    let Some((filesystem, parsed)) = recognised else {
         return Ok(Volume::raw(size, None, "no known filesystem".into(), true));
     };
     let allocation = match parsed {
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
+                ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => Ok(Volume::raw(size, None, format!("{filesystem}: {error}"), true)),
