@@ -49,6 +49,9 @@ pub(crate) struct DiskPlan {
     pub(crate) parts: Vec<PartPlan>,
     /// Partitions' used ranges (disk offsets) plus every raw area.
     pub(crate) used: RangeSet,
+    /// The tables and the partitions' allocation maps (disk offsets), to catch a disk that
+    /// changes while it is read.
+    pub(crate) map: RangeSet,
 }
 
 /// The logical sector size to read the table with: the device's, or probed for an image.
@@ -60,15 +63,17 @@ pub(crate) fn sector_size_hint(source: &Source) -> Option<u32> {
 pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Policy) -> Result<DiskPlan, Failure> {
     let layout = imgstream_ptable::read_layout(source, sector_size)?;
     let mut used = layout.raw.clone();
+    let mut map: RangeSet = layout.structures.iter().map(|s| s.range.clone()).collect();
     let mut parts = Vec::new();
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
         let volume = imgstream_fs::examine(&window, policy)
             .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
         used.union_with(&volume.used.shifted(partition.start));
+        map.union_with(&volume.map_ranges().shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
-    Ok(DiskPlan { layout, parts, used })
+    Ok(DiskPlan { layout, parts, used, map })
 }
 
 /// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
@@ -131,9 +136,9 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
             plan => Some(plan?),
         }
     };
-    let (used, size, start) = match (&plan, args.partition) {
-        (None, _) => (RangeSet::from_range(0..source.size()), source.size(), 0),
-        (Some(plan), None) => (plan.used.clone(), source.size(), 0),
+    let (used, size, start, map) = match (&plan, args.partition) {
+        (None, _) => (RangeSet::from_range(0..source.size()), source.size(), 0, RangeSet::new()),
+        (Some(plan), None) => (plan.used.clone(), source.size(), 0, plan.map.clone()),
         (Some(plan), Some(index)) => {
             let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
                 let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
@@ -143,7 +148,8 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
                     known.join(", ")
                 ))
             })?;
-            (part.volume.used.clone(), part.partition.len, part.partition.start)
+            let map = part.volume.map_ranges().shifted(part.partition.start);
+            (part.volume.used.clone(), part.partition.len, part.partition.start, map)
         }
     };
     if let Some(plan) = &plan {
@@ -158,12 +164,14 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     }
     let window = Window::new(source, start, size)?;
     let mut sink = output::stdout_sink()?;
+    let change = crate::part::ChangeCheck::start(source, map)?;
     let rescue = args.rescue.reader(&window, opened.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&window, |r| r);
     let progress = progress::reporter(args.engine.progress, size);
     let stats = imgstream_stream::stream(reader, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
     let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
+    change.finish(source, &args.source)?;
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {

@@ -5,7 +5,9 @@ use crate::size::{human, percent};
 use crate::{Failure, output, progress, warn};
 use imgstream_blockio::{ReadAt, Source, mounts};
 use imgstream_fs::{Elision, Policy, Volume};
+use imgstream_extents::RangeSet;
 use imgstream_stream::Stats;
+use std::path::Path;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
@@ -16,12 +18,14 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
         warn(warning);
     }
     let mut sink = output::stdout_sink()?;
+    let change = ChangeCheck::start(&source, volume.map_ranges())?;
     let rescue = args.rescue.reader(&source, source.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);
     let progress = progress::reporter(args.engine.progress, volume.size);
     let stats = imgstream_stream::stream(reader, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
     let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
+    change.finish(&source, &args.source)?;
     eprintln!("imgstream: {}", summary(&volume, &stats));
     rescue.map_or(Ok(()), |r| args.rescue.finish(&r))
 }
@@ -31,6 +35,33 @@ pub(crate) fn stream_failure(source: &std::path::Path, error: &imgstream_stream:
     match error {
         imgstream_stream::Error::Read(_) => Failure::new(error.to_string()),
         _ => Failure::new(format!("{}: {error}", source.display())),
+    }
+}
+
+/// Catches a source that changes while it is read (a running VM's disk, a device mounted
+/// meanwhile): a digest of its allocation map, taken before streaming, must hold after it.
+pub(crate) struct ChangeCheck {
+    ranges: RangeSet,
+    before: u64,
+}
+
+impl ChangeCheck {
+    /// Takes the first digest of `ranges` of `source`.
+    pub(crate) fn start(source: &dyn ReadAt, ranges: RangeSet) -> Result<Self, Failure> {
+        let before = imgstream_fs::digest(source, &ranges)?;
+        Ok(Self { ranges, before })
+    }
+
+    /// Fails if the allocation map of `source` (named `path`) is not what it was at the start.
+    pub(crate) fn finish(&self, source: &dyn ReadAt, path: &Path) -> Result<(), Failure> {
+        if imgstream_fs::digest(source, &self.ranges)? == self.before {
+            Ok(())
+        } else {
+            Err(Failure::new(format!(
+                "{} changed while it was read: the image may be torn; image a snapshot",
+                path.display()
+            )))
+        }
     }
 }
 

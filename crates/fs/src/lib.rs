@@ -12,6 +12,7 @@
 
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
+use std::hash::{DefaultHasher, Hasher};
 use std::io;
 
 /// What the user allows.
@@ -54,6 +55,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Where its allocation map lives (empty when nothing was parsed).
+    pub fn map_ranges(&self) -> RangeSet {
+        self.allocation.as_ref().map(|a| a.map_ranges.clone()).unwrap_or_default()
+    }
+
     /// Name of the recognised filesystem, or "unknown".
     pub fn filesystem(&self) -> &str {
         self.allocation.as_ref().map_or("unknown", |a| &a.filesystem)
@@ -121,6 +127,26 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
         return Ok(Some(("swap", imgstream_swap::analyze(volume).map_err(boxed))));
     }
     Ok(None)
+}
+
+/// A digest of the bytes of `volume` in `ranges` (an allocation's `map_ranges`): reading it
+/// before and after streaming tells whether the allocation map changed meanwhile.
+pub fn digest(volume: &dyn ReadAt, ranges: &RangeSet) -> io::Result<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut hasher = DefaultHasher::new();
+    let mut buffer = Vec::new();
+    for range in ranges.clipped(volume.size()).iter() {
+        let mut at = range.start;
+        while at < range.end {
+            let len = (range.end - at).min(CHUNK);
+            buffer.resize(usize::try_from(len).unwrap_or(0), 0);
+            volume.read_exact_at(&mut buffer, at)?;
+            hasher.write(&buffer);
+            at += len;
+        }
+        volume.drop_cache(range);
+    }
+    Ok(hasher.finish())
 }
 
 /// Decides which bytes of `volume` to copy.

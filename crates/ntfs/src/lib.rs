@@ -102,6 +102,7 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     used.insert(boot.bitmap_coverage()..volume.size());
 
     let mut allocation = Allocation::new("ntfs", boot.cluster_size, RangeSet::new());
+    allocation.map_ranges = bitmap_stream.allocated_runs().map(|(position, len)| position..position + len).collect();
     let details = &mut allocation.details;
     details.push(("cluster size".into(), boot.cluster_size.to_string()));
     details.push(("sector size".into(), boot.sector_size.to_string()));
