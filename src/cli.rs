@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Disk(crate::disk::DiskArgs),
     /// Write a raw image from stdin to a file or block device, optionally sparse.
     Restore(crate::restore::RestoreArgs),
+    /// Check an image stream on stdin against SOURCE: used bytes equal, free bytes zero, exact
+    /// length; lists the first differences and exits 1 on any.
+    Verify(crate::verify::VerifyArgs),
     /// Back up a whole disk into a borg repository: one archive per partition, one for the
     /// table, raw areas and a manifest. A failed run leaves no new archive.
     BackupDisk(crate::borg::BackupDiskArgs),

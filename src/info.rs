@@ -57,6 +57,8 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<
         "reason": reason,
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
+        // Where the allocation map lives: what `part` reads again to catch a changing source.
+        "map_ranges": examined.map_ranges().iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
     }))
 }
 

@@ -16,6 +16,7 @@ mod rescue;
 mod restore;
 mod signals;
 mod size;
+mod verify;
 
 use clap::Parser;
 use std::fmt;
@@ -59,12 +60,13 @@ pub(crate) fn warn(message: &str) {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let streams = matches!(cli.command, cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_));
+    let streams = matches!(cli.command, cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_) | cli::Command::Verify(_));
     let result = if streams { signals::install() } else { Ok(()) }.and_then(|()| match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),
         cli::Command::Disk(args) => disk::run(&args),
         cli::Command::Restore(args) => restore::run(&args),
+        cli::Command::Verify(args) => verify::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
     });
