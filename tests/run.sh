@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux)
+packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux
+          nbdkit libnbd-bin fuse3 gddrescue util-linux-extra)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
