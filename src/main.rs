@@ -60,7 +60,10 @@ pub(crate) fn warn(message: &str) {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let streams = matches!(cli.command, cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_) | cli::Command::Verify(_));
+    let streams = matches!(
+        cli.command,
+        cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_) | cli::Command::Verify(_)
+    );
     let result = if streams { signals::install() } else { Ok(()) }.and_then(|()| match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),

@@ -4,8 +4,8 @@ use crate::cli::PartArgs;
 use crate::size::{human, percent};
 use crate::{Failure, output, progress, warn};
 use imgstream_blockio::{ReadAt, Source, mounts};
-use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_extents::RangeSet;
+use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_stream::Stats;
 use std::path::Path;
 

@@ -47,7 +47,11 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let source: &dyn ReadAt = &opened;
     let policy = args.policy.policy();
     let (used, map) = if args.disk {
-        let plan = if policy.raw { None } else { Some(crate::disk::plan(source, crate::disk::sector_size_hint(&opened), &policy)?) };
+        let plan = if policy.raw {
+            None
+        } else {
+            Some(crate::disk::plan(source, crate::disk::sector_size_hint(&opened), &policy)?)
+        };
         for part in plan.iter().flat_map(|p| &p.parts) {
             for warning in &part.volume.warnings {
                 warn(&format!("{}: {warning}", crate::disk::describe(&part.partition)));

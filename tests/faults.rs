@@ -84,7 +84,7 @@ impl Drop for FaultySource {
 
 /// The 4 KiB pages of `image` that `part` copies (non-zero in its output) and that it elides
 /// (zero in the output, not in the source), as byte ranges, in order.
-fn used_and_elided_pages(source: &[u8], image: &[u8]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+pub(crate) fn used_and_elided_pages(source: &[u8], image: &[u8]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
     let (mut used, mut elided) = (Vec::new(), Vec::new());
     for (index, (ours, theirs)) in image.chunks(PAGE).zip(source.chunks(PAGE)).enumerate() {
         let range = (index * PAGE) as u64..((index + 1) * PAGE) as u64;
@@ -490,7 +490,10 @@ fn messages_name_what_was_found_and_never_show_rust_debug_text() {
             for command in ["part", "disk", "info"] {
                 let output = imgstream().arg(command).arg(&image).stdout(Stdio::null()).output().unwrap();
                 let stderr = String::from_utf8_lossy(&output.stderr);
-                assert!(!stderr.contains("kind:") && !stderr.contains(" { "), "{name} cut at {cut}, {command}: {stderr}");
+                assert!(
+                    !stderr.contains("kind:") && !stderr.contains(" { "),
+                    "{name} cut at {cut}, {command}: {stderr}"
+                );
             }
         }
     }

@@ -17,3 +17,4 @@ mod faults;
 mod ntfs;
 mod restore;
 mod swap;
+mod verify;

@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn read_errors_from_the_ntfs_crate_show_as_one_plain_line() {
-        let short = io::Error::new(io::ErrorKind::UnexpectedEof, "read of 1024 bytes at byte 4096: unexpected end of file");
+        let short =
+            io::Error::new(io::ErrorKind::UnexpectedEof, "read of 1024 bytes at byte 4096: unexpected end of file");
         let error = Error::parse("$MFT (MFT record 0)")(ntfs::NtfsError::Io(short));
         assert_eq!(error.to_string(), "$MFT (MFT record 0): read of 1024 bytes at byte 4096: unexpected end of file");
     }

@@ -58,7 +58,9 @@ pub fn write_stream(
         if offset.saturating_add(expected) > capacity {
             return Err(Error::Refused {
                 path: target.path.clone(),
-                reason: format!("{expected} bytes at byte {offset} do not fit in its {capacity} bytes: nothing was written"),
+                reason: format!(
+                    "{expected} bytes at byte {offset} do not fit in its {capacity} bytes: nothing was written"
+                ),
             });
         }
     }
