@@ -183,13 +183,14 @@ fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_ma
     drop(faulty);
 
     // Unreadable metadata (the superblock's page): the volume is copied raw, with a warning.
-    let Some(faulty) = FaultySource::new(&image, &[0..PAGE as u64]) else { return };
+    let superblock_page = 0..PAGE as u64;
+    let Some(faulty) = FaultySource::new(&image, std::slice::from_ref(&superblock_page)) else { return };
     let output = run_ok(
         imgstream().args(["part", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()).stderr(Stdio::piped()),
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("warning: its metadata cannot be read") && stderr.contains("copying it raw"), "{stderr}");
-    assert_same_bytes("rescued raw image", &output.stdout, &zeroed(&source, &[0..PAGE as u64]));
+    assert_same_bytes("rescued raw image", &output.stdout, &zeroed(&source, std::slice::from_ref(&superblock_page)));
     drop(faulty);
 
     // A whole disk: the bad page is zero, everything else as `disk` streams it.
@@ -198,7 +199,7 @@ fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_ma
     let clean = imgstream_ok(&["disk", disk.to_str().unwrap()]);
     let (used, _) = used_and_elided_pages(&disk_bytes, &clean);
     let bad = used[used.len() / 2].clone();
-    let Some(faulty) = FaultySource::new(&disk, &[bad.clone()]) else { return };
+    let Some(faulty) = FaultySource::new(&disk, std::slice::from_ref(&bad)) else { return };
     let output = run_ok(imgstream().args(["disk", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()));
     assert_same_bytes("rescued disk", &output.stdout, &zeroed(&clean, &[bad]));
 

@@ -75,6 +75,7 @@ impl<R: ReadAt> ReadAt for Rescue<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

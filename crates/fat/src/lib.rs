@@ -68,9 +68,9 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
 
     let mut allocation = Allocation::new(fat_type.name(), cluster_size, used);
     // Every FAT copy, and the boot sector (its state byte is the dirty flag).
-    allocation.map_ranges = (0..u64::from(boot.num_fats))
+    allocation.map_ranges = (0..boot.num_fats)
         .map(|index| boot.fat_offset(index)..boot.fat_offset(index) + boot.fat_bytes_used())
-        .chain([0..BOOT_SECTOR_LEN as u64])
+        .chain(std::iter::once(0..BOOT_SECTOR_LEN as u64))
         .collect();
     let free = boot.cluster_count - scan.used_count;
     let warnings = &mut allocation.warnings;
