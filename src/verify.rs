@@ -126,7 +126,7 @@ impl Compare {
             return Ok(());
         }
         self.buffer.resize(len, 0);
-        let got = fill(&mut self.input, &mut self.buffer)?;
+        let got = imgstream_restore::fill(&mut self.input, &mut self.buffer)?;
         let wanted = |index: usize| expected.and_then(|e| e.get(index).copied()).unwrap_or(0);
         let actual = |index: usize| self.buffer.get(index).copied().unwrap_or(0);
         let same = match expected {
@@ -194,18 +194,4 @@ impl Sink for Compare {
         }
         Ok(())
     }
-}
-
-/// Reads until `buffer` is full or the stream ends.
-fn fill(input: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buffer.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match input.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
