@@ -189,7 +189,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     crate::part::refuse_writable_mount(&source, args.policy.force)?;
     let policy = args.policy.policy();
     // Everything is examined before any archive exists: a refused partition fails the run here.
-    let reader = disk::Reader::new(&source);
+    let reader = &source;
     let plan = disk::plan(&reader, disk::sector_size_hint(&source), &policy)?;
     for warning in &plan.layout.warnings {
         warn(warning);

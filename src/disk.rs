@@ -84,42 +84,6 @@ pub(crate) fn describe(partition: &Partition) -> String {
     format!("partition {} (bytes {}..{})", partition.index, partition.start, partition.start + partition.len)
 }
 
-/// The source as `backup-disk` reads it. A test-only fault: with
-/// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
-/// an I/O error, as a failing disk would (release builds ignore the variable).
-pub(crate) struct Reader<'a> {
-    inner: &'a dyn ReadAt,
-    fail_at: Option<u64>,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(inner: &'a dyn ReadAt) -> Self {
-        let fail_at = if cfg!(debug_assertions) {
-            std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok().and_then(|v| v.parse().ok())
-        } else {
-            None
-        };
-        Self { inner, fail_at }
-    }
-}
-
-impl ReadAt for Reader<'_> {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if let Some(at) = self.fail_at {
-            if offset <= at && at < offset.saturating_add(buf.len() as u64) {
-                return Err(std::io::Error::other(format!(
-                    "read of {} bytes at byte {offset}: Input/output error (injected)",
-                    buf.len()
-                )));
-            }
-        }
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-}
-
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
     crate::part::refuse_writable_mount(&opened, args.policy.force)?;
