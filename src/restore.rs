@@ -115,7 +115,16 @@ fn write(
         &args.target,
         OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
     )?;
-    let expected = expected.or(target.capacity());
+    // A device takes a stream of its own size, unless --size says otherwise.
+    let expected = match (expected, target.capacity()) {
+        (Some(len), Some(capacity)) if args.size.is_none() && len < capacity => {
+            return Err(Failure::new(format!(
+                "stdin holds {len} bytes, {} has {capacity}: give --size {len} to write it to the start of the device; nothing was written",
+                args.target.display()
+            )));
+        }
+        (expected, capacity) => expected.or(capacity),
+    };
     let progress = progress::reporter(args.progress, expected.unwrap_or(0));
     let report = imgstream_restore::write_stream(
         &target,

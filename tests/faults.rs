@@ -389,6 +389,13 @@ fn root_restore_refuses_a_stream_larger_than_the_device_before_the_first_write()
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert_one_error_line(&stderr, &["do not fit", "nothing was written"]);
+    // A smaller regular file: only with --size, which says the rest of the device stays as it is.
+    std::fs::write(&stream, vec![0xa5u8; 1 << 20]).unwrap();
+    let (code, stderr) =
+        run_with_stdin(imgstream().arg("restore").arg(device.path()), std::fs::File::open(&stream).unwrap());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_error_line(&stderr, &["stdin holds 1048576 bytes", "give --size 1048576", "nothing was written"]);
+    std::fs::write(&stream, vec![0xa5u8; 8 << 20]).unwrap();
     // A pipe with --size.
     let script = format!(
         "cat {} | {} restore --sparse --size 8M {}",
@@ -510,4 +517,54 @@ fn messages_name_what_was_found_and_never_show_rust_debug_text() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("warning:") && stderr.contains("journal device") && stderr.contains("copying it raw"));
     assert_same_bytes("journal device", &output.stdout, &std::fs::read(&journal).unwrap());
+}
+
+/// Ctrl-C typed on a terminal (script(1) gives imgstream a pty) while the progress bar is
+/// drawn: the bar is cleared, then the one error line, status 130.
+#[test]
+fn ctrl_c_on_a_terminal_clears_the_progress_bar() {
+    if !have_tool("script") || !have_tool("mkfifo") {
+        return;
+    }
+    let dir = scratch();
+    let image = fixture("ext-ext4", dir.path());
+    let fifo = dir.path().join("out.fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let command = format!("{} part {} > {}", env!("CARGO_BIN_EXE_imgstream"), image.display(), fifo.display());
+    let mut script = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start script");
+    let mut output = std::fs::File::open(&fifo).unwrap();
+    output.read_exact(&mut vec![0u8; 65536]).unwrap();
+    // The terminal's transcript, collected as it comes.
+    let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut terminal = script.stdout.take().unwrap();
+    let collected = transcript.clone();
+    let collector = std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = terminal.read(&mut buffer) {
+            collected.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+    let started = Instant::now();
+    while !String::from_utf8_lossy(&transcript.lock().unwrap()).contains("ETA") {
+        assert!(started.elapsed() < Duration::from_secs(30), "no progress bar was drawn");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut keyboard = script.stdin.take().unwrap();
+    keyboard.write_all(b"\x03").unwrap();
+    std::io::copy(&mut output, &mut std::io::sink()).unwrap();
+    let status = script.wait().unwrap();
+    collector.join().unwrap();
+    let text = String::from_utf8_lossy(&transcript.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(130), "{text:?}");
+    // After the last drawing of the bar: the erase-line sequence, then only the error line.
+    let after_bar = &text[text.rfind("ETA").unwrap()..];
+    let cleared = after_bar.find("\x1b[2K").unwrap_or_else(|| panic!("the bar was not cleared: {text:?}"));
+    let rest = after_bar[cleared + 4..].trim();
+    assert!(rest.starts_with("imgstream: error: interrupted (SIGINT)") && rest.lines().count() == 1, "{text:?}");
 }
