@@ -13,7 +13,7 @@ Examples:
   borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
 
 Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
-early), 2 usage error. Killed by Ctrl-C: 130.";
+early, source changed while read), 2 usage error, 130 SIGINT (Ctrl-C), 143 SIGTERM.";
 
 /// Stream disks and partitions as raw images whose free space reads as zeros.
 #[derive(Debug, Parser)]
