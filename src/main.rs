@@ -8,6 +8,7 @@
 mod borg;
 mod cli;
 mod disk;
+mod generate;
 mod info;
 mod output;
 mod part;
@@ -21,6 +22,7 @@ mod verify;
 use clap::Parser;
 use std::fmt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a command failed, and the exit status that says so.
 #[derive(Debug)]
@@ -53,13 +55,26 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Prints a warning on stderr.
+/// `--quiet`: only errors reach stderr, so that cron mails nothing on success.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Prints a warning on stderr (not with `--quiet`).
 pub(crate) fn warn(message: &str) {
-    eprintln!("imgstream: warning: {message}");
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("imgstream: warning: {message}");
+    }
+}
+
+/// Prints a summary or status line on stderr (not with `--quiet`).
+pub(crate) fn note(message: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("imgstream: {message}");
+    }
 }
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     let streams = matches!(
         cli.command,
         cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_) | cli::Command::Verify(_)
@@ -72,6 +87,8 @@ fn main() -> ExitCode {
         cli::Command::Verify(args) => verify::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
+        cli::Command::Man(args) => generate::man(&args),
+        cli::Command::Completions(args) => generate::completions(&args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,15 @@
 //! `imgstream part`: one volume to stdout.
 
 use crate::cli::PartArgs;
+use crate::output::Output;
 use crate::size::{human, percent};
-use crate::{Failure, output, progress, warn};
-use imgstream_blockio::{ReadAt, Source, mounts};
+use crate::{Failure, note, progress, warn};
+use imgstream_blockio::mounts::{self, Mount};
+use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
 use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_stream::Stats;
+use std::ops::Range;
 use std::path::Path;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
@@ -17,27 +20,21 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
-    let mut sink = output::stdout_sink()?;
+    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
     let change = ChangeCheck::start(&source, volume.map_ranges())?;
     let rescue = args.rescue.reader(&source, source.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);
-    let progress = progress::reporter(args.engine.progress, volume.size);
-    let stats = imgstream_stream::stream(reader, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let progress = progress::reporter(args.engine.progress, Some(volume.size));
+    let stats =
+        imgstream_stream::stream(reader, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
     change.finish(&source, &args.source)?;
-    eprintln!("imgstream: {}", summary(&volume, &stats));
-    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))
+    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))?;
+    output.keep();
+    note(&summary(&volume, &stats));
+    Ok(())
 }
-
-/// A failed stream as one line that names the source once (read errors already name it).
-pub(crate) fn stream_failure(source: &std::path::Path, error: &imgstream_stream::Error) -> Failure {
-    match error {
-        imgstream_stream::Error::Read(_) => Failure::new(error.to_string()),
-        _ => Failure::new(format!("{}: {error}", source.display())),
-    }
-}
-
 /// Catches a source that changes while it is read (a running VM's disk, a device mounted
 /// meanwhile): a digest of its allocation map, taken before streaming, must hold after it.
 pub(crate) struct ChangeCheck {
@@ -65,16 +62,18 @@ impl ChangeCheck {
     }
 }
 
-/// Refuses a source whose filesystem (or a partition of it) is mounted read-write: its
+/// Refuses a source mounted read-write, itself or anything in it or stacked on it: its
 /// allocation map changes while we read it.
 pub(crate) fn refuse_writable_mount(source: &Source, force: bool) -> Result<(), Failure> {
-    let Some(mount) = mounts::writable_mount(source)? else { return Ok(()) };
-    let message = format!(
-        "{} is mounted read-write at {} ({}): its allocation map changes while we read",
-        source.path().display(),
-        mount.mount_point,
-        mount.device
-    );
+    let mounts = mounts::mounts_over(source)?;
+    refuse_mounted(&mounts, &(0..source.size()), &source.path().display().to_string(), force)
+}
+
+/// Refuses `what`, the bytes `range` of the source, if one of `mounts` covers it read-write;
+/// with `force`, a warning instead.
+pub(crate) fn refuse_mounted(mounts: &[Mount], range: &Range<u64>, what: &str, force: bool) -> Result<(), Failure> {
+    let Some(mount) = mounts.iter().find(|m| m.writable && m.overlaps(range)) else { return Ok(()) };
+    let message = format!("{what} is {}: its allocation map changes while we read", mount.describe());
     if force {
         warn(&format!("{message}; imaging it anyway (--force)"));
         Ok(())

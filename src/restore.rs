@@ -75,14 +75,14 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     let (report, target) = result?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 { human((report.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
-    eprintln!(
-        "imgstream: restored {} to {} in {seconds:.2} s ({rate}); wrote {}, {} of zeros {}",
+    crate::note(&format!(
+        "restored {} to {} in {seconds:.2} s ({rate}); wrote {}, {} of zeros {}",
         human(report.total),
         args.target.display(),
         human(report.data),
         human(report.zeros),
         zero_words(target.kind(), target.zero_mode())
-    );
+    ));
     Ok(())
 }
 
@@ -125,7 +125,7 @@ fn write(
         }
         (expected, capacity) => expected.or(capacity),
     };
-    let progress = progress::reporter(args.progress, expected.unwrap_or(0));
+    let progress = progress::reporter(args.progress, expected);
     let report = imgstream_restore::write_stream(
         &target,
         input,

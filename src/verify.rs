@@ -4,10 +4,11 @@
 //! streaming engine into a sink that compares instead of writing, so verify sees exactly what
 //! `part` would emit; free blocks are never read from SOURCE.
 
-use crate::cli::{EngineArgs, PolicyArgs};
+use crate::cli::EngineArgs;
+use crate::disk::DiskPolicyArgs;
 use crate::part::ChangeCheck;
 use crate::size::human;
-use crate::{Failure, progress, warn};
+use crate::{Failure, note, progress, warn};
 use clap::Args;
 use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
@@ -27,9 +28,9 @@ pub(crate) struct VerifyArgs {
     /// The stream is a `disk` image (partition table and every partition) instead of `part`'s.
     #[arg(long)]
     pub(crate) disk: bool,
-    /// How the filesystem was treated when the stream was made.
+    /// How the filesystem (each partition's, with --disk) was treated when the stream was made.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: DiskPolicyArgs,
     /// How to read.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
@@ -45,12 +46,11 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let input = File::from(std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned()?);
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
-    let policy = args.policy.policy();
     let (used, map) = if args.disk {
-        let plan = if policy.raw {
+        let plan = if args.policy.common.raw {
             None
         } else {
-            Some(crate::disk::plan(source, crate::disk::sector_size_hint(&opened), &policy)?)
+            Some(crate::disk::plan(&opened, source, &args.policy, None, false)?)
         };
         for part in plan.iter().flat_map(|p| &p.parts) {
             for warning in &part.volume.warnings {
@@ -59,7 +59,7 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
         }
         plan.map_or((RangeSet::from_range(0..source.size()), RangeSet::new()), |p| (p.used, p.map))
     } else {
-        let volume = imgstream_fs::examine(source, &policy)?;
+        let volume = imgstream_fs::examine(source, &args.policy.common.policy())?;
         for warning in &volume.warnings {
             warn(warning);
         }
@@ -68,19 +68,19 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     };
     let change = ChangeCheck::start(source, map)?;
     let mut compare = Compare::new(input, used.clone());
-    let progress = progress::reporter(args.engine.progress, source.size());
+    let progress = progress::reporter(args.engine.progress, Some(source.size()));
     let stats = imgstream_stream::stream(source, &used, &mut compare, args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| crate::part::stream_failure(&args.source, &e))?;
+    let stats = stats.map_err(|e| crate::output::stream_failure(&args.source, "stdin", e))?;
     change.finish(source, &args.source)?;
     if compare.places == 0 {
-        eprintln!(
-            "imgstream: verify: the stream matches {} ({} bytes: {} compared with the source, {} zeros)",
+        note(&format!(
+            "verify: the stream matches {} ({} bytes: {} compared with the source, {} zeros)",
             args.source.display(),
             stats.total,
             human(stats.read),
             human(stats.elided)
-        );
+        ));
         return Ok(());
     }
     for difference in &compare.shown {

@@ -15,6 +15,8 @@ mod ext;
 mod fat;
 mod faults;
 mod ntfs;
+mod package;
+mod policy;
 mod restore;
 mod swap;
 mod verify;
