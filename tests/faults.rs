@@ -240,6 +240,24 @@ fn a_source_that_shrinks_while_it_is_read_fails_with_one_line() {
     assert_one_error_line(&stderr, &["shrank from 16777216 to 4194304 bytes while it was read"]);
 }
 
+/// The same with a block device: a loop device whose backing file is cut, then `losetup -c`.
+#[test]
+fn root_a_loop_device_that_shrinks_while_it_is_read_fails_with_one_line() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = scratch();
+    let image = fixture("ext-ext4", dir.path());
+    let device = crate::disk::LoopDevice::attach(&image, &[]);
+    let path = device.path().to_str().unwrap();
+    let (code, stderr) = with_pause(&["part", "--raw", "-j", "1", "--block-size", "64K", path], 65536, |_| {
+        std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(4 << 20).unwrap();
+        run_ok(Command::new("losetup").arg("-c").arg(device.path()));
+    });
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_error_line(&stderr, &["shrank from 16777216 to 4194304 bytes while it was read"]);
+}
+
 /// The byte ranges `info --json` says hold the allocation map of `image`.
 fn map_ranges(image: &Path) -> Vec<[u64; 2]> {
     let json = run_ok(imgstream().args(["info", "--json"]).arg(image)).stdout;
