@@ -20,3 +20,4 @@ mod policy;
 mod restore;
 mod swap;
 mod verify;
+mod xfs;
