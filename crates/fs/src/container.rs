@@ -34,6 +34,9 @@ pub struct Inner {
     pub volume: Volume,
 }
 
+/// The LVM2 label lies in one of the first four sectors.
+const LABEL_SECTORS_END: u64 = 2048;
+
 /// Which volume in the source (the range of a partition, or of the whole source), and how to
 /// treat it.
 type Part = (Range<u64>, Policy);
@@ -81,6 +84,9 @@ pub(crate) fn md_member(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> R
         ("data area".into(), format!("bytes {}..{}", data.start, data.end)),
     ];
     allocation.unsafe_reasons = inner.allocation.as_ref().map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
+    // What to read again to catch a changing source: the superblock and the inner map.
+    allocation.map_ranges = inner.map_ranges().shifted(data.start);
+    allocation.map_ranges.insert(member.superblock.clone());
     let warnings = inner.warnings.iter().map(|w| format!("{what}: {w}")).collect();
     // Raw inside is raw here too, named as the member.
     let elision = match &inner.elision {
@@ -146,10 +152,12 @@ pub(crate) fn examine_parts(source: &dyn ReadAt, parts: &[Part], depth: usize) -
         .collect()
 }
 
-/// What one LV turned out to be, and the source bytes of its extents that may be zeroed.
+/// What one LV turned out to be, the source bytes of its extents that may be zeroed, and the
+/// source bytes of its allocation map.
 struct Examined {
     inner: Inner,
     elidable: RangeSet,
+    map: RangeSet,
 }
 
 fn logical_volume(source: &dyn ReadAt, lv: &LogicalVolume, policy: &Policy, depth: usize) -> Result<Examined, Error> {
@@ -160,7 +168,7 @@ fn logical_volume(source: &dyn ReadAt, lv: &LogicalVolume, policy: &Policy, dept
         Err(reason) => {
             // Hidden LVs are parts of a visible one, whose warning says it all.
             let volume = Volume::raw(lv.size, None, reason.clone(), !lv.hidden);
-            return Ok(Examined { inner: inner(volume), elidable: RangeSet::new() });
+            return Ok(Examined { inner: inner(volume), elidable: RangeSet::new(), map: RangeSet::new() });
         }
     };
     let mapped = Mapped::new(source, stretches)?;
@@ -172,7 +180,11 @@ fn logical_volume(source: &dyn ReadAt, lv: &LogicalVolume, policy: &Policy, dept
             mapped.source_ranges(free, |range| pieces.push(range));
         }
     }
-    Ok(Examined { inner: inner(volume), elidable: sorted_set(pieces) })
+    let mut map = Vec::new();
+    for range in volume.map_ranges().iter() {
+        mapped.source_ranges(range, |piece| map.push(piece));
+    }
+    Ok(Examined { inner: inner(volume), elidable: sorted_set(pieces), map: sorted_set(map) })
 }
 
 /// A set from ranges in any order: sorted first, so that building it stays linear (a striped
@@ -227,12 +239,16 @@ fn physical_volumes(
         let mut container =
             Container { kind: format!("LVM2 PV {} of VG {}", layout.name, layout.vg), volumes: Vec::new() };
         let mut allocation = Allocation::new("lvm2", layout.extent_size, RangeSet::new());
+        // The label sectors and metadata areas, and the LVs' maps: read again to catch changes.
+        let mut map: Vec<Range<u64>> = pv.pv.label.metadata_areas.clone();
+        map.push(0..LABEL_SECTORS_END.min(pv.size));
         let mut warnings = Vec::new();
         let mut forced = false;
         for (_, examined) in &lvs {
             let Ok(examined) = examined else { continue };
-            elidable
-                .extend(examined.elidable.overlapping(range.clone()).map(|p| p.start - pv.offset..p.end - pv.offset));
+            let to_pv = |p: Range<u64>| p.start - pv.offset..p.end - pv.offset;
+            elidable.extend(examined.elidable.overlapping(range.clone()).map(to_pv));
+            map.extend(examined.map.overlapping(range.clone()).map(to_pv));
             let volume = &examined.inner.volume;
             let name = &examined.inner.name;
             warnings.extend(volume.warnings.iter().map(|w| format!("LV {name}: {w}")));
@@ -245,6 +261,7 @@ fn physical_volumes(
         let mut used = sorted_set(elidable).complement(0..pv.size);
         used.union_with(&layout.always);
         allocation.used = used.clone();
+        allocation.map_ranges = sorted_set(map);
         allocation.details = details(layout);
         let elision = if forced { Elision::Forced } else { Elision::Elided };
         volumes.push(Ok(Volume {

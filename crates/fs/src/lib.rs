@@ -6,7 +6,8 @@
 //!   what [`signatures`] recognises (LUKS, btrfs, qcow2, ...) is named in that warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
-//!   the volume raw with a warning (the default), fail, or elide anyway with a warning.
+//!   the volume raw with a warning (the default), fail, or elide anyway with a warning;
+//! - metadata that cannot be read: fail, or in rescue mode copy the volume raw, with a warning.
 //!
 //! Volume managers come first: an LVM2 PV or md RAID member is examined through the volumes it
 //! holds ([`container`]), each of them with this same policy. [`examine_parts`] examines the
@@ -22,6 +23,7 @@ pub use container::{Container, Inner};
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
 use std::fmt;
+use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::str::FromStr;
 
@@ -34,6 +36,8 @@ pub struct Policy {
     pub on_unsafe: OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
     pub drop_pagefile: bool,
+    /// Metadata that cannot be read does not fail the run: the volume is copied raw (`--rescue`).
+    pub rescue: bool,
 }
 
 /// What to do with a volume whose filesystem says zeroing its free space could lose data.
@@ -107,6 +111,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Where its allocation map lives (empty when nothing was parsed).
+    pub fn map_ranges(&self) -> RangeSet {
+        self.allocation.as_ref().map(|a| a.map_ranges.clone()).unwrap_or_default()
+    }
+
     /// Name of the recognised filesystem or container, or "unknown".
     pub fn filesystem(&self) -> &str {
         self.allocation.as_ref().map(|a| a.filesystem.as_str()).or(self.recognised_as).unwrap_or("unknown")
@@ -200,6 +209,26 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     Ok(None)
 }
 
+/// A digest of the bytes of `volume` in `ranges` (an allocation's `map_ranges`): reading it
+/// before and after streaming tells whether the allocation map changed meanwhile.
+pub fn digest(volume: &dyn ReadAt, ranges: &RangeSet) -> io::Result<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut hasher = DefaultHasher::new();
+    let mut buffer = Vec::new();
+    for range in ranges.clipped(volume.size()).iter() {
+        let mut at = range.start;
+        while at < range.end {
+            let len = (range.end - at).min(CHUNK);
+            buffer.resize(usize::try_from(len).unwrap_or(0), 0);
+            volume.read_exact_at(&mut buffer, at)?;
+            hasher.write(&buffer);
+            at += len;
+        }
+        volume.drop_cache(range);
+    }
+    Ok(hasher.finish())
+}
+
 /// Decides which bytes of `volume` to copy.
 pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     examine_at(volume, policy, 0)
@@ -218,16 +247,30 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
+    let unreadable = |error: &dyn fmt::Display| {
+        Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
+    };
     if depth < MAX_DEPTH {
-        if imgstream_md::detect(volume)? {
-            return container::md_member(volume, policy, depth);
-        }
-        if imgstream_lvm::detect(volume)? {
-            let mut results = container::examine_parts(volume, &[(0..size, *policy)], depth);
-            return results.pop().unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
+        // md first: a 1.0 member holding a PV shows the PV's label at its start too.
+        let manager = imgstream_md::detect(volume).and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)));
+        match manager {
+            Err(error) if policy.rescue => return Ok(unreadable(&error)),
+            Err(error) => return Err(error.into()),
+            Ok((true, _)) => return container::md_member(volume, policy, depth),
+            Ok((_, true)) => {
+                let mut results = container::examine_parts(volume, &[(0..size, *policy)], depth);
+                return results
+                    .pop()
+                    .unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
+            }
+            Ok(_) => {}
         }
     }
-    let Some((filesystem, parsed)) = recognise(volume, policy)? else {
+    let recognised = match recognise(volume, policy) {
+        Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        recognised => recognised?,
+    };
+    let Some((filesystem, parsed)) = recognised else {
         // Only what no parser claimed is looked up, so a crate that learns a format wins.
         return Ok(match signatures::identify(volume)? {
             Some(signature) => {
@@ -240,6 +283,7 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
+                ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => Ok(Volume::raw(size, None, format!("{filesystem}: {error}"), true)),
