@@ -16,16 +16,16 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn read(path: &Path) -> Vec<u8> {
+pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn path_str(path: &Path) -> &str {
+pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
 /// `dumpe2fs -h`'s "Name:   value" lines.
-fn dumpe2fs_header(image: &Path) -> HashMap<String, String> {
+pub fn dumpe2fs_header(image: &Path) -> HashMap<String, String> {
     let output = run_ok(Command::new("dumpe2fs").arg("-h").arg(image));
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -34,13 +34,13 @@ fn dumpe2fs_header(image: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-fn header_number(header: &HashMap<String, String>, key: &str) -> usize {
+pub fn header_number(header: &HashMap<String, String>, key: &str) -> usize {
     header.get(key).unwrap_or_else(|| panic!("dumpe2fs -h has no {key:?}")).parse().unwrap()
 }
 
 /// The free byte ranges per dumpe2fs's per-group "Free blocks:" lists. With bigalloc they name
 /// the first block of each free cluster, so a run `a-b` covers blocks a to b + ratio - 1.
-fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
+pub fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
     let header = dumpe2fs_header(image);
     let block = header_number(&header, "Block size");
     let ratio = header.get("Cluster size").map_or(1, |_| header_number(&header, "Cluster size") / block);
@@ -80,7 +80,7 @@ fn part_to_file(image: &Path, args: &[&str], name: &str) -> (PathBuf, Vec<u8>) {
     (path, out)
 }
 
-fn have_e2fsprogs() -> bool {
+pub fn have_e2fsprogs() -> bool {
     ["dumpe2fs", "debugfs", "e2fsck"].iter().all(|t| have_tool(t))
 }
 
@@ -136,7 +136,7 @@ fn ext_output_passes_e2fsck_and_every_file_reads_back() {
 
 /// Asserts two directory trees hold the same names, file contents and symlink targets;
 /// returns the number of files compared.
-fn compare_trees(a: &Path, b: &Path) -> usize {
+pub fn compare_trees(a: &Path, b: &Path) -> usize {
     let mut names_a: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
     let mut names_b: Vec<_> = std::fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
     names_a.sort();
@@ -363,7 +363,7 @@ fn with_loop_device<T>(image: &Path, f: impl FnOnce(&str) -> T) -> T {
 }
 
 /// `with_loop_device` with losetup's `-r` (read-only) or `-f`-only (read-write) mode.
-fn with_loop_device_mode<T>(image: &Path, mode: &str, f: impl FnOnce(&str) -> T) -> T {
+pub fn with_loop_device_mode<T>(image: &Path, mode: &str, f: impl FnOnce(&str) -> T) -> T {
     let mut args = vec!["-f", "--show"];
     if mode == "-r" {
         args.insert(0, "-r");
@@ -385,7 +385,7 @@ fn with_mount<T>(device: &str, dir: &Path, f: impl FnOnce() -> T) -> T {
     with_mount_options(device, dir, "ro,noload", f)
 }
 
-fn with_mount_options<T>(device: &str, dir: &Path, options: &str, f: impl FnOnce() -> T) -> T {
+pub fn with_mount_options<T>(device: &str, dir: &Path, options: &str, f: impl FnOnce() -> T) -> T {
     std::fs::create_dir_all(dir).unwrap();
     run_ok(Command::new("mount").args(["-o", options, device]).arg(dir));
     struct Unmount(PathBuf);
@@ -426,7 +426,7 @@ fn root_ext_loop_device_source_and_kernel_mount_of_the_output() {
 }
 
 /// Bytes of `path`, written by the test to a file in the mounted filesystem.
-fn write_random_file(path: &Path, len: usize, seed: u64) {
+pub fn write_random_file(path: &Path, len: usize, seed: u64) {
     let mut state = seed | 1;
     let bytes: Vec<u8> = (0..len)
         .map(|_| {

@@ -13,6 +13,7 @@ mod disk;
 mod exfat;
 mod ext;
 mod fat;
+mod journal;
 mod ntfs;
 mod restore;
 mod swap;
