@@ -10,7 +10,9 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
-use crate::ext::{compare_trees, dumpe2fs_free, dumpe2fs_header, have_e2fsprogs, header_number, path_str, read};
+use crate::ext::{
+    compare_trees, dumpe2fs_free, dumpe2fs_header, have_e2fsprogs, header_number, path_str, read, write_random_file,
+};
 use crate::util::*;
 use std::io::Write;
 use std::ops::Range;
@@ -159,24 +161,17 @@ fn assert_elided_and_replays_identically(
 
 /// A fresh ext4 image of `mib` MiB over random bytes (kept: nodiscard), so that elision shows.
 fn mkfs(path: &Path, mib: usize, options: &[&str]) {
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ mib as u64;
-    let garbage: Vec<u8> = (0..mib << 20)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 32) as u8
-        })
-        .collect();
-    std::fs::write(path, garbage).unwrap();
+    write_random_file(path, mib << 20, mib as u64);
     // Inode tables zeroed, as the kernel's lazy init leaves them: fast-commit replay reads
     // inodes that were never used.
     run_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard,lazy_itable_init=0"]).args(options).arg(path));
 }
 
-/// Writes `len` pseudo-random bytes to `path` (a host file, for debugfs `write`).
-fn host_file(path: &Path, len: usize, seed: u64) {
-    crate::ext::write_random_file(path, len, seed);
+/// Runs debugfs's `commands` (one a line) read-write on `image`.
+fn debugfs_script(image: &Path, commands: &str) {
+    let script = image.with_extension("debugfs");
+    std::fs::write(&script, commands).unwrap();
+    run_ok(Command::new("debugfs").arg("-w").arg("-f").arg(&script).arg(image));
 }
 
 #[test]
@@ -198,7 +193,7 @@ fn journal_debugfs_transactions_are_kept_and_replay_identically() {
         let block = header_number(&dumpe2fs_header(&base), "Block size");
         for i in 0..4 {
             let file = dir.path().join(format!("old{i}"));
-            host_file(&file, 40_000 + i * 30_000, i as u64);
+            write_random_file(&file, 40_000 + i * 30_000, i as u64);
             run_ok(
                 Command::new("debugfs").arg("-w").arg("-R").arg(format!("write {} old{i}", file.display())).arg(&base),
             );
@@ -209,20 +204,10 @@ fn journal_debugfs_transactions_are_kept_and_replay_identically() {
         let mut script = String::from("rm old1\nmkdir newdir\n");
         for i in 0..3 {
             let file = dir.path().join(format!("new{i}"));
-            host_file(&file, 60_000 + i * 70_000, 100 + i as u64);
+            write_random_file(&file, 60_000 + i * 70_000, 100 + i as u64);
             script += &format!("write {} newdir/new{i}\n", file.display());
         }
-        let mut debugfs = Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg("-")
-            .arg(&after)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        debugfs.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        assert!(debugfs.wait().unwrap().success());
+        debugfs_script(&after, &script);
         let mut data_blocks = Vec::new();
         for i in 0..3 {
             let listed = run_ok(Command::new("debugfs").arg("-R").arg(format!("blocks newdir/new{i}")).arg(&after));
@@ -252,17 +237,7 @@ fn journal_debugfs_transactions_are_kept_and_replay_identically() {
             script += &format!("jw -b {} {}\n", list.join(","), contents.display());
         }
         script += &format!("jw -r {}\njc\n", first[0]);
-        let mut debugfs = Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg("-")
-            .arg(&base)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        debugfs.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        assert!(debugfs.wait().unwrap().success());
+        debugfs_script(&base, &script);
 
         // The new files' blocks are free on disk: only the journal says they are used.
         let free: Vec<_> = dumpe2fs_free(&base);
