@@ -15,5 +15,6 @@ mod ext;
 mod fat;
 mod journal;
 mod ntfs;
+mod package;
 mod restore;
 mod swap;
