@@ -22,6 +22,7 @@ declare -A why=(
     [fdisk]="sfdisk: partition tables for the disk tests"
     [zstd]="unpacking fixtures/"
     [util-linux]="losetup, mount, fincore"
+    [xfsprogs]="mkfs.xfs: a reflink scratch filesystem for crash-consistent copies of a live ext4"
     [man-db]="rendering the generated man pages (package test)"
 )
 packages=("${!why[@]}")
