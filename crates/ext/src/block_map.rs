@@ -165,7 +165,8 @@ impl Mapper<'_> {
                 let len = if len > MAX_INIT_EXTENT_LEN { len - MAX_INIT_EXTENT_LEN } else { len };
                 let start = u64::from(le16(entry, 6)) << 32 | u64::from(le32(entry, 8));
                 self.map(u64::from(le32(entry, 0)), start, u64::from(len), entry_offset)?;
-            } else {
+            } else if u64::from(le32(entry, 0)) < self.blocks.len() as u64 {
+                // Only subtrees that start within the blocks to map (and so within the budget).
                 let child = u64::from(le16(entry, 8)) << 32 | u64::from(le32(entry, 4));
                 let buf = self.read_block(child, entry_offset)?;
                 self.extent_node(&buf, child << self.sb.block_bits, Some(depth - 1))?;
