@@ -40,7 +40,7 @@ pub fn header_number(header: &HashMap<String, String>, key: &str) -> usize {
 
 /// The free byte ranges per dumpe2fs's per-group "Free blocks:" lists. With bigalloc they name
 /// the first block of each free cluster, so a run `a-b` covers blocks a to b + ratio - 1.
-pub fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
+pub(crate) fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
     let header = dumpe2fs_header(image);
     let block = header_number(&header, "Block size");
     let ratio = header.get("Cluster size").map_or(1, |_| header_number(&header, "Cluster size") / block);
@@ -61,7 +61,7 @@ pub fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
 }
 
 /// The source with every block dumpe2fs lists as free zeroed.
-fn expected_from_dumpe2fs(image: &Path, source: &[u8]) -> Vec<u8> {
+pub(crate) fn expected_from_dumpe2fs(image: &Path, source: &[u8]) -> Vec<u8> {
     let mut expected = source.to_vec();
     for range in dumpe2fs_free(image) {
         expected[range].fill(0);

@@ -16,5 +16,6 @@ mod fat;
 mod journal;
 mod ntfs;
 mod package;
+mod policy;
 mod restore;
 mod swap;
