@@ -1,4 +1,4 @@
-//! The block map of one inode: which physical block holds each of its first logical blocks,
+//! The block map of one inode: which physical blocks hold its first logical blocks,
 //! through an extent tree (ext4) or direct and indirect block pointers (ext2/3). Used to find
 //! the internal journal (inode 8), whose log is addressed by logical block.
 //!
@@ -15,6 +15,7 @@ use crate::superblock::Superblock;
 use imgstream_blockio::ReadAt;
 use imgstream_volume::fields::{le16, le32};
 use imgstream_volume::read_at;
+use std::collections::HashSet;
 
 /// `i_flags` bit: the inode's `i_block` holds an extent tree.
 const EXTENTS_FL: u32 = 0x8_0000;
@@ -29,44 +30,88 @@ const MAX_INIT_EXTENT_LEN: u16 = 32768;
 /// Direct pointers in `i_block`; then the single, double and triple indirect block.
 const DIRECT_POINTERS: usize = 12;
 
-/// Physical block of each logical block `0..len` of an inode; `None` for a hole.
-pub(crate) struct BlockMap {
-    pub(crate) blocks: Vec<Option<u64>>,
+/// Logical blocks `logical..logical + len` of an inode, stored at `physical..physical + len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) logical: u64,
+    pub(crate) physical: u64,
+    pub(crate) len: u64,
 }
 
-/// What is being mapped, for messages: "journal inode 8".
+/// Where the first logical blocks of an inode are: runs sorted by logical block (a hostile tree
+/// may make them overlap; the first run holding a block answers for it).
+pub(crate) struct BlockMap {
+    runs: Vec<Run>,
+}
+
+/// What is being mapped, for messages: "inode 8".
 struct Mapper<'a> {
     volume: &'a dyn ReadAt,
     sb: &'a Superblock,
     what: String,
-    blocks: Vec<Option<u64>>,
-    /// Tree or indirect blocks still allowed to be read (a hostile tree could loop).
+    /// Logical blocks to map: `0..len`.
+    len: u64,
+    runs: Vec<Run>,
+    /// Tree and indirect blocks read so far: one read twice is a loop.
+    visited: HashSet<u64>,
+    /// Tree or indirect blocks still allowed to be read.
     budget: u64,
 }
 
 impl BlockMap {
-    /// Maps the first `len` logical blocks of inode `inode` (>= 1). `len` is at most the
-    /// filesystem's block count.
+    /// Maps the first `len` logical blocks of inode `inode` (>= 1).
     pub(crate) fn of_inode(volume: &dyn ReadAt, sb: &Superblock, inode: u32, len: u64) -> Result<Self, Error> {
         let (raw, inode_offset) = read_inode(volume, sb, inode)?;
-        let len = len.min(sb.blocks_count);
         let i_block = raw.get(I_BLOCK..I_BLOCK + I_BLOCK_LEN).unwrap_or(&[]);
         let i_block_offset = inode_offset + I_BLOCK as u64;
         let mut mapper = Mapper {
             volume,
             sb,
             what: format!("inode {inode}"),
-            blocks: vec![None; usize::try_from(len).unwrap_or(0)],
-            // Every tree or indirect block maps at least one logical block, plus slack for the
-            // upper levels.
-            budget: len + 64,
+            len,
+            runs: Vec::new(),
+            visited: HashSet::new(),
+            // Every tree or indirect block maps at least one of the blocks asked for, plus
+            // slack for the upper levels; and no tree has more blocks than the filesystem.
+            budget: len.min(sb.blocks_count) + 64,
         };
         if le32(&raw, I_FLAGS) & EXTENTS_FL != 0 {
             mapper.extent_node(i_block, i_block_offset, None)?;
         } else {
             mapper.indirect_root(i_block, i_block_offset)?;
         }
-        Ok(Self { blocks: mapper.blocks })
+        let mut runs = mapper.runs;
+        runs.sort_by_key(|run| run.logical);
+        Ok(Self { runs })
+    }
+
+    /// The physical block holding logical block `logical`, if mapped.
+    pub(crate) fn physical(&self, logical: u64) -> Option<u64> {
+        // The last run starting at or before `logical`, then the runs before it (overlaps).
+        let after = self.runs.partition_point(|run| run.logical <= logical);
+        self.runs
+            .get(..after)?
+            .iter()
+            .rev()
+            .find(|run| logical - run.logical < run.len)
+            .map(|run| run.physical + (logical - run.logical))
+    }
+
+    /// The first logical block below `len` that no run maps.
+    pub(crate) fn first_hole(&self, len: u64) -> Option<u64> {
+        let mut covered = 0;
+        for run in &self.runs {
+            if run.logical > covered {
+                break;
+            }
+            covered = covered.max(run.logical + run.len);
+        }
+        (covered < len).then_some(covered)
+    }
+
+    /// The runs, in logical order.
+    pub(crate) fn runs(&self) -> &[Run] {
+        &self.runs
     }
 }
 
@@ -109,8 +154,11 @@ impl Mapper<'_> {
                 format!("points to block {block}, outside the filesystem (1 to {})", self.sb.blocks_count - 1),
             ));
         }
+        if !self.visited.insert(block) {
+            return Err(self.corrupt(offset_of_pointer, format!("reaches block {block} twice: a loop")));
+        }
         if self.budget == 0 {
-            return Err(self.corrupt(offset_of_pointer, "has more tree blocks than blocks to map: a loop"));
+            return Err(self.corrupt(offset_of_pointer, "has more tree blocks than blocks to map"));
         }
         self.budget -= 1;
         let mut buf = vec![0; usize::try_from(self.sb.block_size()).unwrap_or(0)];
@@ -119,24 +167,22 @@ impl Mapper<'_> {
         Ok(buf)
     }
 
-    /// Records `count` blocks from `physical` for logical blocks from `logical`, within `len`.
+    /// Records `count` blocks from `physical` for logical blocks from `logical`, within `len`,
+    /// extending the last run when they continue it.
     fn map(&mut self, logical: u64, physical: u64, count: u64, offset: u64) -> Result<(), Error> {
-        let len = self.blocks.len() as u64;
-        if logical >= len {
+        if logical >= self.len || count == 0 {
             return Ok(());
         }
-        let count = count.min(len - logical);
-        if physical.checked_add(count).is_none_or(|end| end > self.sb.blocks_count) {
+        let count = count.min(self.len - logical);
+        if physical == 0 || physical.checked_add(count).is_none_or(|end| end > self.sb.blocks_count) {
             return Err(self.corrupt(
                 offset,
-                format!("maps blocks {physical}..+{count}, past the filesystem's {} blocks", self.sb.blocks_count),
+                format!("maps blocks {physical}..+{count}, outside the filesystem's {} blocks", self.sb.blocks_count),
             ));
         }
-        for i in 0..count {
-            // logical + i < len, which fits in usize (the vector exists).
-            if let Some(slot) = self.blocks.get_mut(usize::try_from(logical + i).unwrap_or(usize::MAX)) {
-                *slot = Some(physical + i);
-            }
+        match self.runs.last_mut() {
+            Some(run) if run.logical + run.len == logical && run.physical + run.len == physical => run.len += count,
+            _ => self.runs.push(Run { logical, physical, len: count }),
         }
         Ok(())
     }
@@ -165,7 +211,7 @@ impl Mapper<'_> {
                 let len = if len > MAX_INIT_EXTENT_LEN { len - MAX_INIT_EXTENT_LEN } else { len };
                 let start = u64::from(le16(entry, 6)) << 32 | u64::from(le32(entry, 8));
                 self.map(u64::from(le32(entry, 0)), start, u64::from(len), entry_offset)?;
-            } else if u64::from(le32(entry, 0)) < self.blocks.len() as u64 {
+            } else if u64::from(le32(entry, 0)) < self.len {
                 // Only subtrees that start within the blocks to map (and so within the budget).
                 let child = u64::from(le16(entry, 8)) << 32 | u64::from(le32(entry, 4));
                 let buf = self.read_block(child, entry_offset)?;
@@ -185,7 +231,7 @@ impl Mapper<'_> {
                 self.indirect(pointer, level, first, i_block_offset + i as u64 * 4)?;
             }
             first += span;
-            if first >= self.blocks.len() as u64 {
+            if first >= self.len {
                 break;
             }
         }
@@ -202,7 +248,7 @@ impl Mapper<'_> {
         let span = per_block.pow(level - 1);
         for i in 0..per_block {
             let logical = first + i * span;
-            if logical >= self.blocks.len() as u64 {
+            if logical >= self.len {
                 break;
             }
             let child = u64::from(le32(&buf, usize::try_from(i * 4).unwrap_or(usize::MAX)));
@@ -211,5 +257,35 @@ impl Mapper<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(runs: &[(u64, u64, u64)]) -> BlockMap {
+        let mut runs: Vec<Run> = runs.iter().map(|&(logical, physical, len)| Run { logical, physical, len }).collect();
+        runs.sort_by_key(|run| run.logical);
+        BlockMap { runs }
+    }
+
+    #[test]
+    fn lookups_and_holes() {
+        let m = map(&[(0, 100, 2), (2, 500, 10), (20, 900, 5)]);
+        assert_eq!(m.physical(0), Some(100));
+        assert_eq!(m.physical(1), Some(101));
+        assert_eq!(m.physical(11), Some(509));
+        assert_eq!(m.physical(12), None);
+        assert_eq!(m.physical(24), Some(904));
+        assert_eq!(m.physical(25), None);
+        assert_eq!(m.first_hole(12), None);
+        assert_eq!(m.first_hole(13), Some(12));
+        assert_eq!(map(&[(1, 5, 3)]).first_hole(2), Some(0));
+        // Overlapping runs (a hostile tree): a block inside any of them is mapped.
+        let m = map(&[(0, 100, 50), (10, 300, 5)]);
+        assert_eq!(m.physical(40), Some(140));
+        assert_eq!(m.physical(12), Some(302));
+        assert_eq!(m.first_hole(50), None);
     }
 }

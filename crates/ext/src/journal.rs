@@ -106,8 +106,8 @@ pub(crate) struct Log {
     pub(crate) transactions: u64,
     /// Filesystem blocks named by a fast-commit `ADD_RANGE` anywhere in the fast-commit area.
     pub(crate) fast_commit_blocks: Vec<Range<u64>>,
-    /// Physical block of each journal block.
-    map: Vec<u64>,
+    /// Where the journal's blocks are.
+    map: BlockMap,
     block_bits: u32,
 }
 
@@ -239,7 +239,7 @@ impl Log {
     pub(crate) fn read(volume: &dyn ReadAt, sb: &Superblock) -> Result<Self, Error> {
         let inode = sb.journal_inum;
         let first = BlockMap::of_inode(volume, sb, inode, 1)?;
-        let Some(&Some(sb_block)) = first.blocks.first() else {
+        let Some(sb_block) = first.physical(0) else {
             return Err(Error::unsupported(
                 format!("journal inode {inode}"),
                 crate::superblock::SUPERBLOCK_OFFSET,
@@ -251,22 +251,12 @@ impl Log {
         read_at(volume, || "journal superblock", sb_offset, &mut raw)?;
         let jsb = JournalSuperblock::parse(&raw, sb, sb_offset)?;
 
-        let mapped = BlockMap::of_inode(volume, sb, inode, jsb.maxlen)?;
-        let mut map = Vec::with_capacity(mapped.blocks.len());
-        for (index, block) in mapped.blocks.iter().enumerate() {
-            map.push(block.ok_or_else(|| {
-                Error::unsupported(
-                    format!("journal inode {inode}"),
-                    sb_offset,
-                    format!("journal block {index} of {} is a hole", jsb.maxlen),
-                )
-            })?);
-        }
-        if (map.len() as u64) < jsb.maxlen {
+        let map = BlockMap::of_inode(volume, sb, inode, jsb.maxlen)?;
+        if let Some(hole) = map.first_hole(jsb.maxlen) {
             return Err(Error::unsupported(
-                "journal superblock",
-                sb_offset + S_MAXLEN as u64,
-                format!("{} journal blocks but the filesystem has only {}", jsb.maxlen, sb.blocks_count),
+                format!("journal inode {inode}"),
+                sb_offset,
+                format!("journal block {hole} of {} is not mapped", jsb.maxlen),
             ));
         }
         let mut log =
@@ -276,9 +266,8 @@ impl Log {
         Ok(log)
     }
 
-    /// Reads every block of the journal after its superblock once, in runs of contiguous
-    /// blocks: descriptor tags and headers from the normal area, `ADD_RANGE`s from the
-    /// fast-commit area.
+    /// Reads every block of the journal after its superblock once, run by run: descriptor tags
+    /// and headers from the normal area, `ADD_RANGE`s from the fast-commit area.
     fn scan(
         &mut self,
         volume: &dyn ReadAt,
@@ -289,45 +278,62 @@ impl Log {
         let max_run = (READ_RUN_BYTES >> sb.block_bits).max(1);
         let mut headers = HashMap::new();
         let mut buf = Vec::new();
+        // Every block in [s_first, s_maxlen) is mapped (checked), so the runs in logical order
+        // reach them all.
         let mut next = jsb.first;
-        while next < jsb.maxlen {
-            let start = next;
-            let physical = self.physical(start);
-            while next < jsb.maxlen && next - start < max_run && self.physical(next) == physical + (next - start) {
-                next += 1;
-            }
-            buf.resize(block_size * usize::try_from(next - start).unwrap_or(0), 0);
-            let offset = physical << sb.block_bits;
-            read_at(volume, || format!("journal blocks {start}..{next}"), offset, &mut buf)?;
-            for (block, data) in (start..next).zip(buf.chunks_exact(block_size)) {
-                if block >= jsb.last {
-                    fast_commit::add_ranges(data, sb.blocks_count, &mut self.fast_commit_blocks);
-                } else if be32(data, 0) == JBD2_MAGIC {
-                    let (blocktype, sequence) = (be32(data, 4), be32(data, 8));
-                    let mut tags = 0;
-                    if blocktype == DESCRIPTOR_BLOCK {
-                        for (i, (home, flags)) in jsb.descriptor_tags(data).into_iter().enumerate() {
-                            let log_block = jsb.advance(block, 1 + i as u64);
-                            self.tags.push(Tag { home, log_block, escaped: flags & FLAG_ESCAPE != 0 });
-                            tags += 1;
-                        }
-                    }
-                    headers.insert(block, (blocktype, sequence, tags));
+        for run in self.map.runs().to_vec() {
+            while next < jsb.maxlen && next >= run.logical && next < run.logical + run.len {
+                let start = next;
+                next = (run.logical + run.len).min(jsb.maxlen).min(start + max_run);
+                buf.resize(block_size * usize::try_from(next - start).unwrap_or(0), 0);
+                let offset = (run.physical + (start - run.logical)) << sb.block_bits;
+                read_at(volume, || format!("journal blocks {start}..{next}"), offset, &mut buf)?;
+                for (block, data) in (start..next).zip(buf.chunks_exact(block_size)) {
+                    self.scan_block(block, data, sb, jsb, &mut headers);
                 }
             }
+        }
+        if next < jsb.maxlen {
+            // Only overlapping runs out of order can leave blocks unread.
+            return Err(Error::unsupported(
+                "journal inode",
+                crate::superblock::SUPERBLOCK_OFFSET,
+                format!("its block map overlaps itself around journal block {next}"),
+            ));
         }
         Ok(headers)
     }
 
-    fn physical(&self, block: u64) -> u64 {
-        // Journal blocks are below maxlen, which the map covers.
-        self.map.get(usize::try_from(block).unwrap_or(usize::MAX)).copied().unwrap_or(0)
+    /// One journal block of the scan.
+    fn scan_block(
+        &mut self,
+        block: u64,
+        data: &[u8],
+        sb: &Superblock,
+        jsb: &JournalSuperblock,
+        headers: &mut HashMap<u64, Header>,
+    ) {
+        if block >= jsb.last {
+            fast_commit::add_ranges(data, sb.blocks_count, &mut self.fast_commit_blocks);
+        } else if be32(data, 0) == JBD2_MAGIC {
+            let (blocktype, sequence) = (be32(data, 4), be32(data, 8));
+            let mut tags = 0;
+            if blocktype == DESCRIPTOR_BLOCK {
+                for (i, (home, flags)) in jsb.descriptor_tags(data).into_iter().enumerate() {
+                    let log_block = jsb.advance(block, 1 + i as u64);
+                    self.tags.push(Tag { home, log_block, escaped: flags & FLAG_ESCAPE != 0 });
+                    tags += 1;
+                }
+            }
+            headers.insert(block, (blocktype, sequence, tags));
+        }
     }
 
     /// The logged copy of `tag.home`, with the magic number put back if it was escaped.
     pub(crate) fn copy(&self, volume: &dyn ReadAt, tag: &Tag) -> Result<Vec<u8>, Error> {
         let mut block = vec![0; 1usize << self.block_bits];
-        let offset = self.physical(tag.log_block) << self.block_bits;
+        // Log blocks are below s_maxlen, all of which are mapped (checked when read).
+        let offset = self.map.physical(tag.log_block).unwrap_or(0) << self.block_bits;
         read_at(
             volume,
             || format!("journal block {} (a copy of block {})", tag.log_block, tag.home),

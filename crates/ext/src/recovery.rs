@@ -246,7 +246,7 @@ mod tests {
     fn journal_block(img: &[u8], block: u64) -> usize {
         let sb = superblock(img);
         let map = BlockMap::of_inode(&img, &sb, 8, block + 1).unwrap();
-        (map.blocks[block as usize].unwrap() << sb.block_bits) as usize
+        (map.physical(block).unwrap() << sb.block_bits) as usize
     }
 
     fn set_incompat(img: &mut [u8], value: u32) {
