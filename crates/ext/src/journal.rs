@@ -329,6 +329,11 @@ impl Log {
         }
     }
 
+    /// The filesystem blocks holding the journal.
+    pub(crate) fn physical_blocks(&self) -> Vec<Range<u64>> {
+        self.map.runs().iter().map(|run| run.physical..run.physical + run.len).collect()
+    }
+
     /// The logged copy of `tag.home`, with the magic number put back if it was escaped.
     pub(crate) fn copy(&self, volume: &dyn ReadAt, tag: &Tag) -> Result<Vec<u8>, Error> {
         let mut block = vec![0; 1usize << self.block_bits];

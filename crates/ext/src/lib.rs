@@ -83,9 +83,10 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let recovery =
         if sb.has_incompat(incompat::RECOVER) { Some(journal_view(volume, &sb, &mut unsafe_reasons)?) } else { None };
     let mut warnings = Vec::new();
-    let (used, free_clusters) = used_ranges(volume, &sb, recovery.as_ref(), &mut warnings)?;
+    let (used, free_clusters, map_ranges) = used_ranges(volume, &sb, recovery.as_ref(), &mut warnings)?;
 
     let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
+    allocation.map_ranges = map_ranges;
     allocation.unsafe_reasons = unsafe_reasons;
     allocation.warnings = warnings;
     allocation.details = details(&sb, free_clusters);
@@ -133,14 +134,15 @@ fn hazards(sb: &Superblock) -> Vec<String> {
     reasons
 }
 
-/// The used byte ranges of the volume and the number of free clusters; with `recovery` (the
-/// journal needs recovery), including what the journal allocates.
+/// The used byte ranges of the volume, the number of free clusters, and where the allocation
+/// map lives (superblock, descriptor blocks, block bitmaps, and the journal when it needs
+/// recovery); with `recovery`, including what the journal allocates.
 fn used_ranges(
     volume: &dyn ReadAt,
     sb: &Superblock,
     recovery: Option<&Recovery>,
     warnings: &mut Vec<String>,
-) -> Result<(RangeSet, u64), Error> {
+) -> Result<(RangeSet, u64, RangeSet), Error> {
     let size = volume.size();
     let block_bytes = |blocks: Range<u64>| (blocks.start << sb.block_bits)..(blocks.end << sb.block_bits);
     let cluster_bytes = |clusters: Range<u64>| {
@@ -163,14 +165,18 @@ fn used_ranges(
         // Outside every bitmap: after the filesystem.
         block_bytes(0..sb.blocks_count).end..size,
     ];
-    if let Some(recovery) = recovery {
-        extra.extend(recovery.fast_commit_blocks.iter().map(|blocks| block_bytes(round_to_clusters(blocks.clone()))));
-    }
 
     let honour_uninit = sb.has_group_desc_csum();
     let per_block = sb.descs_per_block();
     let mut table = DescriptorTable::new(volume, sb);
     let mut free_total = 0u64;
+    let mut map = RangeSet::from_range(SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64);
+    if let Some(recovery) = recovery {
+        extra.extend(recovery.fast_commit_blocks.iter().map(|blocks| block_bytes(round_to_clusters(blocks.clone()))));
+        for blocks in &recovery.journal_blocks {
+            map.insert(block_bytes(blocks.clone()));
+        }
+    }
     for group in 0..sb.groups {
         // Verified (checksum and locations) before anything in it is trusted.
         let desc = table.get(group)?;
@@ -210,7 +216,9 @@ fn used_ranges(
         if group % per_block == 0 {
             let block = table.block_location(group / per_block)?;
             metadata.push(block..block + 1);
+            map.insert(block_bytes(block..block + 1));
         }
+        map.insert(block_bytes(desc.block_bitmap..desc.block_bitmap + 1));
         for blocks in metadata {
             let bytes = block_bytes(round_to_clusters(blocks));
             if !from_bitmaps.contains_range(bytes.clone()) {
@@ -234,7 +242,7 @@ fn used_ranges(
     }
 
     extra.sort_by_key(|r| r.start);
-    Ok((merge(&from_bitmaps, &extra).clipped(size), free_total))
+    Ok((merge(&from_bitmaps, &extra).clipped(size), free_total, map.clipped(size)))
 }
 
 /// The union of a set and sorted ranges, in one ascending pass (inserting in order is cheap).

@@ -47,6 +47,8 @@ pub(crate) struct Recovery {
     desc_versions: HashMap<u64, Vec<(u64, u16)>>,
     /// Blocks that fast-commit replay marks used.
     pub(crate) fast_commit_blocks: Vec<Range<u64>>,
+    /// Where the journal is, in filesystem blocks (what decides the answer, with the bitmaps).
+    pub(crate) journal_blocks: Vec<Range<u64>>,
     /// Committed transactions recovery would replay.
     pub(crate) transactions: u64,
     /// Logged block bitmap copies found.
@@ -60,6 +62,7 @@ impl Recovery {
         let log = Log::read(volume, sb)?;
         let mut recovery = Self {
             fast_commit_blocks: log.fast_commit_blocks.clone(),
+            journal_blocks: log.physical_blocks(),
             transactions: log.transactions,
             ..Self::default()
         };
@@ -266,6 +269,11 @@ mod tests {
         assert!(allocation.unsafe_reasons.is_empty(), "{:?}", allocation.unsafe_reasons);
         let journal = &allocation.details.iter().find(|(label, _)| label == "journal").unwrap().1;
         assert_eq!(journal, "needs recovery: 1 transactions, 1 bitmap copies; elided safely");
+        // The journal decides the answer too: read again after streaming, like the bitmaps.
+        for block in [0, 2, 1023] {
+            let at = journal_block(&img, block) as u64;
+            assert!(allocation.map_ranges.contains_range(at..at + 4096), "journal block {block}");
+        }
         // The same image as if the journal were empty: the on-disk bitmaps alone.
         let mut clean = img.clone();
         set_incompat(&mut clean, incompat_of(&img) & !incompat::RECOVER);
