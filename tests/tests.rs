@@ -14,6 +14,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod faults;
+mod journal;
 mod lvm;
 mod md;
 mod ntfs;
