@@ -68,6 +68,18 @@ pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Polic
     Ok(DiskPlan { layout, parts, used })
 }
 
+/// Prints the table's warnings and those of every partition (or of partition `only`).
+pub(crate) fn print_warnings(plan: &DiskPlan, only: Option<u32>) {
+    for warning in &plan.layout.warnings {
+        warn(warning);
+    }
+    for part in plan.parts.iter().filter(|p| only.is_none_or(|i| i == p.partition.index)) {
+        for warning in &part.volume.warnings {
+            warn(&format!("{}: {warning}", describe(&part.partition)));
+        }
+    }
+}
+
 /// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
 pub(crate) fn describe(partition: &Partition) -> String {
     if partition.type_id.is_empty() && partition.start == 0 {
@@ -79,13 +91,13 @@ pub(crate) fn describe(partition: &Partition) -> String {
 /// The source as the commands read it. A test-only fault: with
 /// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
 /// an I/O error, as a failing disk would (release builds ignore the variable).
-pub(crate) struct Reader<'a> {
-    inner: &'a dyn ReadAt,
+pub(crate) struct Reader<R> {
+    inner: R,
     fail_at: Option<u64>,
 }
 
-impl<'a> Reader<'a> {
-    pub(crate) fn new(inner: &'a dyn ReadAt) -> Self {
+impl<R: ReadAt> Reader<R> {
+    pub(crate) fn new(inner: R) -> Self {
         let fail_at = if cfg!(debug_assertions) {
             std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok().and_then(|v| v.parse().ok())
         } else {
@@ -95,7 +107,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl ReadAt for Reader<'_> {
+impl<R: ReadAt> ReadAt for Reader<R> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         if let Some(at) = self.fail_at {
             if offset <= at && at < offset.saturating_add(buf.len() as u64) {
@@ -142,14 +154,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         }
     };
     if let Some(plan) = &plan {
-        for warning in &plan.layout.warnings {
-            warn(warning);
-        }
-        for part in plan.parts.iter().filter(|p| args.partition.is_none_or(|i| i == p.partition.index)) {
-            for warning in &part.volume.warnings {
-                warn(&format!("{}: {warning}", describe(&part.partition)));
-            }
-        }
+        print_warnings(plan, args.partition);
     }
     let window = Window::new(source, start, size)?;
     let mut sink = output::stdout_sink()?;

@@ -13,7 +13,9 @@ mod output;
 mod part;
 mod progress;
 mod restore;
+mod signals;
 mod size;
+mod view;
 
 use clap::Parser;
 use std::fmt;
@@ -35,6 +37,11 @@ impl Failure {
     /// A usage error (exit status 2).
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self { message: message.into(), code: 2 }
+    }
+
+    /// A failure with its own exit status (128 + N after signal N).
+    pub(crate) fn with_code(message: impl Into<String>, code: u8) -> Self {
+        Self { message: message.into(), code }
     }
 }
 
@@ -64,6 +71,8 @@ fn main() -> ExitCode {
         cli::Command::Restore(args) => restore::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
+        cli::Command::Mount(args) => view::mount(&args),
+        cli::Command::Map(args) => view::map(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
