@@ -26,7 +26,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -246,14 +246,24 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         return Err(Failure::with_code(format!("{message}; {cleanup}"), code));
     }
     eprintln!(
-        "imgstream: backed up {} as {}::{name} in {:.2} s: {} used, {} elided",
+        "imgstream: backed up {} as {}::{name} in {:.2} s: {} used, {} elided; imgstream CPU {:.2} s",
         human(plan.layout.size),
         args.repo,
         started.elapsed().as_secs_f64(),
         human(plan.used.total()),
-        human(plan.layout.size - plan.used.total())
+        human(plan.layout.size - plan.used.total()),
+        own_cpu_seconds()
     );
     Ok(())
+}
+
+/// CPU time of this process, all threads (the FUSE server or the tar stream), borg excluded.
+fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    })
 }
 
 /// Adds the default chunker (unless the user chose one) and the user's borg arguments.
@@ -275,7 +285,10 @@ fn create_on_mount(view: &Arc<View>, repo: &str, name: &str, args: &BackupDiskAr
         Ok(mounted) => mounted,
         Err(e) => {
             let hint = "use --no-fuse to stream a tar archive into borg import-tar instead";
-            return failed(Failure::new(format!("cannot mount the view on {}: {e}; {hint}", mountpoint.path.display())));
+            return failed(Failure::new(format!(
+                "cannot mount the view on {}: {e}; {hint}",
+                mountpoint.path.display()
+            )));
         }
     };
     let mut command = borg();
@@ -285,7 +298,8 @@ fn create_on_mount(view: &Arc<View>, repo: &str, name: &str, args: &BackupDiskAr
     // mode `borg extract` would give the directory it extracts into.
     command.arg(format!("{repo}::{name}")).args(view.files().iter().map(|f| &f.name)).current_dir(mounted.path());
     let status = run_watched(&mut command);
-    let unmounted = mounted.unmount().map_err(|e| Failure::new(format!("cannot unmount {}: {e}", mountpoint.path.display())));
+    let unmounted =
+        mounted.unmount().map_err(|e| Failure::new(format!("cannot unmount {}: {e}", mountpoint.path.display())));
     match status {
         Ok(status) => Outcome { status: Some(status), own: unmounted },
         Err(e) => failed(e),
@@ -339,7 +353,8 @@ fn import_tar(view: &View, repo: &str, name: &str, args: &BackupDiskArgs) -> Out
 /// phrase for the error message.
 fn remove_archive(repo: &str, name: &str, committed: bool) -> String {
     // borg 1.2 hides checkpoints unless asked; borg 1.1 lists them and lacks the option.
-    let list = |extra: &[&str]| borg().args(["list", "--short"]).args(extra).arg(repo).stderr(Stdio::null()).output().ok();
+    let list =
+        |extra: &[&str]| borg().args(["list", "--short"]).args(extra).arg(repo).stderr(Stdio::null()).output().ok();
     let listed = list(&["--consider-checkpoints"]).filter(|o| o.status.success()).or_else(|| list(&[]));
     let Some(listed) = listed else {
         return format!("could not list {repo}: check it for {name} and {name}.checkpoint with borg list");
@@ -378,10 +393,12 @@ fn remove_archive(repo: &str, name: &str, committed: bool) -> String {
 
 /// Where a piece of the disk comes from.
 enum PieceSource {
+    /// A file of the backup's one archive.
+    File(String),
+    /// A whole archive (partitions of the earlier layout).
+    Archive(String),
     /// A file extracted into the staging directory (raw areas of the earlier layout).
     Staged(PathBuf),
-    /// `borg extract --stdout REPO::archive [file]`.
-    Extract { archive: String, file: Option<String> },
 }
 
 /// A partition or raw area to restore, from a checked manifest.
@@ -409,7 +426,9 @@ fn find_backup(repo: &str, name: Option<&str>) -> Result<Backup, Failure> {
         Some(name) if names.contains(&format!("{name}-table").as_str()) => Ok(Backup::Split(name.to_owned())),
         Some(name) => Err(Failure::new(format!("{repo}: no backup {name} (no archive {name} nor {name}-table)"))),
         None => match names.last() {
-            Some(last) => Ok(last.strip_suffix("-table").map_or(Backup::Single(last.to_string()), |n| Backup::Split(n.to_owned()))),
+            Some(last) => Ok(last
+                .strip_suffix("-table")
+                .map_or(Backup::Single(last.to_string()), |n| Backup::Split(n.to_owned()))),
             None => Err(Failure::new(format!("{repo}: no archive"))),
         },
     }
@@ -418,12 +437,18 @@ fn find_backup(repo: &str, name: Option<&str>) -> Result<Backup, Failure> {
 /// A manifest's file name: plain names only (it becomes a borg path).
 fn checked_file(value: &Value, bad: &dyn Fn(&str) -> Failure) -> Result<String, Failure> {
     let file = value["file"].as_str().unwrap_or("");
-    let plain = !file.is_empty() && !file.starts_with('.') && file.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let plain = !file.is_empty()
+        && !file.starts_with('.')
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if plain { Ok(file.to_owned()) } else { Err(bad(&format!("file name {:?} is not a plain name", value["file"]))) }
 }
 
 /// Reads and checks a manifest: known format, pieces inside the disk and disjoint.
-fn check_manifest(manifest: &Value, backup: &Backup, staging: &Path) -> Result<(u64, u32, String, Vec<Piece>), Failure> {
+fn check_manifest(
+    manifest: &Value,
+    backup: &Backup,
+    staging: &Path,
+) -> Result<(u64, u32, String, Vec<Piece>), Failure> {
     let (name, format) = match backup {
         Backup::Single(name) => (name, view::MANIFEST_FORMAT),
         Backup::Split(name) => (name, SPLIT_MANIFEST_FORMAT),
@@ -446,8 +471,8 @@ fn check_manifest(manifest: &Value, backup: &Backup, staging: &Path) -> Result<(
             return Err(bad(&format!("partition entry {p} lacks index, start or size")));
         };
         let from = match backup {
-            Backup::Single(name) => PieceSource::Extract { archive: name.clone(), file: Some(checked_file(p, &bad)?) },
-            Backup::Split(name) => PieceSource::Extract { archive: format!("{name}-part{index}"), file: None },
+            Backup::Single(_) => PieceSource::File(checked_file(p, &bad)?),
+            Backup::Split(name) => PieceSource::Archive(format!("{name}-part{index}")),
         };
         let filesystem = p["filesystem"].as_str().unwrap_or("unknown").to_owned();
         pieces.push(Piece { offset, size, from, partition: Some((index, filesystem)) });
@@ -457,7 +482,7 @@ fn check_manifest(manifest: &Value, backup: &Backup, staging: &Path) -> Result<(
             return Err(bad(&format!("raw area {a} lacks offset or size")));
         };
         let from = match backup {
-            Backup::Single(name) => PieceSource::Extract { archive: name.clone(), file: Some(checked_file(a, &bad)?) },
+            Backup::Single(_) => PieceSource::File(checked_file(a, &bad)?),
             Backup::Split(_) => PieceSource::Staged(staging.join("raw").join(format!("{offset:016}.bin"))),
         };
         pieces.push(Piece { offset, size, from, partition: None });
@@ -540,50 +565,38 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         )));
     }
     let target = Target::open(&args.target, OpenOptions { sparse: true, assume_zeroed: args.assume_zeroed, file_len })?;
-    let partitions = pieces.iter().filter(|p| p.partition.is_some()).count();
-    let partition_bytes: u64 = pieces.iter().filter(|p| p.partition.is_some()).map(|p| p.size).sum();
-    let mut done = 0usize;
-    let mut restored = 0u64;
-    for piece in &pieces {
-        signals::check(INCOMPLETE)?;
-        let part_started = Instant::now();
-        if let Some((index, filesystem)) = &piece.partition {
-            done += 1;
-            eprintln!(
-                "imgstream: partition {index} ({done}/{partitions}, {filesystem}, {}) <- {}",
-                human(piece.size),
-                describe_source(&args.repo, &piece.from)
-            );
-        }
-        match &piece.from {
-            PieceSource::Staged(path) => {
-                let mut file =
-                    fs::File::open(path).map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
-                imgstream_restore::write_stream(
-                    &target,
-                    &mut file,
-                    piece.offset,
-                    Some(piece.size),
-                    imgstream_restore::DEFAULT_BLOCK_SIZE,
-                    &NoProgress,
-                )?;
+    let mut tally = Tally::new(&pieces);
+    match &backup {
+        Backup::Single(name) => restore_single(&repo, name, args, &target, &pieces, &mut tally)?,
+        Backup::Split(_) => {
+            for piece in &pieces {
+                signals::check(INCOMPLETE)?;
+                tally.start(piece, &args.repo);
+                match &piece.from {
+                    PieceSource::Staged(path) => {
+                        let mut file = fs::File::open(path)
+                            .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
+                        imgstream_restore::write_stream(
+                            &target,
+                            &mut file,
+                            piece.offset,
+                            Some(piece.size),
+                            imgstream_restore::DEFAULT_BLOCK_SIZE,
+                            &NoProgress,
+                        )?;
+                    }
+                    PieceSource::Archive(archive) => {
+                        extract_archive(&repo, archive, &args.borg_args, &target, piece, args.progress)?
+                    }
+                    PieceSource::File(file) => {
+                        return Err(Failure::new(format!("{file}: a file name in a manifest of the earlier layout")));
+                    }
+                }
+                tally.finish(piece);
             }
-            PieceSource::Extract { archive, file } => {
-                let mode = if piece.partition.is_some() { args.progress } else { ProgressMode::Never };
-                extract_piece(&repo, archive, file.as_deref(), &args.borg_args, &target, piece, mode)?;
-            }
-        }
-        if let Some((index, _)) = &piece.partition {
-            restored += piece.size;
-            let seconds = part_started.elapsed().as_secs_f64();
-            eprintln!(
-                "imgstream: partition {index} done in {seconds:.2} s; {} of {} partition bytes restored ({:.0}%)",
-                human(restored),
-                human(partition_bytes),
-                crate::size::percent(restored, partition_bytes)
-            );
         }
     }
+    let partitions = tally.partitions;
     if target.kind() == TargetKind::File {
         target.finish(capacity)?;
     }
@@ -618,32 +631,158 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// "REPO::NAME part2.img", or "REPO::NAME-part2" for the earlier layout.
-fn describe_source(repo: &str, from: &PieceSource) -> String {
-    match from {
-        PieceSource::Staged(path) => path.display().to_string(),
-        PieceSource::Extract { archive, file: Some(file) } => format!("{repo}::{archive} {file}"),
-        PieceSource::Extract { archive, file: None } => format!("{repo}::{archive}"),
+/// Progress messages, one line per partition as it starts and as it is done.
+struct Tally {
+    partitions: usize,
+    partition_bytes: u64,
+    done: usize,
+    restored: u64,
+    started: Instant,
+}
+
+impl Tally {
+    fn new(pieces: &[Piece]) -> Self {
+        let partitions = pieces.iter().filter(|p| p.partition.is_some());
+        Self {
+            partitions: partitions.clone().count(),
+            partition_bytes: partitions.map(|p| p.size).sum(),
+            done: 0,
+            restored: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn start(&mut self, piece: &Piece, repo: &str) {
+        self.started = Instant::now();
+        if let Some((index, filesystem)) = &piece.partition {
+            self.done += 1;
+            let from = match &piece.from {
+                PieceSource::File(file) => file.clone(),
+                PieceSource::Archive(archive) => format!("{repo}::{archive}"),
+                PieceSource::Staged(path) => path.display().to_string(),
+            };
+            eprintln!(
+                "imgstream: partition {index} ({}/{}, {filesystem}, {}) <- {from}",
+                self.done,
+                self.partitions,
+                human(piece.size)
+            );
+        }
+    }
+
+    fn finish(&mut self, piece: &Piece) {
+        if let Some((index, _)) = &piece.partition {
+            self.restored += piece.size;
+            eprintln!(
+                "imgstream: partition {index} done in {:.2} s; {} of {} partition bytes restored ({:.0}%)",
+                self.started.elapsed().as_secs_f64(),
+                human(self.restored),
+                human(self.partition_bytes),
+                crate::size::percent(self.restored, self.partition_bytes)
+            );
+        }
     }
 }
 
-/// `borg extract --stdout REPO::archive [file]` into the piece's place on the target.
-fn extract_piece(
+/// The files of archive `name` in archive order with their sizes (`borg list`): the order in
+/// which `borg extract --stdout` writes them.
+fn archive_files(repo: &str, name: &str) -> Result<Vec<(String, u64)>, Failure> {
+    let listing = run_borg(
+        borg().args(["list", "--format", "{type} {size} {path}{NL}"]).arg(format!("{repo}::{name}")),
+        &format!("list {name}"),
+    )?;
+    let mut files = Vec::new();
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (Some(kind), Some(size), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(Failure::new(format!("borg list {name}: unexpected line {line:?}")));
+        };
+        let size = size.parse().map_err(|_| Failure::new(format!("borg list {name}: unexpected line {line:?}")))?;
+        if kind == "-" {
+            files.push((path.to_owned(), size));
+        }
+    }
+    Ok(files)
+}
+
+/// The single-archive layout in one `borg extract --stdout REPO::NAME`, which writes every
+/// file one after the other: each piece goes to its place, other files (the manifest) are
+/// skipped. One borg run instead of one per piece (and one passphrase prompt).
+fn restore_single(
+    repo: &str,
+    name: &str,
+    args: &RestoreDiskArgs,
+    target: &Target,
+    pieces: &[Piece],
+    tally: &mut Tally,
+) -> Result<(), Failure> {
+    let files = archive_files(repo, name)?;
+    let piece_of = |path: &str| pieces.iter().find(|p| matches!(&p.from, PieceSource::File(f) if f == path));
+    for piece in pieces {
+        if let PieceSource::File(file) = &piece.from {
+            if files.iter().filter(|(path, size)| path == file && *size == piece.size).count() != 1 {
+                return Err(Failure::new(format!(
+                    "{}::{name}: no single file {file} of {} bytes: the archive is not a whole backup",
+                    args.repo, piece.size
+                )));
+            }
+        }
+    }
+    let mut child = borg()
+        .arg("extract")
+        .arg("--stdout")
+        .args(&args.borg_args)
+        .arg(format!("{repo}::{name}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
+    signals::watch_child(child.id());
+    let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    let copied = (|| -> Result<(), Failure> {
+        for (path, size) in &files {
+            signals::check(INCOMPLETE)?;
+            let mut file = (&mut stdout).take(*size);
+            let Some(piece) = piece_of(path) else {
+                let skipped = io::copy(&mut file, &mut io::sink())?;
+                if skipped != *size {
+                    return Err(Failure::new(format!("{}::{name} {path}: the stream ended early", args.repo)));
+                }
+                continue;
+            };
+            tally.start(piece, &args.repo);
+            let mode = if piece.partition.is_some() { args.progress } else { ProgressMode::Never };
+            let progress = progress::reporter(mode, piece.size);
+            imgstream_restore::write_stream(
+                target,
+                &mut file,
+                piece.offset,
+                Some(piece.size),
+                imgstream_restore::DEFAULT_BLOCK_SIZE,
+                progress.as_ref(),
+            )
+            .map_err(|e| Failure::new(format!("{}::{name} {path}: {e}", args.repo)))?;
+            tally.finish(piece);
+        }
+        Ok(())
+    })();
+    drop(stdout);
+    finish_extract(child, copied, &format!("{}::{name}", args.repo))
+}
+
+/// `borg extract --stdout REPO::archive` (a partition of the earlier layout) into its place.
+fn extract_archive(
     repo: &str,
     archive: &str,
-    file: Option<&str>,
     extra: &[OsString],
     target: &Target,
     piece: &Piece,
     mode: ProgressMode,
 ) -> Result<(), Failure> {
-    let what = describe_source(repo, &PieceSource::Extract { archive: archive.to_owned(), file: file.map(str::to_owned) });
     let mut child = borg()
         .arg("extract")
         .arg("--stdout")
         .args(extra)
         .arg(format!("{repo}::{archive}"))
-        .args(file)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
@@ -660,14 +799,21 @@ fn extract_piece(
     );
     drop(progress);
     drop(stdout);
+    let written = written.map(|_| ()).map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")));
+    finish_extract(child, written, &format!("{repo}::{archive}"))
+}
+
+/// Waits for `borg extract` (stopped first if writing failed); an interruption, the writing's
+/// failure or borg's, in that order, fails the restore.
+fn finish_extract(mut child: std::process::Child, written: Result<(), Failure>, what: &str) -> Result<(), Failure> {
     if written.is_err() {
         signals::stop_child();
     }
     let status = child.wait();
     signals::forget_child();
     signals::check(INCOMPLETE)?;
+    written?;
     let status = status.map_err(|e| Failure::new(format!("borg extract {what}: {e}")))?;
-    written.map_err(|e| Failure::new(format!("{what}: {e}")))?;
     if !status.success() {
         return Err(Failure::new(format!("borg extract {what} failed ({status}): the disk is incomplete")));
     }

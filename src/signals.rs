@@ -2,13 +2,12 @@
 //! command can stop its child, remove what it made (archives, checkpoints, mounts, staging
 //! directories) and only then exit with 128 + the signal's number.
 //!
-//! No handler runs in signal context: [`catch`] blocks both signals in the calling thread
-//! (inherited by every thread started later) and one thread waits for them with `sigwait`.
-//! Children start with an empty signal mask (the standard library resets it), so borg still
-//! sees a Ctrl-C from the terminal itself.
+//! signal-hook's handler only writes to a pipe; one thread reads it, records the signal and
+//! forwards SIGTERM to the watched child. The signal mask is left alone (children inherit it):
+//! borg still sees a Ctrl-C from the terminal itself.
 
 use crate::Failure;
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -17,18 +16,14 @@ static RECEIVED: AtomicI32 = AtomicI32::new(0);
 /// The child to stop when a signal arrives (0: none).
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
-/// Starts catching SIGINT and SIGTERM. Call before any other thread is started.
+/// Starts catching SIGINT and SIGTERM: from now on they no longer end the process.
 pub(crate) fn catch() -> Result<(), Failure> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().map_err(|e| Failure::new(format!("cannot block SIGINT and SIGTERM: {e}")))?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| Failure::new(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        loop {
-            if let Ok(signal) = set.wait() {
-                let _ = RECEIVED.compare_exchange(0, signal as i32, Ordering::SeqCst, Ordering::SeqCst);
-                stop_child();
-            }
+        for signal in signals.forever() {
+            let _ = RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+            stop_child();
         }
     })?;
     Ok(())

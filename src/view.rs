@@ -77,7 +77,10 @@ pub(crate) fn disk_view(source: Reader<Source>, plan: &DiskPlan, path: &Path, na
         let file = raw_file(area.start);
         raw_areas.push(json!({ "offset": area.start, "size": area.end - area.start, "file": file }));
         let len = area.end - area.start;
-        files.push(ViewFile { name: file, content: Content::Source { start: area.start, len, used: RangeSet::from_range(0..len) } });
+        files.push(ViewFile {
+            name: file,
+            content: Content::Source { start: area.start, len, used: RangeSet::from_range(0..len) },
+        });
     }
     let mut partitions = Vec::new();
     for p in &plan.parts {

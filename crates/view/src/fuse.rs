@@ -214,7 +214,12 @@ impl Filesystem for ViewFs {
             return reply.error(Errno::ENOTDIR);
         }
         let dots = [(INodeNo::ROOT, FileType::Directory, "."), (INodeNo::ROOT, FileType::Directory, "..")];
-        let files = self.view.files().iter().enumerate().map(|(i, f)| (INodeNo(i as u64 + 2), FileType::RegularFile, f.name.as_str()));
+        let files = self
+            .view
+            .files()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (INodeNo(i as u64 + 2), FileType::RegularFile, f.name.as_str()));
         for (position, (ino, kind, name)) in dots.into_iter().chain(files).enumerate().skip(offset as usize) {
             // `add` answers true when the reply buffer is full.
             if reply.add(ino, position as u64 + 1, kind, name) {

@@ -83,8 +83,15 @@ impl View {
                 Content::Bytes(bytes) => sink.write_data(bytes)?,
                 Content::Source { start, len, used } => {
                     let window = Window::new(&*self.source, *start, *len)?;
-                    imgstream_stream::stream(&window, used, sink, options, &NoProgress)
-                        .map_err(|e| io::Error::other(format!("{}: {e}", file.name)))?;
+                    imgstream_stream::stream(&window, used, sink, options, &NoProgress).map_err(|e| {
+                        // A closed pipe stays one: the caller then asks the consumer why.
+                        let kind = match &e {
+                            imgstream_stream::Error::OutputClosed { .. } => io::ErrorKind::BrokenPipe,
+                            imgstream_stream::Error::Write { source, .. } => source.kind(),
+                            _ => io::ErrorKind::Other,
+                        };
+                        io::Error::new(kind, format!("{}: {e}", file.name))
+                    })?;
                 }
             }
             sink.write_zeros(size.next_multiple_of(BLOCK) - size)?;

@@ -102,7 +102,8 @@ fn tar_headers_carry_small_and_huge_sizes_with_a_valid_checksum() {
         let header = tar::header("part1.img", size, 1_700_000_000).expect("header");
         assert_eq!(parsed_size(&header), size);
         let stored = u32::from_str_radix(std::str::from_utf8(&header[148..154]).expect("octal"), 8).expect("octal");
-        let sum: u32 = header.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+        let sum: u32 =
+            header.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
         assert_eq!(stored, sum);
         assert_eq!(&header[0..10], b"part1.img\0");
     }
