@@ -728,16 +728,7 @@ fn restore_single(
             }
         }
     }
-    let mut child = borg()
-        .arg("extract")
-        .arg("--stdout")
-        .args(&args.borg_args)
-        .arg(format!("{repo}::{name}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
-    signals::watch_child(child.id());
-    let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    let (child, mut stdout) = spawn_extract(repo, name, &args.borg_args)?;
     let copied = (|| -> Result<(), Failure> {
         for (path, size) in &files {
             signals::check(INCOMPLETE)?;
@@ -778,16 +769,7 @@ fn extract_archive(
     piece: &Piece,
     mode: ProgressMode,
 ) -> Result<(), Failure> {
-    let mut child = borg()
-        .arg("extract")
-        .arg("--stdout")
-        .args(extra)
-        .arg(format!("{repo}::{archive}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
-    signals::watch_child(child.id());
-    let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    let (child, mut stdout) = spawn_extract(repo, archive, extra)?;
     let progress = progress::reporter(mode, piece.size);
     let written = imgstream_restore::write_stream(
         target,
@@ -801,6 +783,25 @@ fn extract_archive(
     drop(stdout);
     let written = written.map(|_| ()).map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")));
     finish_extract(child, written, &format!("{repo}::{archive}"))
+}
+
+/// Starts `borg extract --stdout REPO::archive`, stopped by SIGINT/SIGTERM; returns its stdout.
+fn spawn_extract(
+    repo: &str,
+    archive: &str,
+    extra: &[OsString],
+) -> Result<(std::process::Child, std::process::ChildStdout), Failure> {
+    let mut child = borg()
+        .arg("extract")
+        .arg("--stdout")
+        .args(extra)
+        .arg(format!("{repo}::{archive}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
+    signals::watch_child(child.id());
+    let stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    Ok((child, stdout))
 }
 
 /// Waits for `borg extract` (stopped first if writing failed); an interruption, the writing's

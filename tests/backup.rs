@@ -3,6 +3,8 @@
 //! `borg extract` gives back, `borg prune`, interrupted and failing runs, an encrypted
 //! repository; and `imgstream mount` / `imgstream map` against Python's `os.lseek`.
 
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
 use crate::disk::{Borg, backed_up};
 use crate::util::*;
 use nix::sys::signal::{Signal, kill, killpg};
