@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux)
+packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux nbdkit nbdfuse fuse3)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
