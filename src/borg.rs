@@ -12,11 +12,12 @@
 //! layout of earlier versions: one archive per partition (`NAME-partN`) plus `NAME-table`
 //! holding the manifest and `raw/<offset>.bin`.
 
-use crate::cli::{EngineArgs, PolicyArgs};
+use crate::cli::EngineArgs;
+use crate::disk::DiskPolicyArgs;
 use crate::progress::{self, ProgressMode};
 use crate::size::human;
 use crate::view::{self, MANIFEST};
-use crate::{Failure, signals, warn};
+use crate::{Failure, note, signals, warn};
 use clap::Args;
 use imgstream_blockio::{ReadAt, Source, SourceKind};
 use imgstream_restore::{OpenOptions, Target, TargetKind};
@@ -85,7 +86,7 @@ pub(crate) struct BackupDiskArgs {
     pub(crate) no_fuse: bool,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: DiskPolicyArgs,
     /// How to stream (the tar stream of --no-fuse).
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
@@ -222,13 +223,13 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let view = Arc::new(view::disk_view(reader, &plan, &args.source, &name)?);
     let repo = absolute_repo(&args.repo);
     let fuse = !args.no_fuse && Path::new("/dev/fuse").exists();
-    eprintln!(
-        "imgstream: {} ({}) -> {}::{name}, {}",
+    note(&format!(
+        "{} ({}) -> {}::{name}, {}",
         args.source.display(),
         view::describe_plan(&plan),
         args.repo,
         if fuse { "borg create --sparse on a FUSE view" } else { "a tar stream into borg import-tar" }
-    );
+    ));
     let outcome = if fuse { create_on_mount(&view, &repo, &name, args) } else { import_tar(&view, &repo, &name, args) };
     // borg exits 1 after a warning, and has then committed the archive.
     let committed = outcome.status.is_some_and(|s| matches!(s.code(), Some(0 | 1)));
@@ -245,15 +246,15 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         let cleanup = remove_archive(&repo, &name, committed);
         return Err(Failure::with_code(format!("{message}; {cleanup}"), code));
     }
-    eprintln!(
-        "imgstream: backed up {} as {}::{name} in {:.2} s: {} used, {} elided; imgstream CPU {:.2} s",
+    note(&format!(
+        "backed up {} as {}::{name} in {:.2} s: {} used, {} elided; imgstream CPU {:.2} s",
         human(plan.layout.size),
         args.repo,
         started.elapsed().as_secs_f64(),
         human(plan.used.total()),
         human(plan.layout.size - plan.used.total()),
         own_cpu_seconds()
-    );
+    ));
     Ok(())
 }
 
@@ -514,7 +515,7 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         Backup::Split(name) => (name.clone(), format!("{name}-table"), Vec::new()),
     };
     if args.name.is_none() {
-        eprintln!("imgstream: restoring the latest backup, {name}");
+        note(&format!("restoring the latest backup, {name}"));
     }
     let staging = TempDir::new("restore", true)?;
     let mut extract = borg();
@@ -605,10 +606,10 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         let layout = imgstream_ptable::read_layout(&written, Some(sector_size))?;
         let mut file: &fs::File = target.file();
         if let Some(moved) = imgstream_ptable::move_backup_to_end(&mut file, &layout)? {
-            eprintln!(
-                "imgstream: the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
+            note(&format!(
+                "the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
                 moved.old_backup_lba, moved.new_backup_lba
-            );
+            ));
         }
     }
     target.finish(capacity)?;
@@ -620,14 +621,14 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
             }
         }
     }
-    eprintln!(
-        "imgstream: restored {name} ({} disk, {} partition(s), {}) to {} in {:.2} s",
+    note(&format!(
+        "restored {name} ({} disk, {} partition(s), {}) to {} in {:.2} s",
         table,
         partitions,
         human(disk_size),
         args.target.display(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 
@@ -661,25 +662,25 @@ impl Tally {
                 PieceSource::Archive(archive) => format!("{repo}::{archive}"),
                 PieceSource::Staged(path) => path.display().to_string(),
             };
-            eprintln!(
-                "imgstream: partition {index} ({}/{}, {filesystem}, {}) <- {from}",
+            note(&format!(
+                "partition {index} ({}/{}, {filesystem}, {}) <- {from}",
                 self.done,
                 self.partitions,
                 human(piece.size)
-            );
+            ));
         }
     }
 
     fn finish(&mut self, piece: &Piece) {
         if let Some((index, _)) = &piece.partition {
             self.restored += piece.size;
-            eprintln!(
-                "imgstream: partition {index} done in {:.2} s; {} of {} partition bytes restored ({:.0}%)",
+            note(&format!(
+                "partition {index} done in {:.2} s; {} of {} partition bytes restored ({:.0}%)",
                 self.started.elapsed().as_secs_f64(),
                 human(self.restored),
                 human(self.partition_bytes),
                 crate::size::percent(self.restored, self.partition_bytes)
-            );
+            ));
         }
     }
 }
@@ -742,7 +743,7 @@ fn restore_single(
             };
             tally.start(piece, &args.repo);
             let mode = if piece.partition.is_some() { args.progress } else { ProgressMode::Never };
-            let progress = progress::reporter(mode, piece.size);
+            let progress = progress::reporter(mode, Some(piece.size));
             imgstream_restore::write_stream(
                 target,
                 &mut file,
@@ -770,7 +771,7 @@ fn extract_archive(
     mode: ProgressMode,
 ) -> Result<(), Failure> {
     let (child, mut stdout) = spawn_extract(repo, archive, extra)?;
-    let progress = progress::reporter(mode, piece.size);
+    let progress = progress::reporter(mode, Some(piece.size));
     let written = imgstream_restore::write_stream(
         target,
         &mut stdout,

@@ -7,10 +7,9 @@
 //! partition, a filesystem image) shows one image, `part1.img`. The partitions' verdicts come
 //! from [`disk::plan`], the planning `imgstream disk` uses, so its policy applies here too.
 
-use crate::cli::PolicyArgs;
-use crate::disk::{self, DiskPlan, Reader};
+use crate::disk::{self, DiskPlan, DiskPolicyArgs, Reader};
 use crate::size::human;
-use crate::{Failure, signals};
+use crate::{Failure, note, signals};
 use clap::Args;
 use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
@@ -34,7 +33,7 @@ pub(crate) struct MountArgs {
     pub(crate) mountpoint: PathBuf,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: DiskPolicyArgs,
 }
 
 /// `imgstream map`.
@@ -44,7 +43,7 @@ pub(crate) struct MapArgs {
     pub(crate) source: PathBuf,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: DiskPolicyArgs,
 }
 
 /// The file name of partition `index`.
@@ -57,13 +56,11 @@ fn raw_file(offset: u64) -> String {
     format!("raw-{offset:016}.bin")
 }
 
-/// Opens `path` read-only, refuses a read-write mounted one, and plans it (printing warnings).
-pub(crate) fn open_and_plan(path: &Path, policy: &PolicyArgs) -> Result<(Reader<Source>, DiskPlan), Failure> {
-    let source = Source::open(path)?;
-    crate::part::refuse_writable_mount(&source, policy.force)?;
-    let sector_size = disk::sector_size_hint(&source);
-    let reader = Reader::new(source);
-    let plan = disk::plan(&reader, sector_size, &policy.policy())?;
+/// Opens `path` read-only and plans it as `imgstream disk` does (a partition mounted
+/// read-write is refused), printing warnings.
+pub(crate) fn open_and_plan(path: &Path, policy: &DiskPolicyArgs) -> Result<(Reader<Source>, DiskPlan), Failure> {
+    let reader = Reader::new(Source::open(path)?);
+    let plan = disk::plan(reader.inner(), &reader, policy, None)?;
     disk::print_warnings(&plan, None);
     Ok((reader, plan))
 }
@@ -120,11 +117,11 @@ pub(crate) fn disk_view(source: Reader<Source>, plan: &DiskPlan, path: &Path, na
     Ok(View::new(Box::new(source), files)?)
 }
 
-/// "3 partition(s), 1.2 GiB used of 16.0 GiB"
+/// "GPT disk, 3 partition(s), 1.2 GiB used of 16.0 GiB"
 pub(crate) fn describe_plan(plan: &DiskPlan) -> String {
     format!(
-        "{} table, {} partition(s), {} used of {}",
-        plan.layout.table.name(),
+        "{}, {} partition(s), {} used of {}",
+        plan.layout.table.disk_words(),
         plan.parts.len(),
         human(plan.used.total()),
         human(plan.layout.size)
@@ -147,18 +144,18 @@ pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
     let view = Arc::new(disk_view(reader, &plan, &args.source, &name)?);
     let mounted = imgstream_view::fuse::mount(Arc::clone(&view), &args.mountpoint)
         .map_err(|e| Failure::new(format!("cannot mount on {}: {e}", args.mountpoint.display())))?;
-    eprintln!(
-        "imgstream: {} ({}) mounted read-only at {}; Ctrl-C, SIGTERM or `umount {}` ends it",
+    note(&format!(
+        "{} ({}) mounted read-only at {}; Ctrl-C, SIGTERM or `umount {}` ends it",
         args.source.display(),
         describe_plan(&plan),
         args.mountpoint.display(),
         args.mountpoint.display()
-    );
+    ));
     while signals::received().is_none() && !mounted.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
     }
     mounted.unmount().map_err(|e| Failure::new(format!("cannot unmount {}: {e}", args.mountpoint.display())))?;
-    eprintln!("imgstream: {} unmounted", args.mountpoint.display());
+    note(&format!("{} unmounted", args.mountpoint.display()));
     read_errors(&view, "while mounted")
 }
 

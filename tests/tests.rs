@@ -15,5 +15,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod ntfs;
+mod package;
+mod policy;
 mod restore;
 mod swap;
