@@ -25,7 +25,11 @@ filesystems=("$@")
 [ ${#filesystems[@]} -gt 0 ] || filesystems=(ext4 ntfs)
 
 WORK=$(mktemp -d "${WORK_PARENT:-/var/tmp}/imgstream-peers.XXXXXX")
-cleanup() { mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"; rm -rf "$WORK"; }
+cleanup() {
+    mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"
+    for loop in $(losetup -n -O NAME -j "$WORK/disk.img" 2>/dev/null); do losetup -d "$loop"; done
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 export BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$WORK/borg-home"
@@ -180,26 +184,36 @@ bench_restore() {
 
 # aged_gpt_disk PATH: a DISK_SIZE GPT disk (512 MiB ESP, ext4 and NTFS halves of the rest),
 # each filesystem filled with random files of which half are deleted again (stale data in free
-# space), ending about 5% used.
+# space), ending about 5% used. Each partition gets its own loop device (offset and size from
+# sfdisk: partition device nodes need udev).
 aged_gpt_disk() {
-    local disk=$1 loop part target
+    local disk=$1 loop part start size mkfs
     truncate -s "${DISK_SIZE:-16G}" "$disk"
     printf 'label: gpt\nsize=512MiB, type=uefi\nsize=%dMiB, type=linux\ntype=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n' \
         $(( ($(stat -c %s "$disk") >> 20) / 2 - 258 )) | sfdisk -q "$disk"
-    loop=$(losetup --show -f -P "$disk")
-    mkfs.vfat -F 32 "${loop}p1" >/dev/null
-    mkfs.ext4 -q -F -E nodiscard "${loop}p2"
-    mkntfs -q -F -f "${loop}p3" > "$WORK/mkntfs.log" 2>&1 || { cat "$WORK/mkntfs.log" >&2; losetup -d "$loop"; exit 1; }
     mkdir -p "$WORK/mnt"
     for part in 1 2 3; do
-        target=$(( $(blockdev --getsize64 "${loop}p$part") / 10 ))
-        if [ "$part" = 3 ]; then ntfs-3g "${loop}p$part" "$WORK/mnt"; else mount "${loop}p$part" "$WORK/mnt"; fi
-        fill_files "$WORK/mnt/files" "$target"
-        sync
-        rm -f "$WORK"/mnt/files/file*[13579]
-        umount "$WORK/mnt"
+        read -r start size < <(sfdisk --json "$disk" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$part-1]; print(p['start']*512, p['size']*512)")
+        loop=$(losetup --show -f -o "$start" --sizelimit "$size" "$disk")
+        case $part in
+            # FAT through mtools: the kernel may lack vfat.
+            1) mkfs.vfat -F 32 "$loop" >/dev/null
+               fill_files "$WORK/files" $(( size / 10 ))
+               mcopy -s -i "$loop" "$WORK/files" ::/
+               for n in 1 3 5 7 9; do mdel -i "$loop" "::/files/file*$n" 2>/dev/null || true; done
+               rm -rf "$WORK/files" ;;
+            2) mkfs.ext4 -q -F -E nodiscard "$loop"; mount "$loop" "$WORK/mnt" ;;
+            3) mkntfs -q -F -f "$loop" > "$WORK/mkntfs.log" 2>&1 || { cat "$WORK/mkntfs.log" >&2; losetup -d "$loop"; exit 1; }
+               ntfs-3g "$loop" "$WORK/mnt" ;;
+        esac
+        if [ "$part" != 1 ]; then
+            fill_files "$WORK/mnt/files" $(( size / 10 ))
+            sync
+            rm -f "$WORK"/mnt/files/file*[13579]
+            umount "$WORK/mnt"
+        fi
+        losetup -d "$loop"
     done
-    losetup -d "$loop"
 }
 
 # cpu_of LOG: imgstream's own CPU time (its summary line), for the FUSE server's cost.

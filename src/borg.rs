@@ -275,7 +275,7 @@ fn chunker_and_extra(command: &mut Command, extra: &[OsString]) {
     command.args(extra);
 }
 
-/// `borg create --sparse REPO::NAME .` inside a FUSE mount of the view.
+/// `borg create --sparse REPO::NAME FILES...` inside a FUSE mount of the view.
 fn create_on_mount(view: &Arc<View>, repo: &str, name: &str, args: &BackupDiskArgs) -> Outcome {
     let failed = |own: Failure| Outcome { status: None, own: Err(own) };
     let mountpoint = match TempDir::new("view", false) {
