@@ -7,7 +7,7 @@
 //! partition, a filesystem image) shows one image, `part1.img`. The partitions' verdicts come
 //! from [`disk::plan`], the planning `imgstream disk` uses, so its policy applies here too.
 
-use crate::disk::{self, DiskPlan, DiskPolicyArgs, Reader};
+use crate::disk::{self, DiskPlan, DiskPolicyArgs};
 use crate::size::human;
 use crate::{Failure, note, signals};
 use clap::Args;
@@ -58,16 +58,16 @@ fn raw_file(offset: u64) -> String {
 
 /// Opens `path` read-only and plans it as `imgstream disk` does (a partition mounted
 /// read-write is refused), printing warnings.
-pub(crate) fn open_and_plan(path: &Path, policy: &DiskPolicyArgs) -> Result<(Reader<Source>, DiskPlan), Failure> {
-    let reader = Reader::new(Source::open(path)?);
-    let plan = disk::plan(reader.inner(), &reader, policy, None)?;
+pub(crate) fn open_and_plan(path: &Path, policy: &DiskPolicyArgs) -> Result<(Source, DiskPlan), Failure> {
+    let source = Source::open(path)?;
+    let plan = disk::plan(&source, &source, policy, None, false)?;
     disk::print_warnings(&plan, None);
-    Ok((reader, plan))
+    Ok((source, plan))
 }
 
 /// The view of a planned disk: raw areas, partitions, then the manifest (last, so that a tar
 /// stream cut short lacks it and no restore mistakes it for a whole backup).
-pub(crate) fn disk_view(source: Reader<Source>, plan: &DiskPlan, path: &Path, name: &str) -> Result<View, Failure> {
+pub(crate) fn disk_view(source: Source, plan: &DiskPlan, path: &Path, name: &str) -> Result<View, Failure> {
     let mut files = Vec::new();
     let mut raw_areas = Vec::new();
     for area in plan.layout.raw.iter() {

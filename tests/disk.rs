@@ -4,6 +4,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
+use crate::faults::FaultySource;
 use crate::ntfs::{files, ntfscat, ntfsfix_report};
 use crate::util::*;
 use serde_json::Value;
@@ -471,21 +472,22 @@ fn a_read_error_during_backup_disk_leaves_no_new_archive() {
     let Some((_dir, borg, disk)) = backed_up("disk-gpt", &["good"]) else { return };
     let before = borg.archives();
     // Partition 3 starts at byte 46137344; --raw makes every byte of it a read.
+    let bad_page = |at: u64| at / 4096 * 4096..at / 4096 * 4096 + 4096;
+    let Some(faulty) = FaultySource::new(&disk, &[bad_page(50_000_000)]) else { return };
     for (mode, committed) in
         [("--fuse", "deleted what borg had committed (bad)"), ("--no-fuse", "no archive was committed")]
     {
         let mut command = borg.imgstream(&["backup-disk", "--raw", "--name", "bad"]);
-        command.args((mode == "--no-fuse").then_some(mode)).arg(&disk).env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000");
+        command.args((mode == "--no-fuse").then_some(mode)).arg(faulty.path());
         let stderr = run_fails(&mut command, 1);
-        assert!(stderr.contains("Input/output error (injected)") && stderr.contains("part3.img"), "{mode}: {stderr}");
+        assert!(stderr.contains("Input/output error") && stderr.contains("part3.img"), "{mode}: {stderr}");
         assert!(stderr.contains(committed), "{mode}: {stderr}");
         assert_eq!(borg.archives(), before, "{mode}: a failed backup left archives behind");
     }
+    drop(faulty);
     // A failure before borg runs: an unreadable partition table area.
-    let stderr = run_fails(
-        borg.imgstream(&["backup-disk", "--name", "bad2"]).arg(&disk).env("IMGSTREAM_TEST_FAIL_READ_AT", "60000000"),
-        1,
-    );
+    let Some(faulty) = FaultySource::new(&disk, &[bad_page(60_000_000)]) else { return };
+    let stderr = run_fails(borg.imgstream(&["backup-disk", "--name", "bad2"]).arg(faulty.path()), 1);
     assert!(stderr.contains("error:"), "{stderr}");
     assert_eq!(borg.archives(), before);
 }
