@@ -37,9 +37,6 @@ declare -A why=(
     [lvm2]="pvcreate: an LVM2 physical volume named (policy tests)"
     [bcache-tools]="make-bcache: bcache named (policy tests)"
     [apfsprogs]="mkapfs: APFS named (policy tests)"
-    [nbdkit]="a source with bad sectors (its ddrescue filter) for the backup-disk tests"
-    [nbdfuse]="that source exported as a file"
-    [fuse3]="fusermount3: unmounting nbdfuse"
 )
 packages=("${!why[@]}")
 missing=()
