@@ -15,6 +15,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod faults;
+mod journal;
 mod ntfs;
 mod package;
 mod policy;
