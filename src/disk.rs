@@ -75,14 +75,6 @@ impl DiskPolicyArgs {
     fn forced(&self, index: u32) -> bool {
         self.common.force || self.force_partition.contains(&index)
     }
-
-    /// These options as command-line flags, for a child `imgstream disk`.
-    pub(crate) fn flags(&self) -> Vec<String> {
-        let mut flags = self.common.flags();
-        flags.extend(self.raw_partition.iter().map(|n| format!("--raw-partition={n}")));
-        flags.extend(self.force_partition.iter().map(|n| format!("--force-partition={n}")));
-        flags
-    }
 }
 
 /// One partition and what its filesystem allows.
@@ -172,6 +164,18 @@ fn examine_partitions(
         .collect()
 }
 
+/// Prints the table's warnings and those of every partition (or of partition `only`).
+pub(crate) fn print_warnings(plan: &DiskPlan, only: Option<u32>) {
+    for warning in &plan.layout.warnings {
+        warn(warning);
+    }
+    for part in plan.parts.iter().filter(|p| only.is_none_or(|i| i == p.partition.index)) {
+        for warning in &part.volume.warnings {
+            warn(&format!("{}: {warning}", describe(&part.partition)));
+        }
+    }
+}
+
 /// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
 pub(crate) fn describe(partition: &Partition) -> String {
     if partition.type_id.is_empty() && partition.start == 0 {
@@ -214,14 +218,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         }
     };
     if let Some(plan) = &plan {
-        for warning in &plan.layout.warnings {
-            warn(warning);
-        }
-        for part in plan.parts.iter().filter(|p| args.partition.is_none_or(|i| i == p.partition.index)) {
-            for warning in &part.volume.warnings {
-                warn(&format!("{}: {warning}", describe(&part.partition)));
-            }
-        }
+        print_warnings(plan, args.partition);
     }
     let window = Window::new(source, start, size)?;
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
