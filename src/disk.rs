@@ -124,14 +124,44 @@ pub(crate) fn plan(
     let mut used = layout.raw.clone();
     let mut map: RangeSet = layout.structures.iter().map(|s| s.range.clone()).collect();
     let mut parts = Vec::new();
-    for partition in &layout.partitions {
-        let window = Window::new(source, partition.start, partition.len)?;
-        let volume = examine_partition(&window, partition, &Policy { rescue, ..policy.policy(partition.index) })?;
+    let examined = examine_partitions(source, &layout, |index| Policy { rescue, ..policy.policy(index) });
+    for (partition, volume) in layout.partitions.iter().zip(examined) {
+        let volume = volume?;
         used.union_with(&volume.used.shifted(partition.start));
         map.union_with(&volume.map_ranges().shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
     Ok(DiskPlan { layout, parts, used, map })
+}
+
+/// `imgstream_fs::examine_parts` on every partition, each under `policy_of(its number)`:
+/// together, so that an LVM VG over several partitions is mapped as one. A partition whose GPT
+/// type holds no filesystem by design (BIOS boot, Microsoft reserved) and in which nothing was
+/// recognised is named by its type and copied raw without a warning.
+fn examine_partitions(
+    source: &dyn ReadAt,
+    layout: &DiskLayout,
+    policy_of: impl Fn(u32) -> Policy,
+) -> Vec<Result<Volume, Failure>> {
+    let parts: Vec<_> = layout.partitions.iter().map(|p| (p.range(), policy_of(p.index))).collect();
+    let examined = imgstream_fs::examine_parts(source, &parts);
+    layout
+        .partitions
+        .iter()
+        .zip(examined)
+        .map(|(partition, volume)| {
+            let volume = volume.map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+            match imgstream_ptable::gpt_type(&partition.type_id) {
+                Some(known)
+                    if known.no_filesystem && !policy_of(partition.index).raw && volume.filesystem() == "unknown" =>
+                {
+                    let reason = format!("{} partition: no filesystem by design", known.name);
+                    Ok(Volume { recognised_as: Some("none"), ..Volume::raw(volume.size, None, reason, false) })
+                }
+                _ => Ok(volume),
+            }
+        })
+        .collect()
 }
 
 /// Prints the table's warnings and those of every partition (or of partition `only`).
@@ -143,21 +173,6 @@ pub(crate) fn print_warnings(plan: &DiskPlan, only: Option<u32>) {
         for warning in &part.volume.warnings {
             warn(&format!("{}: {warning}", describe(&part.partition)));
         }
-    }
-}
-
-/// `imgstream_fs::examine` on one partition. A partition whose GPT type holds no filesystem by
-/// design (BIOS boot, Microsoft reserved) and in which nothing was recognised is named by its
-/// type and copied raw without a warning.
-fn examine_partition(window: &dyn ReadAt, partition: &Partition, policy: &Policy) -> Result<Volume, Failure> {
-    let volume =
-        imgstream_fs::examine(window, policy).map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
-    match imgstream_ptable::gpt_type(&partition.type_id) {
-        Some(known) if known.no_filesystem && !policy.raw && volume.filesystem() == "unknown" => {
-            let reason = format!("{} partition: no filesystem by design", known.name);
-            Ok(Volume { recognised_as: Some("none"), ..Volume::raw(volume.size, None, reason, false) })
-        }
-        _ => Ok(volume),
     }
 }
 
@@ -249,10 +264,9 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
     let mounts = mounts::mounts_over(source)?;
     let mut partitions = Vec::new();
     let (mut used, mut elidable) = (layout.raw.total(), 0u64);
-    for partition in &layout.partitions {
-        let window = Window::new(source, partition.start, partition.len)?;
+    let all = examine_partitions(source, &layout, |_| crate::info::examine_policy(args));
+    for (partition, examined) in layout.partitions.iter().zip(all) {
         let over: Vec<&Mount> = mounts.iter().filter(|m| m.overlaps(&partition.range())).collect();
-        let examined = examine_partition(&window, partition, &crate::info::examine_policy(args));
         let examined = crate::info::unless_mounted(examined, partition.len, &over)?;
         let volume = crate::info::volume_report(&examined, &over, args.on_unsafe);
         // What the image keeps: all of a partition that is not elided, whatever it uses.
@@ -337,6 +351,7 @@ fn disk_table(report: &Value) -> String {
         for warning in v["warnings"].as_array().into_iter().flatten() {
             text.push_str(&format!("    warning: {}\n", text_of(warning)));
         }
+        crate::info::container_rows(v, "    ", &mut text);
     }
     let total = &report["total"];
     let size = number(&total["size"]);

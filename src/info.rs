@@ -83,6 +83,23 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
     for mount in mounts.iter().filter(|m| !m.writable) {
         details.insert("mounted".into(), Value::from(mount.describe()));
     }
+    // The volumes inside an LVM2 PV or md member, each reported the same way.
+    let container = examined.inner.as_ref().map(|c| {
+        let volumes: Vec<Value> = c
+            .volumes
+            .iter()
+            .map(|inner| {
+                let mut row = serde_json::Map::new();
+                row.insert("name".into(), Value::from(inner.name.clone()));
+                row.insert("type".into(), Value::from(inner.kind.clone()));
+                if let Value::Object(fields) = volume_report(&inner.volume, &[], on_unsafe) {
+                    row.extend(fields);
+                }
+                Value::Object(row)
+            })
+            .collect();
+        json!({ "kind": c.kind, "volumes": volumes })
+    });
     json!({
         "filesystem": examined.filesystem(),
         "unit": allocation.map_or(0, |a| a.unit),
@@ -94,9 +111,35 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
         "reason": reason,
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
+        "container": container,
         // Where the allocation map lives: what `part` reads again to catch a changing source.
         "map_ranges": examined.map_ranges().iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
     })
+}
+
+/// The tree of volumes inside a container, one indented row each: name, type, filesystem,
+/// size, used, elidable, and why one is not simply elided.
+pub(crate) fn container_rows(volume: &Value, indent: &str, text: &mut String) {
+    let Some(container) = volume["container"].as_object() else { return };
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let text_of = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    text.push_str(&format!("{indent}{}\n", text_of(&container["kind"])));
+    for inner in container["volumes"].as_array().into_iter().flatten() {
+        let status = match inner["status"].as_str().unwrap_or("") {
+            "elided" => String::new(),
+            other => format!(" [{other}: {}]", text_of(&inner["reason"])),
+        };
+        text.push_str(&format!(
+            "{indent}  {:<20} {:<10} {:<10} {:>10} used {:>10} elidable {:>10}{status}\n",
+            text_of(&inner["name"]),
+            text_of(&inner["type"]),
+            text_of(&inner["filesystem"]),
+            human(number(&inner["size"])),
+            human(number(&inner["used"])),
+            human(number(&inner["elidable"])),
+        ));
+        container_rows(inner, &format!("{indent}    "), text);
+    }
 }
 
 fn table(report: &Value) -> String {
@@ -141,5 +184,7 @@ fn table(report: &Value) -> String {
         rows.push(("warning".into(), text(warning)));
     }
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0) + 2;
-    rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect()
+    let mut lines: String = rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect();
+    container_rows(volume, "", &mut lines);
+    lines
 }

@@ -20,15 +20,15 @@ fn json(output: &[u8]) -> Value {
 
 /// sfdisk's view: (sector size, label, id, data partitions as (number, byte range, type, name,
 /// uuid)), and the extended partition's byte range if any.
-struct Sfdisk {
+pub(crate) struct Sfdisk {
     label: String,
     id: String,
     sector_size: u64,
-    partitions: Vec<(u64, Range<u64>, String, String, String)>,
+    pub(crate) partitions: Vec<(u64, Range<u64>, String, String, String)>,
     extended: Option<Range<u64>>,
 }
 
-fn sfdisk(disk: &Path) -> Sfdisk {
+pub(crate) fn sfdisk(disk: &Path) -> Sfdisk {
     let table = json(&run_ok(Command::new("sfdisk").arg("--json").arg(disk)).stdout)["partitiontable"].clone();
     let sector_size = table["sectorsize"].as_u64().unwrap_or(512);
     let node_prefix = table["device"].as_str().unwrap().to_owned();
@@ -143,14 +143,14 @@ impl Drop for LoopDevice {
 }
 
 /// Cuts `range` of `disk` into a file of its own.
-fn extract(disk: &[u8], range: &Range<u64>, path: &Path) -> PathBuf {
+pub(crate) fn extract(disk: &[u8], range: &Range<u64>, path: &Path) -> PathBuf {
     std::fs::write(path, &disk[range.start as usize..range.end as usize]).unwrap();
     path.to_owned()
 }
 
 /// What an independent tool says a partition's image must be: partclone (FAT, ext) or
 /// ntfsclone (NTFS) write used blocks into an empty file; swap keeps its header page.
-fn oracle_image(blkid_type: &str, ours: &str, partition: &Path, dir: &Path) -> Vec<u8> {
+pub(crate) fn oracle_image(blkid_type: &str, ours: &str, partition: &Path, dir: &Path) -> Vec<u8> {
     let bytes = std::fs::read(partition).unwrap();
     let out = dir.join("oracle.img");
     let _ = std::fs::remove_file(&out);
@@ -550,7 +550,7 @@ fn restore_disk_without_a_name_takes_the_latest_backup_and_keeps_4096_byte_secto
 }
 
 /// Free bytes of one filesystem image, as its own tools count them.
-fn free_bytes_per_oracle(kind: &str, partition: &Path) -> u64 {
+pub(crate) fn free_bytes_per_oracle(kind: &str, partition: &Path) -> u64 {
     let output = |command: &mut Command| String::from_utf8(run_ok(command).stdout).unwrap();
     let field = |text: &str, label: &str| -> u64 {
         let line = text

@@ -33,8 +33,8 @@ declare -A why=(
     [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
     [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"
     [cryptsetup-bin]="cryptsetup luksFormat: LUKS1 and LUKS2 named (policy tests)"
-    [mdadm]="mdadm --examine: checks the md superblock the policy tests write"
-    [lvm2]="pvcreate: an LVM2 physical volume named (policy tests)"
+    [mdadm]="mdadm --examine (and -X): checks the md superblocks the policy and md tests write"
+    [lvm2]="pvcreate, vgcreate, lvcreate, vgcfgrestore, pvck, vgcfgbackup: LVM2 test disks and oracles (lvm, policy tests)"
     [bcache-tools]="make-bcache: bcache named (policy tests)"
     [apfsprogs]="mkapfs: APFS named (policy tests)"
 )

@@ -16,6 +16,8 @@ mod ext;
 mod fat;
 mod faults;
 mod journal;
+mod lvm;
+mod md;
 mod ntfs;
 mod package;
 mod policy;

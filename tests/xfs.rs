@@ -36,7 +36,7 @@ fn have_xfs_tools() -> bool {
 }
 
 /// mkfs.xfs of xfsprogs >= 5.19 refuses filesystems under 300 MB unless it believes fstests runs it.
-fn mkfs_xfs() -> Command {
+pub(crate) fn mkfs_xfs() -> Command {
     let mut command = Command::new("mkfs.xfs");
     command.envs([("TEST_DIR", "/tmp"), ("TEST_DEV", "/dev/null"), ("QA_CHECK_FS", "1")]);
     command
@@ -76,7 +76,7 @@ fn geometry(image: &Path) -> (u64, u64, u64) {
 }
 
 /// `freesp -d`'s extents (each line "agno agbno len"), as byte ranges.
-fn freesp(image: &Path) -> Vec<Range<usize>> {
+pub(crate) fn freesp(image: &Path) -> Vec<Range<usize>> {
     let (block, ag_blocks, _) = geometry(image);
     let text = xfs_db(image, &["freesp -d".into()]);
     let mut free = Vec::new();
@@ -93,7 +93,7 @@ fn freesp(image: &Path) -> Vec<Range<usize>> {
 
 /// The byte ranges of the blocks on every AG's free list: AGFL slots `flfirst` to `fllast`
 /// (`flcount` of them), wrapping at the end of the AGFL's array.
-fn agfl_blocks(image: &Path) -> Vec<Range<usize>> {
+pub(crate) fn agfl_blocks(image: &Path) -> Vec<Range<usize>> {
     let (block, ag_blocks, ag_count) = geometry(image);
     let mut blocks = Vec::new();
     for agno in 0..ag_count {
@@ -181,7 +181,7 @@ fn check_against_oracles(name: &str, image: &Path, dir: &Path) -> Vec<u8> {
 }
 
 /// Writes a protofile for mkfs.xfs -p: directory /a with `count` files of 1 to ~4 KiB.
-fn protofile(dir: &Path, count: usize) -> PathBuf {
+pub(crate) fn protofile(dir: &Path, count: usize) -> PathBuf {
     let files = dir.join("proto-files");
     std::fs::create_dir_all(&files).unwrap();
     let mut proto = String::from("proto\n0 0\nd--755 0 0\na d--755 0 0\n");
@@ -198,7 +198,7 @@ fn protofile(dir: &Path, count: usize) -> PathBuf {
 
 /// Ages an unmounted image: every other file of /a loses its inode (xfs_db), then xfs_repair
 /// frees its blocks and rebuilds the free-space B+trees with the holes.
-fn age_offline(image: &Path) {
+pub(crate) fn age_offline(image: &Path) {
     let listing = xfs_db(image, &["ls /a".into()]);
     let mut zap = Vec::new();
     for line in listing.lines() {
@@ -275,10 +275,10 @@ fn xfs_dirty_log_is_copied_raw_refused_or_forced() {
 }
 
 /// A mount point, unmounted when dropped.
-struct Mounted(PathBuf);
+pub(crate) struct Mounted(PathBuf);
 
 impl Mounted {
-    fn new(device: &Path, mount_point: PathBuf, options: &str) -> Self {
+    pub(crate) fn new(device: &Path, mount_point: PathBuf, options: &str) -> Self {
         std::fs::create_dir_all(&mount_point).unwrap();
         run_ok(Command::new("mount").args(["-t", "xfs", "-o", options]).arg(device).arg(&mount_point));
         Self(mount_point)

@@ -3,17 +3,20 @@
 //! Parsers and the streaming engine see a volume only through [`ReadAt`]: `&self` reads at an
 //! absolute offset, so reader threads share one file descriptor without locks. [`Source`] opens
 //! a block device or image file read-only; [`Window`] narrows any `ReadAt` to one partition;
+//! [`Mapped`] assembles a volume from stretches of a source (an LVM logical volume);
 //! [`Cursor`] adapts a `ReadAt` to `Read + Seek` for crates that want one (the ntfs crate);
 //! [`Rescue`] turns unreadable sectors into zeros and remembers where they were (`--rescue`).
 
 mod cursor;
 pub mod ioctl;
+mod mapped;
 pub mod mounts;
 mod rescue;
 mod source;
 mod window;
 
 pub use cursor::Cursor;
+pub use mapped::{Mapped, Stretch};
 pub use rescue::Rescue;
 pub use source::{Source, SourceKind};
 pub use window::Window;

@@ -8,10 +8,17 @@
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
 //!   the volume raw with a warning (the default), fail, or elide anyway with a warning;
 //! - metadata that cannot be read: fail, or in rescue mode copy the volume raw, with a warning.
+//!
+//! Volume managers come first: an LVM2 PV or md RAID member is examined through the volumes it
+//! holds ([`container`]), each of them with this same policy. [`examine_parts`] examines the
+//! partitions of one disk together, so that a VG spread over several of them is mapped as one.
 
 #![forbid(unsafe_code)]
 
+mod container;
 pub mod signatures;
+
+pub use container::{Container, Inner};
 
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
@@ -99,6 +106,8 @@ pub struct Volume {
     pub warnings: Vec<String>,
     /// What the volume is when no parser handles it (a signature, or a partition's purpose).
     pub recognised_as: Option<&'static str>,
+    /// A volume manager's view (LVM2 PV, md member): the volumes inside, for `info`.
+    pub inner: Option<Container>,
 }
 
 impl Volume {
@@ -122,6 +131,7 @@ impl Volume {
             elision: Elision::Raw(reason),
             warnings,
             recognised_as: None,
+            inner: None,
         }
     }
 }
@@ -148,7 +158,18 @@ pub enum Error {
         /// What the parser found.
         reasons: Vec<String>,
     },
+    /// A volume inside a container (an LV, an md array's data) failed.
+    #[error("{volume}: {message}")]
+    Inside {
+        /// Which inner volume, e.g. "LV vg0/root".
+        volume: String,
+        /// Its error.
+        message: String,
+    },
 }
+
+/// How deep volume managers may nest (a PV on an md member holding an LV holding a PV...).
+const MAX_DEPTH: usize = 4;
 
 /// A recognised filesystem's parse result, before the policy.
 type Parsed = Result<Allocation, Box<dyn Classify>>;
@@ -210,6 +231,18 @@ pub fn digest(volume: &dyn ReadAt, ranges: &RangeSet) -> io::Result<u64> {
 
 /// Decides which bytes of `volume` to copy.
 pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
+    examine_at(volume, policy, 0)
+}
+
+/// Decides which bytes of each volume of `source` to copy, given as (byte range, its policy):
+/// the partitions of a disk. LVM2 PVs among them are mapped together: an LV striped over two
+/// partitions is read whole.
+pub fn examine_parts(source: &dyn ReadAt, parts: &[(std::ops::Range<u64>, Policy)]) -> Vec<Result<Volume, Error>> {
+    container::examine_parts(source, parts, 0)
+}
+
+/// [`examine`] of a volume found `depth` volume managers deep.
+fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volume, Error> {
     let size = volume.size();
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
@@ -217,6 +250,22 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     let unreadable = |error: &dyn fmt::Display| {
         Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
     };
+    if depth < MAX_DEPTH {
+        // md first: a 1.0 member holding a PV shows the PV's label at its start too.
+        let manager = imgstream_md::detect(volume).and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)));
+        match manager {
+            Err(error) if policy.rescue => return Ok(unreadable(&error)),
+            Err(error) => return Err(error.into()),
+            Ok((true, _)) => return container::md_member(volume, policy, depth),
+            Ok((_, true)) => {
+                let mut results = container::examine_parts(volume, &[(0..size, *policy)], depth);
+                return results
+                    .pop()
+                    .unwrap_or_else(|| Ok(Volume::raw(size, None, "LVM2 PV not examined".into(), true)));
+            }
+            Ok(_) => {}
+        }
+    }
     let recognised = match recognise(volume, policy) {
         Err(error) if policy.rescue => return Ok(unreadable(&error)),
         recognised => recognised?,
@@ -265,5 +314,5 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     };
     // The parser promises volume-relative ranges; clipping keeps a bug there from reading past the end.
     let used = allocation.used.clipped(size);
-    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, recognised_as: None })
+    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, recognised_as: None, inner: None })
 }

@@ -1,0 +1,83 @@
+//! Synthetic members for what the integration tests (hand-written 1.2/1.0 members checked by
+//! `mdadm --examine`) do not cover: 0.90 and 1.1, spares, damaged checksums, overlapping bitmaps.
+
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn put(bytes: &mut [u8], at: usize, value: &[u8]) {
+    bytes[at..at + value.len()].copy_from_slice(value);
+}
+
+/// A 1.x superblock at byte `at` of a 4 MiB member: RAID `level`, data from sector 2048, this
+/// device's role `role`, with `features`.
+fn member_1(at: u64, level: u32, role: u16, features: u32) -> Vec<u8> {
+    let mut image = vec![0u8; 4 * MIB as usize];
+    let sb = &mut image[at as usize..at as usize + 512];
+    put(sb, 0, &MAGIC.to_le_bytes());
+    put(sb, 4, &1u32.to_le_bytes());
+    put(sb, 8, &features.to_le_bytes());
+    put(sb, 32, b"host:7");
+    put(sb, 72, &level.to_le_bytes());
+    put(sb, 92, &2u32.to_le_bytes());
+    put(sb, 96, &8u32.to_le_bytes()); // bitmap 4 KiB after the superblock
+    put(sb, 128, &2048u64.to_le_bytes());
+    put(sb, 136, &4096u64.to_le_bytes());
+    put(sb, 144, &(at / SECTOR).to_le_bytes());
+    put(sb, 220, &2u32.to_le_bytes());
+    put(sb, 256, &role.to_le_bytes());
+    let sum = word_sum(&sb[..260], 216);
+    put(sb, 216, &sum.to_le_bytes());
+    image
+}
+
+#[test]
+fn a_version_1_1_raid1_member_has_its_data_area_and_other_states_are_raw() {
+    let member = read_member(&member_1(0, 1, 0, 0)).unwrap();
+    assert_eq!((member.version, member.level_name().as_str(), member.array.as_str()), ("1.1", "raid1", "host:7"));
+    assert_eq!((member.data.clone(), member.superblock.clone(), member.raw_reason), (MIB..3 * MIB, 0..260, None));
+    let spare = read_member(&member_1(0, 1, 0xffff, 0)).unwrap();
+    assert_eq!(spare.raw_reason.as_deref(), Some("spare member: its data is not in sync"));
+    let rebuilding = read_member(&member_1(4096, 1, 0, FEATURE_RECOVERY)).unwrap();
+    assert!(rebuilding.raw_reason.unwrap().starts_with("member being rebuilt"));
+    let raid0 = read_member(&member_1(4096, 0, 0, 0)).unwrap();
+    assert_eq!(raid0.raw_reason.as_deref(), Some("md raid0 member: only RAID1 members hold a whole copy of the array"));
+}
+
+#[test]
+fn damaged_checksums_and_bitmaps_overlapping_the_data_are_corrupt() {
+    let mut image = member_1(4096, 1, 0, 0);
+    image[4096 + 40] ^= 1;
+    let error = read_member(&image).unwrap_err().to_string();
+    assert!(error.starts_with("md superblock 1.2 at byte 4312: checksum"), "{error}");
+    // A bitmap whose chunks reach into the data area at 1 MiB.
+    let mut image = member_1(4096, 1, 0, FEATURE_BITMAP);
+    put(&mut image, 8192, &BITMAP_MAGIC.to_le_bytes());
+    put(&mut image, 8192 + 40, &(1u64 << 40).to_le_bytes());
+    put(&mut image, 8192 + 52, &512u32.to_le_bytes());
+    let error = read_member(&image).unwrap_err().to_string();
+    assert!(error.contains("write-intent bitmap at bytes 8192.."), "{error}");
+}
+
+#[test]
+fn a_version_0_90_member_keeps_its_data_from_byte_0() {
+    let size = 4 * MIB + 12345;
+    let mut image = vec![0u8; size as usize];
+    let at = (size & !0xFFFF) - 0x10000;
+    let sb = &mut image[at as usize..at as usize + SUPERBLOCK_LEN];
+    put(sb, 0, &MAGIC.to_le_bytes());
+    put(sb, 8, &90u32.to_le_bytes());
+    put(sb, 7 * 4, &1u32.to_le_bytes());
+    put(sb, 8 * 4, &(3 * 1024u32).to_le_bytes()); // 3 MiB of data, in KiB
+    put(sb, 10 * 4, &2u32.to_le_bytes());
+    put(sb, 992 * 4 + 16, &6u32.to_le_bytes()); // active, in sync
+    let sum = word_sum(sb, 38 * 4);
+    put(sb, 38 * 4, &sum.to_le_bytes());
+    assert!(detect(&image).unwrap());
+    let member = read_member(&image).unwrap();
+    assert_eq!((member.version, member.data.clone(), member.raw_reason.clone()), ("0.90", 0..3 * MIB, None));
+    assert_eq!(member.superblock, at..at + 4096);
+    assert!(!detect(&vec![0u8; 4 * MIB as usize]).unwrap());
+}
