@@ -363,7 +363,7 @@ fn with_loop_device<T>(image: &Path, f: impl FnOnce(&str) -> T) -> T {
 }
 
 /// `with_loop_device` with losetup's `-r` (read-only) or `-f`-only (read-write) mode.
-fn with_loop_device_mode<T>(image: &Path, mode: &str, f: impl FnOnce(&str) -> T) -> T {
+pub(crate) fn with_loop_device_mode<T>(image: &Path, mode: &str, f: impl FnOnce(&str) -> T) -> T {
     let mut args = vec!["-f", "--show"];
     if mode == "-r" {
         args.insert(0, "-r");
@@ -385,7 +385,7 @@ fn with_mount<T>(device: &str, dir: &Path, f: impl FnOnce() -> T) -> T {
     with_mount_options(device, dir, "ro,noload", f)
 }
 
-fn with_mount_options<T>(device: &str, dir: &Path, options: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_mount_options<T>(device: &str, dir: &Path, options: &str, f: impl FnOnce() -> T) -> T {
     std::fs::create_dir_all(dir).unwrap();
     run_ok(Command::new("mount").args(["-o", options, device]).arg(dir));
     struct Unmount(PathBuf);

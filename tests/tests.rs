@@ -8,6 +8,7 @@
 
 mod util;
 
+mod btrfs;
 mod cli;
 mod disk;
 mod exfat;

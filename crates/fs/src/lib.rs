@@ -109,6 +109,10 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     if imgstream_fat::detect(volume)? {
         return Ok(Some(("fat", imgstream_fat::analyze(volume).map_err(boxed))));
     }
+    // btrfs: "_BHRfS_M" in the superblock at 64 KiB.
+    if imgstream_btrfs::detect(volume)? {
+        return Ok(Some(("btrfs", imgstream_btrfs::analyze(volume).map_err(boxed))));
+    }
     // ext2/3/4: magic 0xEF53 at byte 1080, in the superblock.
     if imgstream_ext::detect(volume)? {
         return Ok(Some(("ext", imgstream_ext::analyze(volume).map_err(boxed))));
