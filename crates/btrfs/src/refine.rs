@@ -8,13 +8,16 @@
 
 use crate::Error;
 use crate::chunks::{Chunk, ChunkMap, TYPE_DATA, TYPE_METADATA, TYPE_SYSTEM};
-use crate::superblock::{COMPAT_RO_BLOCK_GROUP_TREE, Root, SUPER_OFFSET, SYS_CHUNK_ARRAY, Superblock, mirrors};
+use crate::superblock::{
+    COMPAT_RO_BLOCK_GROUP_TREE, DEV_ITEM_UUID, Root, SUPER_OFFSET, SYS_CHUNK_ARRAY, Superblock, mirrors,
+};
 use crate::tree::{
-    BLOCK_GROUP_ITEM, Block, CHUNK_ITEM, DEV_EXTENT, EXTENT_DATA, EXTENT_ITEM, METADATA_ITEM, ROOT_ITEM, Reader,
+    BLOCK_GROUP_ITEM, Block, CHUNK_ITEM, DEV_EXTENT, DEV_ITEM, EXTENT_DATA, EXTENT_ITEM, METADATA_ITEM, ROOT_ITEM,
+    Reader,
 };
 use imgstream_blockio::ReadAt;
 use imgstream_volume::RangeSet;
-use imgstream_volume::fields::{le64, u8_at};
+use imgstream_volume::fields::{array, le64, u8_at};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
@@ -78,7 +81,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
             Error::corrupt(
                 "root tree",
                 sb.root.logical,
-                format!("no ROOT_ITEM for the {name} (offset given is logical)"),
+                format!("no ROOT_ITEM for the {name} (the byte offset is logical)"),
             )
         })
     };
@@ -191,25 +194,43 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
 
 /// Bootstraps from the superblock's `sys_chunk_array`, reads the chunk tree, and checks that
 /// every system chunk is in it. Returns the chunk map and the chunk tree's block addresses.
-fn read_chunk_tree(volume: &dyn ReadAt, sb: &Superblock) -> Result<(ChunkMap, Vec<u64>), Error> {
+pub(crate) fn read_chunk_tree(volume: &dyn ReadAt, sb: &Superblock) -> Result<(ChunkMap, Vec<u64>), Error> {
     let array_at = SUPER_OFFSET + SYS_CHUNK_ARRAY as u64;
     let system = ChunkMap::from_sys_array(&sb.sys_chunk_array, array_at, sb.sectorsize)?;
     let boot = Reader { volume, superblock: sb, chunks: &system };
     let mut chunks = ChunkMap::default();
     let mut blocks = Vec::new();
+    let mut device_uuid = None;
     boot.walk(
         "chunk tree",
         sb.chunk_root,
         &mut HashSet::new(),
         &mut |l| blocks.push(l),
         Some(&mut |leaf| {
-            for item in leaf.items().filter(|i| i.key.item_type == CHUNK_ITEM) {
-                let (chunk, _) = Chunk::parse(item.key.offset, item.data, item.at, sb.sectorsize)?;
-                chunks.insert(chunk, item.at)?;
+            for item in leaf.items() {
+                match item.key.item_type {
+                    CHUNK_ITEM => {
+                        let (chunk, _) = Chunk::parse(item.key.offset, item.data, item.at, sb.sectorsize)?;
+                        chunks.insert(chunk, item.at)?;
+                    }
+                    DEV_ITEM if item.key.offset == sb.devid => {
+                        device_uuid = Some(array::<16>(item.data, DEV_ITEM_UUID));
+                    }
+                    _ => {}
+                }
             }
             Ok(())
         }),
     )?;
+    // The superblock's devid decides which stripes are this device's: the chunk tree must agree.
+    if device_uuid != Some(sb.device_uuid) {
+        let whose = if device_uuid.is_some() { "another device's" } else { "missing" };
+        return Err(Error::corrupt(
+            "superblock",
+            SUPER_OFFSET,
+            format!("the DEV_ITEM of devid {} in the chunk tree is {whose}", sb.devid),
+        ));
+    }
     if let Some(missing) = system.iter().find(|c| chunks.get(c.logical) != Some(*c)) {
         return Err(Error::corrupt(
             "sys_chunk_array",
@@ -338,7 +359,7 @@ fn map_logical(chunks: &ChunkMap, devid: u64, what: &str, range: Range<u64>) -> 
         Error::corrupt(
             format!("{what} at logical {}..{}", range.start, range.end),
             range.start,
-            "it does not lie inside one chunk (offset given is logical)".to_string(),
+            "it does not lie inside one chunk (the byte offset is logical)".to_string(),
         )
     })?;
     Ok(chunk.copies_on(devid, range).into_iter().flatten().collect())

@@ -41,6 +41,8 @@ const LOG_ROOT_LEVEL: usize = 0xc8;
 const DEV_ITEM: usize = 0xc9;
 const DEV_ITEM_DEVID: usize = DEV_ITEM;
 const DEV_ITEM_TOTAL_BYTES: usize = DEV_ITEM + 8;
+/// `dev_item.uuid`: this device's UUID, also in its DEV_ITEM in the chunk tree.
+pub(crate) const DEV_ITEM_UUID: usize = 66;
 const DEV_ITEM_FSID: usize = DEV_ITEM + 82;
 const METADATA_UUID: usize = 0x23b;
 /// `sys_chunk_array`: the system chunks, so that the chunk tree can be found.
@@ -109,6 +111,7 @@ pub(crate) struct Superblock {
     /// The superblock's ERROR flag: the kernel met an error and forced the filesystem read-only.
     pub(crate) error_flag: bool,
     pub(crate) devid: u64,
+    pub(crate) device_uuid: [u8; 16],
     pub(crate) device_bytes: u64,
     pub(crate) sys_chunk_array: Vec<u8>,
 }
@@ -226,6 +229,7 @@ impl Superblock {
             compat_ro,
             error_flag: flags & FLAG_ERROR != 0,
             devid: le64(block, DEV_ITEM_DEVID),
+            device_uuid: array::<16>(block, DEV_ITEM + DEV_ITEM_UUID),
             device_bytes,
             sys_chunk_array: block.get(SYS_CHUNK_ARRAY..SYS_CHUNK_ARRAY + sys_len).unwrap_or_default().to_vec(),
         })

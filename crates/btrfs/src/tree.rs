@@ -36,6 +36,7 @@ pub(crate) const ROOT_ITEM: u8 = 132;
 pub(crate) const EXTENT_ITEM: u8 = 168;
 pub(crate) const METADATA_ITEM: u8 = 169;
 pub(crate) const BLOCK_GROUP_ITEM: u8 = 192;
+pub(crate) const DEV_ITEM: u8 = 216;
 pub(crate) const DEV_EXTENT: u8 = 204;
 pub(crate) const CHUNK_ITEM: u8 = 228;
 
@@ -57,7 +58,7 @@ impl Key {
 /// A validated tree block.
 pub(crate) struct Block {
     /// Where on this device the copy that was read lies.
-    physical: u64,
+    pub(crate) physical: u64,
     bytes: Vec<u8>,
     nritems: usize,
 }
@@ -90,6 +91,9 @@ impl Block {
     }
 }
 
+/// What a walk does with each leaf it reads.
+pub(crate) type LeafVisitor<'v> = dyn FnMut(&Block) -> Result<(), Error> + 'v;
+
 /// Reads tree blocks of one filesystem from one device.
 pub(crate) struct Reader<'a> {
     pub(crate) volume: &'a dyn ReadAt,
@@ -101,10 +105,14 @@ impl Reader<'_> {
     /// Reads and validates the block of tree `tree` at `logical`, which must be at `level`.
     /// Tries each copy on this device in turn (DUP, RAID1) until one is valid, as the kernel does.
     pub(crate) fn read(&self, tree: &str, logical: u64, level: u8) -> Result<Block, Error> {
-        let structure = || format!("{tree} block at logical {logical}");
+        let structure = || format!("{tree} block (logical {logical})");
         let nodesize = u64::from(self.superblock.nodesize);
         let chunk = self.chunks.find(logical).ok_or_else(|| {
-            Error::corrupt(structure(), logical, "the address lies in no chunk (offset given is logical)".to_string())
+            Error::corrupt(
+                structure(),
+                logical,
+                "the address lies in no chunk (the byte offset is logical)".to_string(),
+            )
         })?;
         let end = logical.checked_add(nodesize).filter(|&end| end <= chunk.range().end);
         let Some(copies) = end.and_then(|end| chunk.copies_on(self.superblock.devid, logical..end)) else {
@@ -112,7 +120,7 @@ impl Reader<'_> {
                 structure(),
                 logical,
                 format!(
-                    "the block crosses its chunk's end or lies in a {} chunk, which this crate does not read (offset given is logical)",
+                    "the block crosses its chunk's end or lies in a {} chunk, which this crate does not read (the byte offset is logical)",
                     chunk.profile.name()
                 ),
             ));
@@ -143,7 +151,7 @@ impl Reader<'_> {
                 structure(),
                 logical,
                 format!(
-                    "no copy of the block lies on this device (devid {}); image the device that holds the metadata (offset given is logical)",
+                    "no copy of the block lies on this device (devid {}); image the device that holds the metadata (the byte offset is logical)",
                     self.superblock.devid
                 ),
             )
@@ -197,7 +205,7 @@ impl Reader<'_> {
         root: Root,
         visited: &mut HashSet<u64>,
         on_block: &mut dyn FnMut(u64),
-        mut on_leaf: Option<&mut dyn FnMut(&Block) -> Result<(), Error>>,
+        mut on_leaf: Option<&mut LeafVisitor<'_>>,
     ) -> Result<(), Error> {
         if root.level >= MAX_LEVEL {
             return Err(Error::corrupt(
