@@ -1,6 +1,6 @@
 //! btrfs: the committed fixture, and images made with mkfs.btrfs over random bytes and aged
 //! through the kernel (subvolume, snapshot, zstd-compressed files, files deleted after the
-//! snapshot), in SINGLE and DUP metadata. Oracles: `btrfs check --readonly` on the output, the
+//! snapshot, a deleted subvolume), in SINGLE and DUP metadata. Oracles: `btrfs check --readonly` on the output, the
 //! files of a read-only mount of the output against those of the source, `btrfs filesystem
 //! usage` for what is free, partclone.btrfs's image size, and `btrfs inspect-internal
 //! dump-tree` for the log tree of a copy taken while a file was being fsync'ed.
@@ -113,6 +113,14 @@ fn age(mnt: &Path) {
         write_file(&sub.join(format!("text{i}")), 5000 + i * 50_000, true);
     }
     write_file(&sub.join("big"), 24 << 20, false);
+    // A subvolume deleted just before the unmount: its cleanup may stop half way.
+    let gone = mnt.join("gone");
+    btrfs(&["-q", "subvolume", "create", path_str(&gone)]);
+    for i in 0..200 {
+        write_file(&gone.join(format!("f{i}")), 3000, true);
+    }
+    run_ok(&mut Command::new("sync"));
+    btrfs(&["-q", "subvolume", "delete", path_str(&gone)]);
     btrfs(&["-q", "subvolume", "snapshot", path_str(&sub), path_str(&mnt.join("snap"))]);
     for name in ["big", "random0", "text0", "random7"] {
         std::fs::remove_file(sub.join(name)).unwrap();

@@ -2,13 +2,13 @@
 # The whole test suite, as the README gives it: `bash tests/run.sh`.
 #
 # The oracles are real tools (e2fsprogs, zerofree, ntfs-3g, dosfstools, exfatprogs, mtools,
-# partclone, fdisk, borg). As root on Debian this installs the missing ones first; otherwise it
+# partclone, fdisk, borg, btrfs-progs). As root on Debian this installs the missing ones first; otherwise it
 # says which are missing, and the tests that need them skip visibly (or fail when CI=true).
 # Extra arguments go to `cargo test` (e.g. `bash tests/run.sh ext`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux)
+packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux btrfs-progs)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -31,6 +31,9 @@ const BLOCK_GROUP_TREE: u64 = 11;
 const TREE_LOG: u64 = -6i64 as u64;
 /// Shortest `btrfs_root_item` (before the v2 fields); `bytenr` at 176, `level` at 238.
 const ROOT_ITEM_MIN: usize = 239;
+/// `btrfs_root_item.drop_progress` (its key's objectid) and `drop_level`.
+const ROOT_ITEM_DROP_PROGRESS: usize = 220;
+const ROOT_ITEM_DROP_LEVEL: usize = 237;
 /// Shortest regular `btrfs_file_extent_item`; type at 20, `disk_bytenr` at 21, `disk_num_bytes` at 29.
 const FILE_EXTENT_REG_LEN: usize = 53;
 /// File extent types with an extent on disk: REG and PREALLOC (0 is INLINE).
@@ -65,7 +68,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
     let chunks = chunks.0;
     let reader = Reader { volume, superblock: sb, chunks: &chunks };
 
-    let mut roots: Vec<(u64, Root)> = Vec::new();
+    let mut roots: Vec<RootItem> = Vec::new();
     reader.walk(
         "root tree",
         sb.root,
@@ -77,7 +80,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         }),
     )?;
     let tree_root = |objectid: u64, name: &str| {
-        roots.iter().find(|(id, _)| *id == objectid).map(|&(_, root)| root).ok_or_else(|| {
+        roots.iter().find(|r| r.objectid == objectid).map(|r| r.root).ok_or_else(|| {
             Error::corrupt(
                 "root tree",
                 sb.root.logical,
@@ -141,7 +144,9 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
     // Belt and braces: every tree block reachable from the root tree, whether or not the extent
     // tree lists it. Only nodes are read; leaf addresses come from their parents.
     let mut reachable = HashSet::new();
-    for &(_, root) in &roots {
+    // A subvolume being deleted points at blocks already freed (left of its drop_progress) and
+    // maybe reused; what it still holds is in the extent tree.
+    for &RootItem { root, .. } in roots.iter().filter(|r| !r.dropping) {
         reader.walk("tree", root, &mut reachable, &mut |l| tree_blocks.push(l), None)?;
     }
 
@@ -156,7 +161,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         log_blocks: log_blocks.len(),
         log_data_bytes: log_data.iter().map(|r| r.end - r.start).sum(),
     };
-    let mut ranges: Vec<Range<u64>> = vec![0..RESERVED, sb.device_bytes..volume.size()];
+    let mut ranges: Vec<Range<u64>> = vec![0..RESERVED.min(volume.size()), sb.device_bytes..volume.size()];
     ranges.extend(mirrors(sb.device_bytes));
     check_device_extents(&dev_extents, &chunks, sb)?;
     for chunk in chunks.iter().filter(|c| c.stripes_on(sb.devid).next().is_some()) {
@@ -241,8 +246,16 @@ pub(crate) fn read_chunk_tree(volume: &dyn ReadAt, sb: &Superblock) -> Result<(C
     Ok((chunks, blocks))
 }
 
-/// The (objectid, root) of each ROOT_ITEM in `leaf` whose objectid passes `wanted`.
-fn root_items(leaf: &Block, wanted: impl Fn(u64) -> bool) -> Result<Vec<(u64, Root)>, Error> {
+/// A ROOT_ITEM: which tree, where its root is, and whether its deletion has begun.
+struct RootItem {
+    objectid: u64,
+    root: Root,
+    /// `drop_progress` or `drop_level` set: part of the tree has been freed already.
+    dropping: bool,
+}
+
+/// The ROOT_ITEMs in `leaf` whose objectid passes `wanted`.
+fn root_items(leaf: &Block, wanted: impl Fn(u64) -> bool) -> Result<Vec<RootItem>, Error> {
     let mut roots = Vec::new();
     for item in leaf.items().filter(|i| i.key.item_type == ROOT_ITEM && wanted(i.key.objectid)) {
         if item.data.len() < ROOT_ITEM_MIN {
@@ -252,7 +265,11 @@ fn root_items(leaf: &Block, wanted: impl Fn(u64) -> bool) -> Result<Vec<(u64, Ro
                 format!("{} bytes, at least {ROOT_ITEM_MIN} expected", item.data.len()),
             ));
         }
-        roots.push((item.key.objectid, Root { logical: le64(item.data, 176), level: u8_at(item.data, 238) }));
+        roots.push(RootItem {
+            objectid: item.key.objectid,
+            root: Root { logical: le64(item.data, 176), level: u8_at(item.data, 238) },
+            dropping: le64(item.data, ROOT_ITEM_DROP_PROGRESS) != 0 || u8_at(item.data, ROOT_ITEM_DROP_LEVEL) != 0,
+        });
     }
     Ok(roots)
 }
@@ -277,7 +294,7 @@ fn read_log_tree(reader: &Reader<'_>) -> Result<(Vec<u64>, Vec<Range<u64>>), Err
             &mut visited,
             &mut |l| blocks.push(l),
             Some(&mut |leaf| {
-                subtrees.extend(root_items(leaf, |id| id == TREE_LOG)?.into_iter().map(|(_, r)| r));
+                subtrees.extend(root_items(leaf, |id| id == TREE_LOG)?.into_iter().map(|r| r.root));
                 for item in leaf.items().filter(|i| i.key.item_type == EXTENT_DATA) {
                     let disk_bytenr = le64(item.data, 21);
                     let on_disk = FILE_EXTENT_ON_DISK.contains(&u8_at(item.data, 20));
