@@ -97,13 +97,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         &mut |_| {},
         Some(&mut |leaf| {
             for item in leaf.items().filter(|i| i.key.item_type == DEV_EXTENT && i.key.objectid == sb.devid) {
-                if item.data.len() < 32 {
-                    return Err(Error::corrupt(
-                        "DEV_EXTENT item",
-                        item.at,
-                        format!("{} bytes, expected 48", item.data.len()),
-                    ));
-                }
+                item.require("DEV_EXTENT item", 32)?;
                 dev_extents.push(DevExtent {
                     physical: item.key.offset,
                     length: le64(item.data, 24),
@@ -124,7 +118,8 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
             match item.key.item_type {
                 EXTENT_ITEM => extents.push(start..start.saturating_add(item.key.offset)),
                 METADATA_ITEM => extents.push(start..start.saturating_add(nodesize)),
-                BLOCK_GROUP_ITEM if item.data.len() >= 24 => {
+                BLOCK_GROUP_ITEM => {
+                    item.require("BLOCK_GROUP_ITEM", 24)?;
                     groups.insert(start, (item.key.offset, le64(item.data, 0)));
                 }
                 _ => {}
@@ -258,13 +253,7 @@ struct RootItem {
 fn root_items(leaf: &Block, wanted: impl Fn(u64) -> bool) -> Result<Vec<RootItem>, Error> {
     let mut roots = Vec::new();
     for item in leaf.items().filter(|i| i.key.item_type == ROOT_ITEM && wanted(i.key.objectid)) {
-        if item.data.len() < ROOT_ITEM_MIN {
-            return Err(Error::corrupt(
-                "ROOT_ITEM",
-                item.at,
-                format!("{} bytes, at least {ROOT_ITEM_MIN} expected", item.data.len()),
-            ));
-        }
+        item.require("ROOT_ITEM", ROOT_ITEM_MIN)?;
         roots.push(RootItem {
             objectid: item.key.objectid,
             root: Root { logical: le64(item.data, 176), level: u8_at(item.data, 238) },
@@ -296,10 +285,13 @@ fn read_log_tree(reader: &Reader<'_>) -> Result<(Vec<u64>, Vec<Range<u64>>), Err
             Some(&mut |leaf| {
                 subtrees.extend(root_items(leaf, |id| id == TREE_LOG)?.into_iter().map(|r| r.root));
                 for item in leaf.items().filter(|i| i.key.item_type == EXTENT_DATA) {
-                    let disk_bytenr = le64(item.data, 21);
-                    let on_disk = FILE_EXTENT_ON_DISK.contains(&u8_at(item.data, 20));
-                    if item.data.len() >= FILE_EXTENT_REG_LEN && on_disk && disk_bytenr != 0 {
-                        data.push(disk_bytenr..disk_bytenr.saturating_add(le64(item.data, 29)));
+                    // Inline extents are shorter; an extent on disk needs the whole item.
+                    if FILE_EXTENT_ON_DISK.contains(&u8_at(item.data, 20)) {
+                        item.require("EXTENT_DATA item", FILE_EXTENT_REG_LEN)?;
+                        let disk_bytenr = le64(item.data, 21);
+                        if disk_bytenr != 0 {
+                            data.push(disk_bytenr..disk_bytenr.saturating_add(le64(item.data, 29)));
+                        }
                     }
                 }
                 Ok(())

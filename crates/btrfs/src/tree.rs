@@ -70,6 +70,20 @@ pub(crate) struct Item<'a> {
     pub(crate) at: u64,
 }
 
+impl Item<'_> {
+    /// Fails unless the item's data holds at least `len` bytes.
+    pub(crate) fn require(&self, what: &str, len: usize) -> Result<(), Error> {
+        if self.data.len() < len {
+            return Err(Error::corrupt(
+                what.to_owned(),
+                self.at,
+                format!("{} bytes, at least {len} expected", self.data.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Block {
     /// The items of a leaf; each one's data was checked to lie inside the block.
     pub(crate) fn items(&self) -> impl Iterator<Item = Item<'_>> + '_ {
