@@ -12,6 +12,7 @@
 
 mod sparse;
 
+use imgstream_blockio::ReadAt;
 use imgstream_ntfs::{Error, Options};
 use libfuzzer_sys::fuzz_target;
 use sparse::Sparse;
