@@ -63,9 +63,7 @@ struct DevExtent {
 
 /// Reads every tree this answer needs and returns the used byte ranges of the device.
 pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error> {
-    let chunks = read_chunk_tree(volume, sb)?;
-    let mut tree_blocks = chunks.1;
-    let chunks = chunks.0;
+    let (chunks, mut tree_blocks) = read_chunk_tree(volume, sb)?;
     let reader = Reader { volume, superblock: sb, chunks: &chunks };
 
     let mut roots: Vec<RootItem> = Vec::new();
@@ -109,31 +107,13 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         }),
     )?;
 
-    let mut extents: Vec<Range<u64>> = Vec::new();
-    let mut groups: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let nodesize = u64::from(sb.nodesize);
-    let mut extent_leaf = |leaf: &Block| {
-        for item in leaf.items() {
-            let start = item.key.objectid;
-            match item.key.item_type {
-                EXTENT_ITEM => extents.push(start..start.saturating_add(item.key.offset)),
-                METADATA_ITEM => extents.push(start..start.saturating_add(nodesize)),
-                BLOCK_GROUP_ITEM => {
-                    item.require("BLOCK_GROUP_ITEM", 24)?;
-                    groups.insert(start, (item.key.offset, le64(item.data, 0)));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    };
     let extent_root = tree_root(EXTENT_TREE, "extent tree")?;
-    reader.walk("extent tree", extent_root, &mut HashSet::new(), &mut |_| {}, Some(&mut extent_leaf))?;
-    if sb.compat_ro & COMPAT_RO_BLOCK_GROUP_TREE != 0 {
-        let root = tree_root(BLOCK_GROUP_TREE, "block group tree")?;
-        reader.walk("block group tree", root, &mut HashSet::new(), &mut |_| {}, Some(&mut extent_leaf))?;
-    }
-    extents.sort_by_key(|r| (r.start, r.end));
+    let group_root = if sb.compat_ro & COMPAT_RO_BLOCK_GROUP_TREE != 0 {
+        Some(tree_root(BLOCK_GROUP_TREE, "block group tree")?)
+    } else {
+        None
+    };
+    let ExtentTree { extents, groups } = read_extent_tree(&reader, extent_root, group_root)?;
 
     let (log_blocks, log_data) = read_log_tree(&reader)?;
     // Belt and braces: every tree block reachable from the root tree, whether or not the extent
@@ -181,6 +161,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
             None => ranges.extend(chunk.stripes_on(sb.devid).map(|s| s.offset..s.offset + chunk.device_length())),
         }
     }
+    let nodesize = u64::from(sb.nodesize);
     let blocks = tree_blocks.iter().chain(&log_blocks).map(|&l| ("tree block", l..l.saturating_add(nodesize)));
     for (what, logical) in blocks.chain(log_data.iter().map(|r| ("fsynced data extent", r.clone()))) {
         ranges.extend(map_logical(&chunks, sb.devid, what, logical)?);
@@ -263,6 +244,50 @@ fn root_items(leaf: &Block, wanted: impl Fn(u64) -> bool) -> Result<Vec<RootItem
     Ok(roots)
 }
 
+/// A BLOCK_GROUP_ITEM: the block group's length and the bytes its extents take.
+#[derive(Clone, Copy)]
+struct BlockGroup {
+    length: u64,
+    used: u64,
+}
+
+/// What the extent tree says is allocated.
+struct ExtentTree {
+    /// EXTENT_ITEM and METADATA_ITEM ranges, logical, sorted.
+    extents: Vec<Range<u64>>,
+    /// Block groups by logical start.
+    groups: BTreeMap<u64, BlockGroup>,
+}
+
+/// Reads the allocated extents and the block groups from the extent tree, and from the block
+/// group tree if there is one.
+fn read_extent_tree(reader: &Reader<'_>, extent_root: Root, group_root: Option<Root>) -> Result<ExtentTree, Error> {
+    let mut extents: Vec<Range<u64>> = Vec::new();
+    let mut groups = BTreeMap::new();
+    let nodesize = u64::from(reader.superblock.nodesize);
+    let mut extent_leaf = |leaf: &Block| {
+        for item in leaf.items() {
+            let start = item.key.objectid;
+            match item.key.item_type {
+                EXTENT_ITEM => extents.push(start..start.saturating_add(item.key.offset)),
+                METADATA_ITEM => extents.push(start..start.saturating_add(nodesize)),
+                BLOCK_GROUP_ITEM => {
+                    item.require("BLOCK_GROUP_ITEM", 24)?;
+                    groups.insert(start, BlockGroup { length: item.key.offset, used: le64(item.data, 0) });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    reader.walk("extent tree", extent_root, &mut HashSet::new(), &mut |_| {}, Some(&mut extent_leaf))?;
+    if let Some(root) = group_root {
+        reader.walk("block group tree", root, &mut HashSet::new(), &mut |_| {}, Some(&mut extent_leaf))?;
+    }
+    extents.sort_by_key(|r| (r.start, r.end));
+    Ok(ExtentTree { extents, groups })
+}
+
 /// Walks the log root tree and every subvolume log tree it names: returns the logical address
 /// of every block, and the logical ranges of the data extents its `EXTENT_DATA` items point at.
 fn read_log_tree(reader: &Reader<'_>) -> Result<(Vec<u64>, Vec<Range<u64>>), Error> {
@@ -340,9 +365,9 @@ fn check_device_extents(dev_extents: &[DevExtent], chunks: &ChunkMap, sb: &Super
 }
 
 /// The extents inside `chunk` (sorted `extents` of the whole filesystem), if they are exactly
-/// what its block group item `(length, used)` accounts for; `None` if the chunk must be kept whole.
-fn extents_inside<'e>(extents: &'e [Range<u64>], chunk: &Chunk, group: Option<(u64, u64)>) -> Option<&'e [Range<u64>]> {
-    let (length, used) = group?;
+/// what its block group item accounts for; `None` if the chunk must be kept whole.
+fn extents_inside<'e>(extents: &'e [Range<u64>], chunk: &Chunk, group: Option<BlockGroup>) -> Option<&'e [Range<u64>]> {
+    let BlockGroup { length, used } = group?;
     if length != chunk.length {
         return None;
     }
