@@ -151,10 +151,11 @@ bench_ntfs() {
     rm -f "$img"
 }
 
-# bench_btrfs FILL: mkfs.btrfs over garbage, FILL% written through a loop mount, then every
-# third file deleted (aged: free space inside the data block groups, not only unallocated).
+# bench_btrfs FILL: mkfs.btrfs over garbage, FILL% (at most 80%: DUP metadata and the global
+# reserve take the rest) written through a loop mount, then every third file deleted (aged: free
+# space inside the data block groups, not only unallocated).
 bench_btrfs() {
-    local fill=$1 img="$WORK/btrfs.img" bytes used start end
+    local fill=$(( $1 > 80 ? 80 : $1 )) img="$WORK/btrfs.img" bytes used start end
     garbage_image "$img"
     bytes=$(stat -c %s "$img")
     mkfs.btrfs -q -f "$img" >/dev/null 2>&1

@@ -202,7 +202,14 @@ fn root_btrfs_aged_images_single_and_dup_metadata() {
             run_ok(Command::new("partclone.btrfs").args(["-q", "-c", "-s"]).arg(&image).arg("-o").arg(&saved));
             let partclone = std::fs::metadata(&saved).unwrap().len();
             assert!(kept <= partclone, "{metadata}: kept {kept} > partclone's image {partclone}");
-            report += &format!("; partclone.btrfs image {partclone} bytes");
+            let info = run_ok(Command::new("partclone.info").arg("-s").arg(&saved));
+            let info = String::from_utf8_lossy(&info.stdout) + String::from_utf8_lossy(&info.stderr);
+            let number = |label: &str, word: usize| -> u64 {
+                let line = info.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}?\n{info}"));
+                line.split_whitespace().nth(word).unwrap().parse().unwrap()
+            };
+            let in_use = number("Space in use:", 6) * number("Block size:", 2);
+            report += &format!("; partclone.btrfs image {partclone} bytes, its space in use {in_use} bytes");
         }
         let _ = writeln!(std::io::stderr(), "{report}");
     }
