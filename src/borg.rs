@@ -237,9 +237,9 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         let total = plan.layout.size;
         let used = plan.used.total();
         eprintln!(
-            "imgstream: backed up {} ({} table, {} partition(s)) as {name} in {:.2} s: {} used, {} elided",
+            "imgstream: backed up {} ({}, {} partition(s)) as {name} in {:.2} s: {} used, {} elided",
             human(total),
-            plan.layout.table.name(),
+            plan.layout.table.disk_words(),
             count,
             started.elapsed().as_secs_f64(),
             human(used),
@@ -620,7 +620,7 @@ fn restore_partition(
         .spawn()
         .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
     let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
-    let progress = progress::reporter(mode, piece.size);
+    let progress = progress::reporter(mode, Some(piece.size));
     let written = imgstream_restore::write_stream(
         target,
         &mut stdout,

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
-  imgstream part /dev/sda2 | borg create --chunker-params fixed,4194304 repo::sda2-{now} -
-  imgstream part disk.img > part.img          (a sparse file: free space becomes holes)
-  imgstream info /dev/sda2
-  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
+  borg create --chunker-params fixed,4194304 --content-from-command repo::sda2-{now} -- imgstream part /dev/sda2
+      (a failed read commits nothing; a plain `imgstream part ... | borg create -` would commit a truncated archive)
+  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M conv=fsync   (restore)
+  imgstream backup-disk /dev/sda --repo repo --name laptop   (a whole disk, one backup)
+  imgstream part -o sda2.img /dev/sda2       (a sparse file: free space becomes holes)
+  imgstream info /dev/sda
 
 Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
 early), 2 usage error. Killed by Ctrl-C: 130.";
@@ -19,6 +21,9 @@ early), 2 usage error. Killed by Ctrl-C: 130.";
 #[derive(Debug, Parser)]
 #[command(name = "imgstream", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
+    /// Print nothing but errors on stderr: no warnings, no summary (for cron).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -49,6 +54,27 @@ pub(crate) enum Command {
     /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
     /// table moved to the new end).
     RestoreDisk(crate::borg::RestoreDiskArgs),
+    /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
+    Man(ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// bash: `imgstream completions bash > /etc/bash_completion.d/imgstream`.
+    Completions(CompletionsArgs),
+}
+
+/// `imgstream man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write the pages into (created if missing); view one with `man -l DIR/imgstream-part.1`.
+    pub(crate) dir: PathBuf,
+}
+
+/// `imgstream completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `imgstream part`.
@@ -62,6 +88,18 @@ pub(crate) struct PartArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Where `part` and `disk` write the image.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Write the image to FILE instead of stdout: a new or empty file gets holes for the zeros;
+    /// an existing non-empty file is refused; a block device is written in full.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// `imgstream info`.
@@ -97,7 +135,7 @@ pub(crate) struct PolicyArgs {
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
     /// Reader threads [default: available cores, at most 4].
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_threads)]
     pub(crate) threads: Option<NonZeroUsize>,
     /// Read block size: a power of two from 4K to 4M, so it divides borg's 4 MiB chunks.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_block_size)]
@@ -105,6 +143,11 @@ pub(crate) struct EngineArgs {
     /// Progress on stderr.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) progress: ProgressMode,
+}
+
+fn parse_threads(text: &str) -> Result<NonZeroUsize, String> {
+    let count: usize = text.parse().map_err(|_| format!("'{text}' is not a number of threads"))?;
+    NonZeroUsize::new(count).ok_or_else(|| "at least one reader thread is needed (-j 1 or more)".to_owned())
 }
 
 fn parse_block_size(text: &str) -> Result<usize, String> {

@@ -6,9 +6,10 @@
 //! the gap before the first partition, EBRs and gaps, the backup GPT) make the disk's used
 //! set, which the same engine streams.
 
-use crate::cli::{EngineArgs, InfoArgs, PolicyArgs};
+use crate::cli::{EngineArgs, InfoArgs, OutputArgs, PolicyArgs};
+use crate::output::Output;
 use crate::size::{human, percent};
-use crate::{Failure, output, progress, warn};
+use crate::{Failure, note, progress, warn};
 use clap::Args;
 use imgstream_blockio::{ReadAt, Source, SourceKind, Window};
 use imgstream_extents::RangeSet;
@@ -32,6 +33,9 @@ pub(crate) struct DiskArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 /// One partition and what its filesystem allows.
@@ -152,25 +156,27 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         }
     }
     let window = Window::new(source, start, size)?;
-    let mut sink = output::stdout_sink()?;
-    let progress = progress::reporter(args.engine.progress, size);
-    let stats = imgstream_stream::stream(&window, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let progress = progress::reporter(args.engine.progress, Some(size));
+    let stats =
+        imgstream_stream::stream(&window, &used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    output.keep();
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {
         (None, _) => "disk (--raw)".to_owned(),
-        (Some(plan), None) => format!("{} disk, {} partition(s)", plan.layout.table.name(), plan.parts.len()),
+        (Some(plan), None) => format!("{}, {} partition(s)", plan.layout.table.disk_words(), plan.parts.len()),
         (Some(_), Some(index)) => format!("partition {index}"),
     };
-    eprintln!(
-        "imgstream: {what}: {} in {seconds:.2} s ({rate}); read {}, elided {} ({:.1}%)",
+    note(&format!(
+        "{what}: {} in {seconds:.2} s ({rate}); read {}, elided {} ({:.1}%)",
         human(stats.total),
         human(stats.read),
         human(stats.elided),
         percent(stats.elided, stats.total)
-    );
+    ));
     Ok(())
 }
 

@@ -42,7 +42,8 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<
         _ => ("elided", String::new()),
     };
     let used = allocation.map_or(examined.size, |a| a.used.clipped(examined.size).total());
-    let elidable = if status == "raw" { 0 } else { examined.size - used };
+    // Only what `part` would really zero counts: a raw or refused volume elides nothing.
+    let elidable = if status == "elided" { examined.size - used } else { 0 };
     let details: serde_json::Map<String, Value> = allocation
         .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
         .unwrap_or_default();

@@ -1,8 +1,9 @@
 //! `imgstream part`: one volume to stdout.
 
 use crate::cli::PartArgs;
+use crate::output::Output;
 use crate::size::{human, percent};
-use crate::{Failure, output, progress, warn};
+use crate::{Failure, note, progress, warn};
 use imgstream_blockio::{Source, mounts};
 use imgstream_fs::{Elision, Volume};
 use imgstream_stream::Stats;
@@ -14,13 +15,14 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
-    let mut sink = output::stdout_sink()?;
-    let progress = progress::reporter(args.engine.progress, volume.size);
+    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let progress = progress::reporter(args.engine.progress, Some(volume.size));
     let stats =
-        imgstream_stream::stream(&source, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
+        imgstream_stream::stream(&source, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
-    eprintln!("imgstream: {}", summary(&volume, &stats));
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    output.keep();
+    note(&summary(&volume, &stats));
     Ok(())
 }
 

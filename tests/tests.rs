@@ -15,5 +15,6 @@ mod exfat;
 mod ext;
 mod fat;
 mod ntfs;
+mod package;
 mod restore;
 mod swap;

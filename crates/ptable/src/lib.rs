@@ -48,6 +48,15 @@ impl TableKind {
             TableKind::None => "none",
         }
     }
+
+    /// The disk in words, for messages: "GPT disk", "MBR disk", "disk without a partition table".
+    pub fn disk_words(self) -> &'static str {
+        match self {
+            TableKind::Gpt => "GPT disk",
+            TableKind::Mbr => "MBR disk",
+            TableKind::None => "disk without a partition table",
+        }
+    }
 }
 
 /// One partition, in bytes from the start of the disk.
