@@ -128,13 +128,13 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
     let mut found = Found {
         used: RangeSet::new(),
         profiles: profiles(&chunks, sb.devid),
-        device_extent_bytes: dev_extents.iter().map(|e| e.length).sum(),
+        device_extent_bytes: dev_extents.iter().fold(0, |sum, e| sum.saturating_add(e.length)),
         groups_on_device: 0,
         refined_groups: 0,
         striped_chunks: 0,
         mismatched_groups: Vec::new(),
         log_blocks: log_blocks.len(),
-        log_data_bytes: log_data.iter().map(|r| r.end - r.start).sum(),
+        log_data_bytes: log_data.iter().fold(0, |sum, r| sum.saturating_add(r.end - r.start)),
     };
     let mut ranges: Vec<Range<u64>> = vec![0..RESERVED.min(volume.size()), sb.device_bytes..volume.size()];
     ranges.extend(mirrors(sb.device_bytes));
@@ -381,7 +381,7 @@ fn extents_inside<'e>(extents: &'e [Range<u64>], chunk: &Chunk, group: Option<Bl
         if extent.end > end || extent.end <= extent.start {
             return None;
         }
-        total += extent.end - extent.start;
+        total = total.checked_add(extent.end - extent.start)?;
     }
     (total == used).then_some(inside)
 }
