@@ -69,7 +69,8 @@ fn btrfs_fixture_output_passes_btrfs_check() {
         assert_check_clean(&out);
         assert_equal_or_zero(&std::fs::read(&out).unwrap(), &std::fs::read(&image).unwrap());
         let size = std::fs::metadata(&image).unwrap().len();
-        assert!(kept < size / 10, "{name}: {kept} of {size} bytes kept");
+        // The first MiB, the system chunks (16 MiB with DUP), a few tree blocks and files.
+        assert!(kept < size / 5, "{name}: {kept} of {size} bytes kept");
     }
 }
 

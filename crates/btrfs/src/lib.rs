@@ -8,7 +8,8 @@
 //! ([`chunks`]), the root tree, and the device tree, all read as validated tree blocks
 //! ([`tree`]).
 //!
-//! Inside block groups of the SINGLE, DUP and RAID1/1C3/1C4 profiles, the extent tree refines
+//! Inside data and metadata block groups of the SINGLE, DUP and RAID1/1C3/1C4 profiles (system
+//! chunks, which hold only the chunk tree, are kept whole), the extent tree refines
 //! that ([`refine`]): only its `EXTENT_ITEM` and `METADATA_ITEM` ranges are used, mapped onto
 //! every copy on this device. The extent tree, not the free-space tree, is the authority: it is
 //! what the free-space tree and the v1 space cache are derived from, and both of those are
@@ -100,7 +101,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     detail("filesystem bytes used", format!("{} of {}", superblock.bytes_used, superblock.total_bytes));
     detail("bytes in device extents", found.device_extent_bytes.to_string());
     detail(
-        "block groups refined by the extent tree",
+        "data and metadata block groups refined by the extent tree",
         format!("{} of {}", found.refined_groups, found.groups_on_device),
     );
     detail(

@@ -44,6 +44,7 @@ pub(crate) struct Found {
     pub(crate) used: RangeSet,
     pub(crate) profiles: String,
     pub(crate) device_extent_bytes: u64,
+    /// Data and metadata block groups with a stripe on this device (system ones are kept whole).
     pub(crate) groups_on_device: usize,
     pub(crate) refined_groups: usize,
     pub(crate) striped_chunks: usize,
@@ -140,14 +141,19 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
     ranges.extend(mirrors(sb.device_bytes));
     check_device_extents(&dev_extents, &chunks, sb)?;
     for chunk in chunks.iter().filter(|c| c.stripes_on(sb.devid).next().is_some()) {
-        found.groups_on_device += 1;
-        let refined = if chunk.profile.is_mirrored() {
+        // System chunks hold only the chunk tree: kept whole, so that its older copies stay for
+        // `btrfs rescue chunk-recover`, whatever the extent tree says.
+        let refined = if chunk.flags & TYPE_SYSTEM != 0 {
+            None
+        } else if chunk.profile.is_mirrored() {
+            found.groups_on_device += 1;
             let inside = extents_inside(&extents, chunk, groups.get(&chunk.logical).copied());
             if inside.is_none() {
                 found.mismatched_groups.push(chunk.logical);
             }
             inside
         } else {
+            found.groups_on_device += 1;
             found.striped_chunks += 1;
             None
         };
