@@ -216,20 +216,36 @@ fn root_btrfs_aged_images_single_and_dup_metadata() {
     }
 }
 
-/// Logical → physical ranges of this single-device image, from `dump-tree -t chunk`:
-/// (logical start, length, stripe offsets).
-fn chunk_map(image: &Path) -> Vec<(u64, u64, Vec<u64>)> {
+/// A chunk as `dump-tree -t chunk` shows it.
+struct ChunkInfo {
+    logical: u64,
+    length: u64,
+    /// "DATA|RAID0", "METADATA|DUP", ...
+    kind: String,
+    /// (devid, device byte offset) of each stripe.
+    stripes: Vec<(u64, u64)>,
+}
+
+/// The chunks of a filesystem, per `dump-tree -t chunk`.
+fn chunk_map(image: &Path) -> Vec<ChunkInfo> {
     let dump = run_ok(Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "chunk"]).arg(image));
-    let mut chunks: Vec<(u64, u64, Vec<u64>)> = Vec::new();
+    let mut chunks: Vec<ChunkInfo> = Vec::new();
     for line in String::from_utf8(dump.stdout).unwrap().lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         if line.contains("CHUNK_ITEM") {
             let logical = words[words.iter().position(|w| *w == "CHUNK_ITEM").unwrap() + 1].trim_end_matches(')');
-            chunks.push((logical.parse().unwrap(), 0, Vec::new()));
-        } else if let (Some(chunk), ["length", length, ..]) = (chunks.last_mut(), &words[..]) {
-            chunk.1 = length.parse().unwrap();
-        } else if let (Some(chunk), ["stripe", _, "devid", _, "offset", offset]) = (chunks.last_mut(), &words[..]) {
-            chunk.2.push(offset.parse().unwrap());
+            chunks.push(ChunkInfo {
+                logical: logical.parse().unwrap(),
+                length: 0,
+                kind: String::new(),
+                stripes: Vec::new(),
+            });
+        } else if let (Some(chunk), ["length", length, "owner", _, "stripe_len", _, "type", kind]) =
+            (chunks.last_mut(), &words[..])
+        {
+            (chunk.length, chunk.kind) = (length.parse().unwrap(), kind.to_string());
+        } else if let (Some(chunk), ["stripe", _, "devid", devid, "offset", offset]) = (chunks.last_mut(), &words[..]) {
+            chunk.stripes.push((devid.parse().unwrap(), offset.parse().unwrap()));
         }
     }
     chunks
@@ -325,9 +341,9 @@ fn root_btrfs_log_tree_of_a_copy_taken_during_fsyncs_is_kept() {
     let ranges = log_tree_ranges(&copy, log_root, super_field(&copy, "nodesize"));
     assert!(ranges.len() > 2, "{ranges:?}");
     for (logical, len) in ranges {
-        let (start, _, stripes) = chunks.iter().find(|(s, l, _)| (*s..s + l).contains(&logical)).unwrap();
-        for stripe in stripes {
-            let at = (stripe + logical - start) as usize;
+        let chunk = chunks.iter().find(|c| (c.logical..c.logical + c.length).contains(&logical)).unwrap();
+        for (_, stripe) in &chunk.stripes {
+            let at = (stripe + logical - chunk.logical) as usize;
             let what = format!("log tree range at logical {logical} (byte {at})");
             assert_same_bytes(&what, &out_bytes[at..at + len as usize], &copy_bytes[at..at + len as usize]);
         }
@@ -339,4 +355,53 @@ fn root_btrfs_log_tree_of_a_copy_taken_during_fsyncs_is_kept() {
         assert!(piece.iter().all(|&b| b == piece_byte(i)), "piece {i} of the replayed file is wrong");
     }
     assert_check_clean(&out);
+}
+
+#[test]
+fn btrfs_two_devices_each_keep_their_own_extents() {
+    if !have_btrfs_progs() {
+        return;
+    }
+    let dir = scratch();
+    let devices = [dir.path().join("dev1.img"), dir.path().join("dev2.img")];
+    for device in &devices {
+        random_image(device, 160 << 20);
+    }
+    // Data striped over both devices (RAID0: kept whole), metadata mirrored (RAID1: refined).
+    run_ok(Command::new("mkfs.btrfs").args(["-q", "-f", "-d", "raid0", "-m", "raid1"]).args(&devices));
+    let chunks = chunk_map(&devices[0]);
+    let striped: Vec<&ChunkInfo> = chunks.iter().filter(|c| c.kind == "DATA|RAID0").collect();
+    assert_eq!(striped.len(), 1, "{:?}", chunks.iter().map(|c| &c.kind).collect::<Vec<_>>());
+    for (index, device) in devices.iter().enumerate() {
+        let output = run_ok(imgstream().args(["part", path_str(device)]));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("btrfs spans 2 devices: only this device's (devid {})", index + 1)),
+            "{stderr}"
+        );
+        assert!(stderr.contains("1 chunks of a striped profile"), "{stderr}");
+        let source = std::fs::read(device).unwrap();
+        assert_equal_or_zero(&output.stdout, &source);
+        // The RAID0 chunk's stripe on this device is kept whole.
+        let devid = index as u64 + 1;
+        for &(_, offset) in striped[0].stripes.iter().filter(|(d, _)| *d == devid) {
+            let range = offset as usize..(offset + striped[0].length / 2) as usize;
+            assert!(
+                output.stdout[range.clone()] == source[range],
+                "device {devid}: the RAID0 stripe at {offset} is not whole"
+            );
+        }
+        // Past this device's last stripe, all is unallocated: zeroed, but for a superblock mirror.
+        let stripe_end =
+            |c: &ChunkInfo, offset: u64| offset + if c.kind.ends_with("RAID0") { c.length / 2 } else { c.length };
+        let end =
+            chunks.iter().flat_map(|c| c.stripes.iter().filter(|s| s.0 == devid).map(|s| stripe_end(c, s.1))).max();
+        let end = end.unwrap() as usize;
+        assert!(end + (1 << 20) < source.len(), "device {devid}: allocated up to {end}");
+        let zeros = [0u8; 4096];
+        let wrong = (end..source.len())
+            .step_by(4096)
+            .find(|&at| at != 64 << 20 && output.stdout[at..(at + 4096).min(source.len())] != zeros[..]);
+        assert!(wrong.is_none(), "device {devid}: unallocated block at {wrong:?} not zeroed");
+    }
 }
