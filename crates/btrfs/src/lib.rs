@@ -101,8 +101,8 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     detail("filesystem bytes used", format!("{} of {}", superblock.bytes_used, superblock.total_bytes));
     detail("bytes in device extents", found.device_extent_bytes.to_string());
     detail(
-        "data and metadata block groups refined by the extent tree",
-        format!("{} of {}", found.refined_groups, found.groups_on_device),
+        "refined block groups",
+        format!("{} of {} data and metadata (by the extent tree)", found.refined_groups, found.groups_on_device),
     );
     detail(
         "log tree",
