@@ -128,13 +128,16 @@ impl Reader<'_> {
                 "the address lies in no chunk (the byte offset is logical)".to_string(),
             )
         })?;
-        let end = logical.checked_add(nodesize).filter(|&end| end <= chunk.range().end);
-        let Some(copies) = end.and_then(|end| chunk.copies_on(self.superblock.devid, logical..end)) else {
+        let Some(end) = logical.checked_add(nodesize).filter(|&end| end <= chunk.range().end) else {
+            let problem = format!("the block crosses the end of its chunk at logical {}", chunk.range().end);
+            return Err(Error::corrupt(structure(), logical, format!("{problem} (the byte offset is logical)")));
+        };
+        let Some(copies) = chunk.copies_on(self.superblock.devid, logical..end) else {
             return Err(Error::unsupported(
                 structure(),
                 logical,
                 format!(
-                    "the block crosses its chunk's end or lies in a {} chunk, which this crate does not read (the byte offset is logical)",
+                    "it lies in a {} chunk, which this crate does not read (the byte offset is logical)",
                     chunk.profile.name()
                 ),
             ));
