@@ -358,50 +358,83 @@ fn root_btrfs_log_tree_of_a_copy_taken_during_fsyncs_is_kept() {
 }
 
 #[test]
-fn btrfs_two_devices_each_keep_their_own_extents() {
-    if !have_btrfs_progs() {
+fn root_btrfs_raid0_and_raid10_devices_each_keep_their_own_extents() {
+    if !is_root() || !have_btrfs_progs() || !have_tool("losetup") {
         return;
     }
-    let dir = scratch();
-    let devices = [dir.path().join("dev1.img"), dir.path().join("dev2.img")];
-    for device in &devices {
-        random_image(device, 160 << 20);
-    }
-    // Data striped over both devices (RAID0: kept whole), metadata mirrored (RAID1: refined).
-    run_ok(Command::new("mkfs.btrfs").args(["-q", "-f", "-d", "raid0", "-m", "raid1"]).args(&devices));
-    let chunks = chunk_map(&devices[0]);
-    let striped: Vec<&ChunkInfo> = chunks.iter().filter(|c| c.kind == "DATA|RAID0").collect();
-    assert_eq!(striped.len(), 1, "{:?}", chunks.iter().map(|c| &c.kind).collect::<Vec<_>>());
-    for (index, device) in devices.iter().enumerate() {
-        let output = run_ok(imgstream().args(["part", path_str(device)]));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains(&format!("btrfs spans 2 devices: only this device's (devid {})", index + 1)),
-            "{stderr}"
-        );
-        assert!(stderr.contains("1 chunks of a striped profile"), "{stderr}");
-        let source = std::fs::read(device).unwrap();
-        assert_equal_or_zero(&output.stdout, &source);
-        // The RAID0 chunk's stripe on this device is kept whole.
-        let devid = index as u64 + 1;
-        for &(_, offset) in striped[0].stripes.iter().filter(|(d, _)| *d == devid) {
-            let range = offset as usize..(offset + striped[0].length / 2) as usize;
-            assert!(
-                output.stdout[range.clone()] == source[range],
-                "device {devid}: the RAID0 stripe at {offset} is not whole"
-            );
+    // Metadata on every device (RAID1 on two, RAID1C4 on four): a device without a copy of the
+    // trees cannot be analysed alone, and is copied raw.
+    for (data, metadata, count) in [("raid0", "raid1", 2), ("raid10", "raid1c4", 4)] {
+        let dir = scratch();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        for i in 0..12 {
+            write_file(&root.join(format!("file{i}")), 10_000 + i * 700_000, i % 3 == 0);
         }
-        // Past this device's last stripe, all is unallocated: zeroed, but for a superblock mirror.
-        let stripe_end =
-            |c: &ChunkInfo, offset: u64| offset + if c.kind.ends_with("RAID0") { c.length / 2 } else { c.length };
-        let end =
-            chunks.iter().flat_map(|c| c.stripes.iter().filter(|s| s.0 == devid).map(|s| stripe_end(c, s.1))).max();
-        let end = end.unwrap() as usize;
-        assert!(end + (1 << 20) < source.len(), "device {devid}: allocated up to {end}");
-        let zeros = [0u8; 4096];
-        let wrong = (end..source.len())
-            .step_by(4096)
-            .find(|&at| at != 64 << 20 && output.stdout[at..(at + 4096).min(source.len())] != zeros[..]);
-        assert!(wrong.is_none(), "device {devid}: unallocated block at {wrong:?} not zeroed");
+        let devices: Vec<_> = (1..=count).map(|i| dir.path().join(format!("dev{i}.img"))).collect();
+        for device in &devices {
+            random_image(device, 128 << 20);
+        }
+        // Data striped (mapped piece by piece), metadata mirrored; files written through a mount
+        // (--rootdir takes one device only), some deleted.
+        run_ok(Command::new("mkfs.btrfs").args(["-q", "-f", "-d", data, "-m", metadata]).args(&devices));
+        let mnt = dir.path().join("mnt");
+        with_loop_devices(&devices, "", &mut Vec::new(), &mut |loops| {
+            with_mount_options(&loops[0], &mnt, &multi_device_options("compress=zstd", loops), || {
+                for i in 0..12 {
+                    let name = format!("file{i}");
+                    std::fs::copy(root.join(&name), mnt.join(&name)).unwrap();
+                }
+                write_file(&mnt.join("deleted"), 20 << 20, false);
+                run_ok(&mut Command::new("sync"));
+                std::fs::remove_file(mnt.join("deleted")).unwrap();
+            })
+        });
+        let outputs: Vec<_> = (1..=count).map(|i| dir.path().join(format!("out{i}.img"))).collect();
+        for (index, (device, out)) in devices.iter().zip(&outputs).enumerate() {
+            let devid = index as u64 + 1;
+            let output = run_ok(imgstream().args(["part", path_str(device)]));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let warning = format!("btrfs spans {count} devices: only this device's (devid {devid})");
+            assert!(stderr.contains(&warning), "{stderr}");
+            let source = std::fs::read(device).unwrap();
+            assert_equal_or_zero(&output.stdout, &source);
+            // Every data and metadata block group, striped ones included, refined by the extent tree.
+            let info: Value = serde_json::from_slice(&imgstream_ok(&["info", "--json", path_str(device)])).unwrap();
+            let refined = info["volume"]["details"]["refined block groups"].as_str().unwrap().to_owned();
+            let (done, rest) = refined.split_once(" of ").unwrap();
+            assert!(rest.starts_with(&format!("{done} ")) && done != "0", "device {devid}: {refined}");
+            assert!(info["volume"]["used"].as_u64().unwrap() < source.len() as u64 / 2, "{info}");
+            std::fs::write(out, &output.stdout).unwrap();
+        }
+        // The outputs together: btrfs check reads every data checksum, and a mount gives the files.
+        let files = with_loop_devices(&outputs, "-r", &mut Vec::new(), &mut |loops| {
+            run_ok(Command::new("btrfs").args(["device", "scan"]).args(loops));
+            run_ok(Command::new("btrfs").args(["check", "--readonly", "--check-data-csum", &loops[0]]));
+            with_mount_options(&loops[0], &mnt, &multi_device_options("ro", loops), || file_hashes(&mnt))
+        });
+        assert!(files == file_hashes(&root), "{data}: the outputs' files differ from the ones mkfs was given");
     }
+}
+
+/// Attaches every image to a loop device (`mode` as for `with_loop_device_mode`), detached again
+/// in every case, and runs `f` on their names.
+fn with_loop_devices<T>(
+    images: &[PathBuf],
+    mode: &str,
+    loops: &mut Vec<String>,
+    f: &mut dyn FnMut(&[String]) -> T,
+) -> T {
+    match images {
+        [] => f(loops),
+        [first, rest @ ..] => with_loop_device_mode(first, mode, |device| {
+            loops.push(device.to_owned());
+            with_loop_devices(rest, mode, loops, f)
+        }),
+    }
+}
+
+/// Mount options naming every device of a multi-device filesystem.
+fn multi_device_options(options: &str, loops: &[String]) -> String {
+    loops.iter().fold(options.to_owned(), |all, device| format!("{all},device={device}"))
 }

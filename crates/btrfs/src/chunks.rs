@@ -4,8 +4,9 @@
 //! Each chunk is a run of logical addresses backed by one or more stripes, each a byte range of
 //! one device. The profile decides how: SINGLE, DUP and RAID1/1C3/1C4 hold the whole chunk in
 //! every stripe (two stripes on the same device for DUP), RAID0/10/5/6 spread it over their
-//! stripes in `stripe_len` pieces. Only the first kind is mapped byte for byte here; a striped
-//! chunk is kept whole on this device, and its tree blocks cannot be read.
+//! stripes in `stripe_len` pieces. SINGLE, DUP, RAID1* and the striping of RAID0 and RAID10 are
+//! mapped byte for byte here (as the kernel's `btrfs_map_block` does); RAID5/6, whose parity
+//! rotates, is kept whole on this device, and its tree blocks cannot be read.
 
 use crate::Error;
 use imgstream_volume::fields::{le16, le64};
@@ -57,11 +58,6 @@ impl Profile {
         }
     }
 
-    /// True if every stripe holds the whole chunk, so logical offsets map one to one.
-    pub(crate) fn is_mirrored(self) -> bool {
-        matches!(self, Self::Single | Self::Dup | Self::Mirror(_))
-    }
-
     /// The name `btrfs filesystem df` uses.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -94,6 +90,8 @@ pub(crate) struct Chunk {
     pub(crate) profile: Profile,
     pub(crate) stripes: Vec<Stripe>,
     sub_stripes: u64,
+    /// Bytes of one piece of a RAID0/10 stripe (`BTRFS_STRIPE_LEN`, 64 KiB).
+    stripe_len: u64,
 }
 
 impl Chunk {
@@ -149,7 +147,8 @@ impl Chunk {
                 Stripe { devid: le64(bytes, base), offset: le64(bytes, base + 8) }
             })
             .collect();
-        let chunk = Self { logical, length, flags, profile, stripes, sub_stripes };
+        let stripe_len = le64(bytes, 16);
+        let chunk = Self { logical, length, flags, profile, stripes, sub_stripes, stripe_len };
         let per_device = chunk.device_length();
         if let Some(stripe) = chunk.stripes.iter().find(|s| s.offset.checked_add(per_device).is_none()) {
             return Err(corrupt(format!("stripe at device byte {} overflows", stripe.offset)));
@@ -184,12 +183,61 @@ impl Chunk {
         self.stripes.iter().filter(move |s| s.devid == devid)
     }
 
+    /// True if logical addresses of this chunk can be mapped to device bytes here: every
+    /// profile but RAID5/6 (whose parity rotates), and RAID0/10 only with a stripe length that is
+    /// a power of two of at least 4 KiB and a chunk made of whole rows of pieces, as btrfs makes.
+    pub(crate) fn is_mapped(&self) -> bool {
+        match self.profile {
+            Profile::Single | Profile::Dup | Profile::Mirror(_) => true,
+            Profile::Raid0 | Profile::Raid10 => {
+                let row = self.stripe_len.checked_mul(self.stripe_groups());
+                let sane = self.stripe_len.is_power_of_two() && self.stripe_len >= 4096;
+                sane && row.is_some_and(|row| self.length % row == 0)
+            }
+            Profile::Raid5 | Profile::Raid6 => false,
+        }
+    }
+
+    /// RAID0/10: how many stripe groups a row of pieces spans (stripes, or mirrored pairs).
+    fn stripe_groups(&self) -> u64 {
+        let copies = if self.profile == Profile::Raid10 { self.sub_stripes } else { 1 };
+        self.stripes.len() as u64 / copies.max(1)
+    }
+
     /// Device byte ranges on `devid` holding the logical `range` (which lies inside the chunk),
-    /// one per copy; `None` for a striped chunk, whose bytes are not mapped one to one.
-    pub(crate) fn copies_on(&self, devid: u64, range: Range<u64>) -> Option<impl Iterator<Item = Range<u64>> + '_> {
-        let start = range.start - self.logical;
-        let end = range.end - self.logical;
-        self.profile.is_mirrored().then(move || self.stripes_on(devid).map(move |s| s.offset + start..s.offset + end))
+    /// every copy of it there; `None` if the chunk [`is_mapped`](Self::is_mapped) not.
+    pub(crate) fn copies_on(&self, devid: u64, range: Range<u64>) -> Option<Vec<Range<u64>>> {
+        if !self.is_mapped() {
+            return None;
+        }
+        let (start, end) = (range.start - self.logical, range.end - self.logical);
+        let copies = match self.profile {
+            Profile::Raid0 => 1,
+            Profile::Raid10 => self.sub_stripes,
+            _ => return Some(self.stripes_on(devid).map(|s| s.offset + start..s.offset + end).collect()),
+        };
+        if start >= end {
+            return Some(Vec::new());
+        }
+        // RAID0/10 (kernel `btrfs_map_block`): piece p (of stripe_len bytes) of the chunk lies in
+        // stripe group p % groups, at row p / groups of each of the group's `copies` stripes. The
+        // bytes of `range` in one group are contiguous on its stripes, from the first byte of the
+        // range that falls in the group to the last.
+        let (len, groups) = (self.stripe_len, self.stripe_groups());
+        let on_device = |x: u64| x / len / groups * len + x % len;
+        let mut found = Vec::new();
+        for (index, stripe) in self.stripes.iter().enumerate().filter(|(_, s)| s.devid == devid) {
+            let group = index as u64 / copies;
+            let (first_piece, last_piece) = (start / len, (end - 1) / len);
+            let first = first_piece + (group + groups - first_piece % groups) % groups;
+            let last = last_piece.checked_sub((last_piece % groups + groups - group) % groups);
+            let (Some(last), true) = (last, first <= last_piece) else { continue };
+            let (x, y) = (start.max(first * len), (end - 1).min((last * len).saturating_add(len - 1)));
+            if x <= y {
+                found.push(stripe.offset + on_device(x)..stripe.offset + on_device(y) + 1);
+            }
+        }
+        Some(found)
     }
 }
 

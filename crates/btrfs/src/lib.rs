@@ -77,10 +77,9 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         ));
     }
     if found.striped_chunks > 0 {
-        allocation.warnings.push(format!(
-            "{} chunks of a striped profile (RAID0/10/5/6) are kept whole on this device",
-            found.striped_chunks
-        ));
+        allocation
+            .warnings
+            .push(format!("{} chunks of the RAID5/6 profiles are kept whole on this device", found.striped_chunks));
     }
     if !found.mismatched_groups.is_empty() {
         allocation.warnings.push(format!(

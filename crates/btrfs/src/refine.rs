@@ -145,7 +145,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         // `btrfs rescue chunk-recover`, whatever the extent tree says.
         let refined = if chunk.flags & TYPE_SYSTEM != 0 {
             None
-        } else if chunk.profile.is_mirrored() {
+        } else if chunk.is_mapped() {
             found.groups_on_device += 1;
             let inside = extents_inside(&extents, chunk, groups.get(&chunk.logical).copied());
             if inside.is_none() {
@@ -161,7 +161,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
             Some(inside) => {
                 found.refined_groups += 1;
                 for extent in inside {
-                    ranges.extend(chunk.copies_on(sb.devid, extent.clone()).into_iter().flatten());
+                    ranges.extend(chunk.copies_on(sb.devid, extent.clone()).unwrap_or_default());
                 }
             }
             None => ranges.extend(chunk.stripes_on(sb.devid).map(|s| s.offset..s.offset + chunk.device_length())),
@@ -402,7 +402,7 @@ fn map_logical(chunks: &ChunkMap, devid: u64, what: &str, range: Range<u64>) -> 
             "it does not lie inside one chunk (the byte offset is logical)".to_string(),
         )
     })?;
-    Ok(chunk.copies_on(devid, range).into_iter().flatten().collect())
+    Ok(chunk.copies_on(devid, range).unwrap_or_default())
 }
 
 /// "data single, metadata DUP, system DUP": the profiles of the chunks on this device.

@@ -9,7 +9,7 @@ use super::*;
 use crate::checksum::CsumType;
 use crate::superblock::MAX_LEVEL;
 use crate::tree::{BLOCK_GROUP_ITEM, Block, ROOT_ITEM, Reader};
-use imgstream_volume::{Classify, ErrorClass};
+use imgstream_volume::{Classify, ErrorClass, RangeSet};
 use std::process::Command;
 
 const SB: usize = SUPER_OFFSET as usize;
@@ -266,4 +266,69 @@ fn error_flag_is_unsafe() {
     reseal_superblock(&mut image);
     let allocation = analyze(&image).unwrap();
     assert!(allocation.unsafe_reasons.iter().any(|r| r.contains("ERROR flag")), "{allocation:?}");
+}
+
+/// A chunk item: `length` bytes, RAID0 (`sub_stripes` 1) or RAID10 (2), 64 KiB pieces, with
+/// `devids` for its stripes, stripe i at device byte (i + 1) MiB.
+fn striped_chunk(length: u64, raid10: bool, devids: &[u64]) -> chunks::Chunk {
+    let mut item = vec![0u8; chunks::CHUNK_LEN + 32 * devids.len()];
+    item[0..8].copy_from_slice(&length.to_le_bytes());
+    item[16..24].copy_from_slice(&65536u64.to_le_bytes());
+    let flags: u64 = 1 | if raid10 { 1 << 6 } else { 1 << 3 };
+    item[24..32].copy_from_slice(&flags.to_le_bytes());
+    item[44..46].copy_from_slice(&(devids.len() as u16).to_le_bytes());
+    item[46..48].copy_from_slice(&(if raid10 { 2u16 } else { 1 }).to_le_bytes());
+    for (i, devid) in devids.iter().enumerate() {
+        put64(&mut item, 48 + 32 * i, *devid);
+        put64(&mut item, 56 + 32 * i, (i as u64 + 1) << 20);
+    }
+    chunks::Chunk::parse(1 << 30, &item, 0, 4096).unwrap().0
+}
+
+#[test]
+fn raid0_and_raid10_map_as_the_kernel_stripes_them() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let piece = 65536u64;
+    for (raid10, devids) in
+        [(false, vec![1, 2]), (false, vec![1, 2, 1]), (true, vec![1, 2, 3, 4]), (true, vec![2, 1, 1, 3, 4, 2])]
+    {
+        let copies = if raid10 { 2 } else { 1 };
+        let groups = devids.len() as u64 / copies;
+        let chunk = striped_chunk(piece * groups * 40, raid10, &devids);
+        assert!(chunk.is_mapped());
+        for _ in 0..200 {
+            let start = next(chunk.length);
+            let end = start + 1 + next(chunk.length - start);
+            for devid in 1..=4 {
+                // The kernel's way, one piece at a time (btrfs_map_block).
+                let mut expected = RangeSet::new();
+                let mut offset = start;
+                while offset < end {
+                    let p = offset / piece;
+                    let piece_end = end.min((p + 1) * piece);
+                    for k in 0..copies {
+                        let index = ((p % groups) * copies + k) as usize;
+                        if devids[index] == devid {
+                            let at = ((index as u64 + 1) << 20) + p / groups * piece + offset % piece;
+                            expected.insert(at..at + piece_end - offset);
+                        }
+                    }
+                    offset = piece_end;
+                }
+                let mut actual = RangeSet::new();
+                for range in chunk.copies_on(devid, chunk.logical + start..chunk.logical + end).unwrap() {
+                    actual.insert(range);
+                }
+                assert_eq!(actual, expected, "{devids:?} raid10={raid10} devid {devid}, logical {start}..{end}");
+            }
+        }
+    }
+    // Not whole rows of pieces: not mapped (kept whole).
+    assert!(!striped_chunk(piece * 3, false, &[1, 2]).is_mapped());
 }

@@ -143,7 +143,8 @@ impl Reader<'_> {
             ));
         };
         let mut first_error = None;
-        for copy in copies {
+        // A striped chunk may hold only part of the block on this device: such a piece is no copy.
+        for copy in copies.into_iter().filter(|c| c.end - c.start == nodesize) {
             if copy.end > self.volume.size() {
                 first_error.get_or_insert_with(|| {
                     Error::corrupt(
