@@ -8,7 +8,7 @@
 //! ([`chunks`]), the root tree, and the device tree, all read as validated tree blocks
 //! ([`tree`]).
 //!
-//! Inside data and metadata block groups of the SINGLE, DUP and RAID1/1C3/1C4 profiles (system
+//! Inside data and metadata block groups of every profile but RAID5/6 (system
 //! chunks, which hold only the chunk tree, are kept whole), the extent tree refines
 //! that ([`refine`]): only its `EXTENT_ITEM` and `METADATA_ITEM` ranges are used, mapped onto
 //! every copy on this device. The extent tree, not the free-space tree, is the authority: it is
@@ -18,7 +18,7 @@
 //! block of the log tree and the data extents its `EXTENT_DATA` items point at (fsynced since
 //! the last commit, not yet in the extent tree; partclone misses them), and every tree block
 //! reachable from the root tree and the chunk tree. A block group whose extents do not add up
-//! to its `BLOCK_GROUP_ITEM`'s `used` is kept whole, as is any chunk of a striped profile.
+//! to its `BLOCK_GROUP_ITEM`'s `used` is kept whole, as is any RAID5/6 chunk.
 //!
 //! A multi-device filesystem is imaged one device at a time: only this device's extents are
 //! mapped, and a tree block that has no copy on this device makes the device unsupported (it is
@@ -76,10 +76,10 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
             superblock.num_devices, superblock.devid
         ));
     }
-    if found.striped_chunks > 0 {
+    if found.raid56_chunks > 0 {
         allocation
             .warnings
-            .push(format!("{} chunks of the RAID5/6 profiles are kept whole on this device", found.striped_chunks));
+            .push(format!("{} chunks of the RAID5/6 profiles are kept whole on this device", found.raid56_chunks));
     }
     if !found.mismatched_groups.is_empty() {
         allocation.warnings.push(format!(

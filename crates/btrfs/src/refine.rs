@@ -47,7 +47,7 @@ pub(crate) struct Found {
     /// Data and metadata block groups with a stripe on this device (system ones are kept whole).
     pub(crate) groups_on_device: usize,
     pub(crate) refined_groups: usize,
-    pub(crate) striped_chunks: usize,
+    pub(crate) raid56_chunks: usize,
     /// Logical starts of block groups kept whole because the extent tree does not add up.
     pub(crate) mismatched_groups: Vec<u64>,
     pub(crate) log_blocks: usize,
@@ -132,7 +132,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
         device_extent_bytes: dev_extents.iter().fold(0, |sum, e| sum.saturating_add(e.length)),
         groups_on_device: 0,
         refined_groups: 0,
-        striped_chunks: 0,
+        raid56_chunks: 0,
         mismatched_groups: Vec::new(),
         log_blocks: log_blocks.len(),
         log_data_bytes: log_data.iter().fold(0, |sum, r| sum.saturating_add(r.end - r.start)),
@@ -154,7 +154,7 @@ pub(crate) fn scan(volume: &dyn ReadAt, sb: &Superblock) -> Result<Found, Error>
             inside
         } else {
             found.groups_on_device += 1;
-            found.striped_chunks += 1;
+            found.raid56_chunks += 1;
             None
         };
         match refined {
@@ -393,7 +393,7 @@ fn extents_inside<'e>(extents: &'e [Range<u64>], chunk: &Chunk, group: Option<Bl
 }
 
 /// The device ranges on `devid` holding logical `range` (a tree block or a data extent), every
-/// copy of it; none for a striped chunk, which is kept whole anyway.
+/// copy of it; none for a RAID5/6 chunk, which is kept whole anyway.
 fn map_logical(chunks: &ChunkMap, devid: u64, what: &str, range: Range<u64>) -> Result<Vec<Range<u64>>, Error> {
     let chunk = chunks.find(range.start).filter(|c| range.end <= c.range().end).ok_or_else(|| {
         Error::corrupt(
