@@ -2,7 +2,8 @@
 """Seeds for fuzz_targets/btrfs.rs, in the sparse volume format of fuzz_targets/sparse.rs.
 
 `python3 fuzz/make-btrfs-seeds.py` (needs mkfs.btrfs) makes small btrfs filesystems over zeros
-with mkfs.btrfs --rootdir (a few files, one with a data extent) and writes fuzz/seeds/btrfs/*:
+with mkfs.btrfs --rootdir (a few files, one with a data extent), and the first device of a
+RAID0/RAID1 pair, and writes fuzz/seeds/btrfs/*:
 every non-zero run of bytes (the superblocks, tree blocks and file data; zero gaps shorter than
 64 bytes are kept inside a run), plus a copy without its second half. Over zeros, the non-zero
 bytes are exactly what mkfs wrote, so the seeds stay small.
@@ -11,10 +12,12 @@ import pathlib, re, struct, subprocess, tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "fuzz" / "seeds" / "btrfs"
-SIZE = 114 << 20
+SIZE = 128 << 20
+# name: (mkfs options, devices); a seed holds the first device only.
 VARIANTS = {
-    "dup-16k": [],
-    "single-4k": ["-m", "single", "-n", "4096"],
+    "dup-16k": ([], 1),
+    "single-4k": (["-m", "single", "-n", "4096"], 1),
+    "raid0-dev1": (["-d", "raid0", "-m", "raid1", "-n", "4096"], 2),
 }
 
 
@@ -41,13 +44,16 @@ with tempfile.TemporaryDirectory() as work:
     (rootdir / "dir").mkdir(parents=True)
     (rootdir / "small").write_bytes(b"inline file\n")
     (rootdir / "dir" / "extent").write_bytes(bytes(range(1, 256)) * 40)
-    for name, options in VARIANTS.items():
-        image = pathlib.Path(work, name + ".img")
-        with open(image, "wb") as f:
-            f.truncate(SIZE)
-        subprocess.run(["mkfs.btrfs", "-q", "-f", "--rootdir", str(rootdir), *options, str(image)],
+    for name, (options, devices) in VARIANTS.items():
+        images = [pathlib.Path(work, f"{name}-{i}.img") for i in range(devices)]
+        for image in images:
+            with open(image, "wb") as f:
+                f.truncate(SIZE)
+        # --rootdir takes one device only: the multi-device seed holds no files.
+        files = ["--rootdir", str(rootdir)] if devices == 1 else []
+        subprocess.run(["mkfs.btrfs", "-q", "-f", *files, *options, *map(str, images)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        chunks = runs(image.read_bytes())
+        chunks = runs(images[0].read_bytes())
         (OUT / name).write_bytes(seed(chunks))
         (OUT / (name + "-truncated")).write_bytes(seed(chunks[: len(chunks) // 2]))
         print(name, len(chunks), "chunks", len(seed(chunks)), "bytes")
