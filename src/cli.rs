@@ -14,8 +14,9 @@ Examples:
   imgstream part -o sda2.img /dev/sda2       (a sparse file: free space becomes holes)
   imgstream info /dev/sda
 
-Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
-early), 2 usage error. Killed by Ctrl-C: 130.";
+Exit status: 0 success, 1 failure (read/write error, corrupt filesystem, unsafe one with
+--on-unsafe refuse, source mounted read-write, output closed early), 2 usage error. Killed by
+Ctrl-C: 130.";
 
 /// Stream disks and partitions as raw images whose free space reads as zeros.
 #[derive(Debug, Parser)]
@@ -113,6 +114,9 @@ pub(crate) struct InfoArgs {
     /// Count pagefile.sys, swapfile.sys and hiberfil.sys as elidable (NTFS).
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
+    /// What `part` and `disk` would do with a volume unsafe to elide (raw, refuse, force).
+    #[arg(long, value_name = "raw|refuse|force", default_value_t)]
+    pub(crate) on_unsafe: imgstream_fs::OnUnsafe,
 }
 
 /// Options that decide what may be zeroed.
@@ -121,11 +125,15 @@ pub(crate) struct PolicyArgs {
     /// Copy every byte: no filesystem parsing, no elision.
     #[arg(long, conflicts_with = "force")]
     pub(crate) raw: bool,
-    /// Elide even when it is unsafe (journal needs recovery, dirty volume, mounted read-write).
+    /// `--on-unsafe force`, and image a source even if it is mounted read-write.
     ///
     /// The on-disk allocation map may then miss blocks that are in use: the image can lose data.
     #[arg(long)]
     pub(crate) force: bool,
+    /// A volume unsafe to elide (journal needs recovery, dirty, hibernated): copy it raw with a
+    /// warning, fail, or elide it anyway. A read-write mount is refused unless --force.
+    #[arg(long, value_name = "raw|refuse|force", default_value_t)]
+    pub(crate) on_unsafe: imgstream_fs::OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and (if not hibernated) hiberfil.sys.
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
@@ -175,6 +183,18 @@ impl EngineArgs {
 impl PolicyArgs {
     /// The filesystem policy these flags ask for.
     pub(crate) fn policy(&self) -> imgstream_fs::Policy {
-        imgstream_fs::Policy { raw: self.raw, force: self.force, drop_pagefile: self.drop_pagefile }
+        let on_unsafe = if self.force { imgstream_fs::OnUnsafe::Force } else { self.on_unsafe };
+        imgstream_fs::Policy { raw: self.raw, on_unsafe, drop_pagefile: self.drop_pagefile }
+    }
+
+    /// These options as command-line flags, for a child imgstream.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut flags = vec![format!("--on-unsafe={}", self.on_unsafe)];
+        for (set, flag) in [(self.raw, "--raw"), (self.force, "--force"), (self.drop_pagefile, "--drop-pagefile")] {
+            if set {
+                flags.push(flag.into());
+            }
+        }
+        flags
     }
 }

@@ -23,7 +23,15 @@ declare -A why=(
     [zstd]="unpacking fixtures/"
     [util-linux]="losetup, mount, fincore"
     [man-db]="rendering the generated man pages (package test)"
+    [xfsprogs]="mkfs.xfs: XFS named, and mounted through stacked loop devices (policy tests)"
     [btrfs-progs]="mkfs.btrfs, btrfs check, dump-tree: the btrfs oracles"
+    [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
+    [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"
+    [cryptsetup-bin]="cryptsetup luksFormat: LUKS1 and LUKS2 named (policy tests)"
+    [mdadm]="mdadm --examine: checks the md superblock the policy tests write"
+    [lvm2]="pvcreate: an LVM2 physical volume named (policy tests)"
+    [bcache-tools]="make-bcache: bcache named (policy tests)"
+    [apfsprogs]="mkapfs: APFS named (policy tests)"
 )
 packages=("${!why[@]}")
 missing=()

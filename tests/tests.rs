@@ -16,5 +16,6 @@ mod ext;
 mod fat;
 mod ntfs;
 mod package;
+mod policy;
 mod restore;
 mod swap;
