@@ -12,7 +12,7 @@ import pathlib, re, struct, subprocess, tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "fuzz" / "seeds" / "btrfs"
-SIZE = 128 << 20
+SIZE = 127 << 20  # the multi-device minimum is 125 MiB; the target takes bit 15 of the size as a flag
 # name: (mkfs options, devices); a seed holds the first device only.
 VARIANTS = {
     "dup-16k": ([], 1),

@@ -2,8 +2,8 @@
 //! by make-btrfs-seeds.py) hold the superblock and tree blocks of freshly made filesystems.
 //! btrfs checksums each of them, so that mutations get past those checks the harness first
 //! reseals them with crc32c: the superblock, and every chunk that starts a nodesize-aligned
-//! block. The top bit of the first byte (cleared before use) skips that, so that the checksum
-//! checks are fuzzed too.
+//! block. The top bit of the first byte (cleared before use, so volumes stay under 128 MiB)
+//! skips that, so that the checksum checks are fuzzed too.
 //!
 //! Properties: no panic; used ranges inside the volume; the first MiB always kept; the same
 //! answer twice; errors on one line.
