@@ -38,7 +38,7 @@ pub use checksum::CsumType;
 pub use imgstream_volume::ParseError as Error;
 
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, read_at};
+use imgstream_volume::{Allocation, RangeSet, read_at};
 use std::io;
 use superblock::{MAGIC, MAGIC_AT, SUPER_LEN, SUPER_OFFSET, Superblock};
 
@@ -65,6 +65,9 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let found = refine::scan(volume, &superblock)?;
 
     let mut allocation = Allocation::new("btrfs", u64::from(superblock.sectorsize), found.used);
+    // Every transaction commit and every log-tree sync (fsync) rewrites the primary superblock
+    // (its generation, its roots): it changes whenever anything the answer rests on does.
+    allocation.map_ranges = RangeSet::from_range(SUPER_OFFSET..SUPER_OFFSET + SUPER_LEN as u64);
     if superblock.error_flag {
         allocation.unsafe_reasons.push(
             "the superblock's ERROR flag is set (the kernel met an error and stopped writing); run btrfs check".into(),

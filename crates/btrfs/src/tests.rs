@@ -75,6 +75,7 @@ fn fixtures_parse_with_every_checksum_type() {
         let allocation = analyze(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(allocation.filesystem, "btrfs");
         assert_eq!(allocation.unit, 4096);
+        assert_eq!(allocation.map_ranges, RangeSet::from_range(SUPER_OFFSET..SUPER_OFFSET + SUPER_LEN as u64));
         assert!(allocation.warnings.is_empty() && allocation.unsafe_reasons.is_empty(), "{allocation:?}");
         let detail = |label: &str| allocation.details.iter().find(|(l, _)| l == label).unwrap().1.clone();
         assert_eq!(detail("checksum"), csum);
