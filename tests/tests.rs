@@ -8,6 +8,7 @@
 
 mod util;
 
+mod backup;
 mod btrfs;
 mod cli;
 mod disk;
@@ -15,6 +16,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod faults;
+mod journal;
 mod ntfs;
 mod package;
 mod policy;
