@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of imgstream and its peers, in one run, on the same images:
 #
-#   benches/peers.sh [ext4] [ntfs] [xfs] [restore] [backup]   (default: ext4 ntfs; root, to drop the page cache)
+#   benches/peers.sh [ext4] [ntfs] [xfs] [btrfs] [restore] [backup]   (default: ext4 ntfs; root, to drop the page cache)
 #
 # For each filesystem it builds a SIZE image (default 4G, env SIZE) filled with random garbage,
 # formats it, fills FILL% (default "30 90", env FILL) with random files, then times, with the
 # page cache dropped before every run:
 #   to /dev/null:  cat IMG | imgstream part IMG | the peers (zerofree on a copy + cat; ntfsclone;
-#                  partclone.xfs)
+#                  partclone.xfs; partclone.btrfs), and for btrfs the warm analysis alone (imgstream info)
 #   into a pipe:   imgstream part of an empty filesystem | dd of=/dev/null bs=1M (zeros rate)
 #   into borg:     the same producers piped into borg create --chunker-params fixed,4194304 -
 #                  (and borg's default chunker for NTFS), with the deduplicated repository size.
@@ -208,6 +208,31 @@ PY
     rm -f "$img"
 }
 
+# bench_btrfs FILL: mkfs.btrfs over garbage, FILL% (at most 80%: DUP metadata and the global
+# reserve take the rest) written through a loop mount, then every third file deleted (aged: free
+# space inside the data block groups, not only unallocated).
+bench_btrfs() {
+    local fill=$(( $1 > 80 ? 80 : $1 )) img="$WORK/btrfs.img" bytes used start end
+    garbage_image "$img"
+    bytes=$(stat -c %s "$img")
+    mkfs.btrfs -q -f "$img" >/dev/null 2>&1
+    mkdir -p "$WORK/mnt"
+    mount -o loop "$img" "$WORK/mnt"
+    fill_files "$WORK/mnt/files" $(( bytes * fill / 100 ))
+    rm -f "$WORK"/mnt/files/file*[036]
+    umount "$WORK/mnt"
+    used=$("$IMGSTREAM" info --json "$img" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
+    start=$(date +%s.%N)
+    "$IMGSTREAM" info "$img" > /dev/null
+    end=$(date +%s.%N)
+    printf '\nbtrfs, %s, %s%% used: analysis alone (imgstream info, page cache warm): %.3f s\n' "$SIZE" "$used" "$(echo "$end - $start" | bc -l)"
+    timed "cat IMG > /dev/null" "cat '$img' > /dev/null"
+    timed "imgstream part IMG > /dev/null" "'$IMGSTREAM' part '$img' > /dev/null 2>/dev/null"
+    timed "partclone.btrfs -c -s IMG -o - > /dev/null" "partclone.btrfs -q -c -s '$img' -o - > /dev/null 2>/dev/null"
+    print_table "btrfs, $SIZE image, ${used}% used (imgstream info): to /dev/null" "$bytes"
+    rm -f "$img"
+}
+
 # bench_restore FILL: the way back: borg extract --stdout alone (the baseline), into cat (the
 # cost of the pipe itself), into imgstream restore --sparse (holes for zeros), and into dd of a
 # file (every zero written).
@@ -326,8 +351,9 @@ for fs in "${filesystems[@]}"; do
         ext4) for fill in $FILL; do bench_ext4 "$fill"; done; bench_zeros_into_pipe ;;
         ntfs) for fill in $FILL; do bench_ntfs "$fill"; done ;;
         xfs) for fill in $FILL; do bench_xfs "$fill"; done ;;
+        btrfs) for fill in $FILL; do bench_btrfs "$fill"; done ;;
         restore) for fill in $FILL; do bench_restore "$fill"; done ;;
         backup) bench_backup ;;
-        *) echo "peers: unknown filesystem $fs (ext4, ntfs, xfs, restore, backup)" >&2; exit 2 ;;
+        *) echo "peers: unknown filesystem $fs (ext4, ntfs, xfs, btrfs, restore, backup)" >&2; exit 2 ;;
     esac
 done

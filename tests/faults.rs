@@ -268,7 +268,7 @@ fn map_ranges(image: &Path) -> Vec<[u64; 2]> {
 #[test]
 fn an_allocation_map_that_changes_while_the_source_is_read_is_caught() {
     let dir = scratch();
-    for name in ["ext-ext4", "ntfs-c4096", "fat-32", "exfat-4k", "xfs-v5"] {
+    for name in ["ext-ext4", "ntfs-c4096", "fat-32", "exfat-4k", "xfs-v5", "btrfs-small"] {
         let image = fixture(name, dir.path());
         let ranges = map_ranges(&image);
         assert!(!ranges.is_empty(), "{name}: no map ranges");

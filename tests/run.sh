@@ -2,8 +2,9 @@
 # The whole test suite, as the README gives it: `bash tests/run.sh`.
 #
 # The oracles are real tools (e2fsprogs, zerofree, ntfs-3g, dosfstools, exfatprogs, mtools,
-# xfsprogs, partclone, fdisk, borg). As root on Debian this installs the missing ones first; otherwise it
-# says which are missing, and the tests that need them skip visibly (or fail when CI=true).
+# xfsprogs, partclone, fdisk, borg, btrfs-progs). As root on Debian this installs the missing
+# ones first; otherwise it says which are missing, and the tests that need them skip visibly (or
+# fail when CI=true).
 # Extra arguments go to `cargo test` (e.g. `bash tests/run.sh ext`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ declare -A why=(
     [gddrescue]="ddrescuelog: judges --rescue's map (fault tests)"
     [man-db]="rendering the generated man pages (package test)"
     [xfsprogs]="mkfs.xfs, xfs_db, xfs_repair, xfs_logprint: the XFS oracles; XFS mounted through stacked loop devices (policy tests); a reflink scratch XFS for crash-consistent copies of a live ext4 (journal tests)"
-    [btrfs-progs]="mkfs.btrfs: btrfs named (policy tests)"
+    [btrfs-progs]="mkfs.btrfs, btrfs check, dump-tree: the btrfs oracles"
     [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
     [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"
     [cryptsetup-bin]="cryptsetup luksFormat: LUKS1 and LUKS2 named (policy tests)"

@@ -9,6 +9,7 @@
 mod util;
 
 mod backup;
+mod btrfs;
 mod cli;
 mod disk;
 mod exfat;

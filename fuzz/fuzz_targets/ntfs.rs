@@ -10,59 +10,12 @@
 
 #![no_main]
 
+mod sparse;
+
 use imgstream_blockio::ReadAt;
 use imgstream_ntfs::{Error, Options};
 use libfuzzer_sys::fuzz_target;
-use std::io;
-
-/// A volume described by the input: a u16 (big-endian) size in 4 KiB units (up to 256 MiB),
-/// then chunks of (byte offset u32 LE, length u16 LE, bytes); every other byte reads as zero,
-/// later chunks override earlier ones, and a short last chunk keeps the bytes present.
-struct Sparse<'a> {
-    size: u64,
-    chunks: Vec<(u64, &'a [u8])>,
-}
-
-impl<'a> Sparse<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        let (size, mut rest) = match input {
-            [hi, lo, rest @ ..] => (u64::from(u16::from_be_bytes([*hi, *lo])) * 4096, rest),
-            _ => (0, input),
-        };
-        let mut chunks = Vec::new();
-        while let [a, b, c, d, e, f, tail @ ..] = rest {
-            let offset = u64::from(u32::from_le_bytes([*a, *b, *c, *d]));
-            let len = usize::from(u16::from_le_bytes([*e, *f])).min(tail.len());
-            let (bytes, next) = tail.split_at(len);
-            chunks.push((offset, bytes));
-            rest = next;
-        }
-        Self { size, chunks }
-    }
-}
-
-impl ReadAt for Sparse<'_> {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.size);
-        let Some(end) = end else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "past the end"));
-        };
-        buf.fill(0);
-        for &(start, bytes) in &self.chunks {
-            let from = start.max(offset);
-            let to = (start + bytes.len() as u64).min(end);
-            if from < to {
-                let (src, dst) = ((from - start) as usize, (from - offset) as usize);
-                let n = (to - from) as usize;
-                buf[dst..dst + n].copy_from_slice(&bytes[src..src + n]);
-            }
-        }
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-}
+use sparse::Sparse;
 
 fn analyze(volume: &Sparse<'_>, drop_pagefile: bool) -> Option<imgstream_volume::Allocation> {
     match imgstream_ntfs::analyze(volume, &Options { drop_pagefile }) {

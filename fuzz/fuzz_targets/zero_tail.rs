@@ -42,7 +42,7 @@ impl ReadAt for ZeroTail<'_> {
 /// The properties every parser answer must have: used ranges inside the volume, and the same
 /// answer twice.
 pub fn check(
-    volume: &ZeroTail<'_>,
+    volume: &impl ReadAt,
     first: &imgstream_volume::Allocation,
     again: &imgstream_volume::Allocation,
     kept: u64,

@@ -135,8 +135,6 @@ const TABLE: &[Signature] = &[
         &[Place::Start(4096 + 24)],
         b"\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81",
     ),
-    // btrfs ctree.h: BTRFS_MAGIC "_BHRfS_M" at byte 64 of the superblock at 64 KiB.
-    sig("btrfs", "btrfs filesystem", "", &[Place::Start(0x1_0040)], b"_BHRfS_M"),
     // ZFS uberblock.h: UBERBLOCK_MAGIC 0x00bab10c, little-endian u64, in the uberblock ring of
     // label 0 (vdev_impl.h: at 128 KiB, 128 KiB long; a slot is 1 KiB or 2^ashift bytes, so
     // every 1 KiB step covers both).
