@@ -75,6 +75,9 @@ pub(crate) struct InfoArgs {
     /// Count pagefile.sys, swapfile.sys and hiberfil.sys as elidable (NTFS).
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
+    /// ext4 with metadata_csum: also cross-check the block bitmaps with every inode's blocks.
+    #[arg(long)]
+    pub(crate) deep_check: bool,
 }
 
 /// Options that decide what may be zeroed.
@@ -91,6 +94,10 @@ pub(crate) struct PolicyArgs {
     /// NTFS: also zero pagefile.sys, swapfile.sys and (if not hibernated) hiberfil.sys.
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
+    /// ext4 with metadata_csum: also cross-check the block bitmaps with every inode's blocks
+    /// (always done without metadata_csum, and on NTFS and exFAT).
+    #[arg(long)]
+    pub(crate) deep_check: bool,
 }
 
 /// Options of the streaming engine. The output is identical whatever their values.
@@ -132,6 +139,7 @@ impl EngineArgs {
 impl PolicyArgs {
     /// The filesystem policy these flags ask for.
     pub(crate) fn policy(&self) -> imgstream_fs::Policy {
-        imgstream_fs::Policy { raw: self.raw, force: self.force, drop_pagefile: self.drop_pagefile }
+        let Self { raw, force, drop_pagefile, deep_check } = *self;
+        imgstream_fs::Policy { raw, force, drop_pagefile, deep_check }
     }
 }

@@ -190,7 +190,7 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
     let (mut used, mut elidable) = (layout.raw.total(), 0u64);
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let volume = crate::info::volume_report(&window, args.drop_pagefile)
+        let volume = crate::info::volume_report(&window, args)
             .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
         used += volume.get("used").and_then(Value::as_u64).unwrap_or(partition.len);
         elidable += volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);

@@ -17,7 +17,7 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
         "source": args.source.display().to_string(),
         "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
         "size": source.size(),
-        "volume": volume_report(&source, args.drop_pagefile)?,
+        "volume": volume_report(&source, args)?,
     });
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
@@ -30,10 +30,11 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
 
 /// What `part` would do with `volume`, as JSON: filesystem, unit, size, used, free,
 /// elidable bytes, status ("elided", "raw" or "refused") with its reason, details.
-pub(crate) fn volume_report(volume: &dyn ReadAt, drop_pagefile: bool) -> Result<Value, Failure> {
+pub(crate) fn volume_report(volume: &dyn ReadAt, args: &InfoArgs) -> Result<Value, Failure> {
     // Parse as if forced, so that an unsafe volume still shows its numbers; the status says
     // that `part` would refuse it.
-    let examined: Volume = imgstream_fs::examine(volume, &Policy { raw: false, force: true, drop_pagefile })?;
+    let policy = Policy { raw: false, force: true, drop_pagefile: args.drop_pagefile, deep_check: args.deep_check };
+    let examined: Volume = imgstream_fs::examine(volume, &policy)?;
     let allocation = examined.allocation.as_ref();
     let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
     let (status, reason) = match &examined.elision {

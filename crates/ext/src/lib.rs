@@ -23,6 +23,7 @@ mod block_bitmap;
 mod checksum;
 mod features;
 mod group_desc;
+mod inode_scan;
 mod mmp;
 mod superblock;
 
@@ -52,8 +53,26 @@ pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
     Ok(u16::from_le_bytes(magic) == superblock::EXT_MAGIC)
 }
 
-/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
+/// Choices that change the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Scan the inodes even with metadata_csum (whose checksummed bitmaps are trusted otherwise).
+    pub deep_check: bool,
+}
+
+/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`, with the
+/// default [`Options`].
 pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
+    analyze_with(volume, &Options::default())
+}
+
+/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
+///
+/// The block bitmaps are cross-checked with the blocks the inodes in use reference (see
+/// [`inode_scan`]) on every filesystem without metadata_csum, and on all with
+/// [`Options::deep_check`]; blocks that files reference but a bitmap marks free are kept, with a
+/// warning.
+pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation, Error> {
     let size = volume.size();
     let superblock_end = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64;
     if size < superblock_end {
@@ -71,12 +90,46 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     if sb.has_incompat(incompat::MMP) {
         unsafe_reasons.extend(mmp::hazard(volume, &sb)?);
     }
-    let (used, free_clusters) = used_ranges(volume, &sb)?;
+    let (mut used, free_clusters) = used_ranges(volume, &sb)?;
+    let (scan_detail, scan_warning) = if sb.has_ro_compat(ro_compat::METADATA_CSUM) && !options.deep_check {
+        ("skipped: metadata_csum checksums the bitmaps (--deep-check scans anyway)".to_owned(), None)
+    } else {
+        add_file_blocks(volume, &sb, &mut used)?
+    };
 
     let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
     allocation.unsafe_reasons = unsafe_reasons;
+    allocation.warnings.extend(scan_warning);
     allocation.details = details(&sb, free_clusters);
+    allocation.details.push(("inode scan".into(), scan_detail));
     Ok(allocation)
+}
+
+/// Adds to `used` the clusters that inodes in use reference but the bitmaps mark free. Returns
+/// the `info` detail and, on a mismatch, the warning.
+fn add_file_blocks(
+    volume: &dyn ReadAt,
+    sb: &Superblock,
+    used: &mut RangeSet,
+) -> Result<(String, Option<String>), Error> {
+    let found = inode_scan::file_blocks(volume, sb)?;
+    let missing = found.blocks.difference(used);
+    let inodes = found.inodes;
+    if missing.is_empty() {
+        return Ok((format!("{inodes} inodes in use, every block of theirs marked in the block bitmaps"), None));
+    }
+    let blocks = missing.total() >> sb.block_bits;
+    let first = missing.iter().next().map_or(0, |r| r.start >> sb.block_bits);
+    // The bitmaps count clusters: keep the whole clusters around the missing blocks.
+    let cluster = sb.cluster_size();
+    for range in missing.iter() {
+        used.insert(range.start / cluster * cluster..(range.end.div_ceil(cluster) * cluster).min(volume.size()));
+    }
+    let detail = format!("{inodes} inodes in use, {blocks} blocks of theirs free in the block bitmaps (kept)");
+    let warning = format!(
+        "{blocks} blocks used by files but free in the block bitmaps (the first is block {first}): kept; run e2fsck"
+    );
+    Ok((detail, Some(warning)))
 }
 
 /// The states in which the on-disk bitmaps may not tell the whole truth.
@@ -168,6 +221,14 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
         }
         for blocks in metadata {
             let bytes = block_bytes(round_to_clusters(blocks));
+            if !from_bitmaps.contains_range(bytes.clone()) {
+                extra.push(bytes);
+            }
+        }
+        // And its backup superblock and descriptor blocks, which the layout places: a bitmap
+        // bit cleared over them must not zero them.
+        for clusters in block_bitmap::uninit_used_clusters(sb, group, &desc).iter() {
+            let bytes = cluster_bytes(clusters);
             if !from_bitmaps.contains_range(bytes.clone()) {
                 extra.push(bytes);
             }
