@@ -61,7 +61,7 @@ fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
 }
 
 /// The source with every block dumpe2fs lists as free zeroed.
-fn expected_from_dumpe2fs(image: &Path, source: &[u8]) -> Vec<u8> {
+pub(crate) fn expected_from_dumpe2fs(image: &Path, source: &[u8]) -> Vec<u8> {
     let mut expected = source.to_vec();
     for range in dumpe2fs_free(image) {
         expected[range].fill(0);

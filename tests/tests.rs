@@ -13,6 +13,7 @@ mod disk;
 mod exfat;
 mod ext;
 mod fat;
+mod mutation;
 mod ntfs;
 mod restore;
 mod swap;
