@@ -281,3 +281,129 @@ impl Scan<'_> {
         Error::corrupt(format!("inode {}", inode.number), inode.offset, problem)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::tests::{clean_fixtures, fixture};
+    use crate::{Options, analyze, analyze_with};
+
+    fn superblock(image: &[u8]) -> Superblock {
+        Superblock::parse(&image[1024..2048].try_into().unwrap(), image.len() as u64).unwrap()
+    }
+
+    fn detail(allocation: &imgstream_volume::Allocation) -> &str {
+        &allocation.details.iter().find(|(label, _)| label == "inode scan").unwrap().1
+    }
+
+    #[test]
+    fn clean_fixtures_agree_and_metadata_csum_is_scanned_only_when_asked() {
+        for name in clean_fixtures() {
+            let image = fixture(&name);
+            let deep = analyze_with(&image, &Options { deep_check: true }).unwrap();
+            assert!(deep.warnings.is_empty(), "{name}: {:?}", deep.warnings);
+            assert!(detail(&deep).contains("inodes in use, every block of theirs marked"), "{name}: {}", detail(&deep));
+            let default = analyze(&image).unwrap();
+            assert_eq!(default.used, deep.used, "{name}");
+            let csum = superblock(&image).has_ro_compat(crate::features::ro_compat::METADATA_CSUM);
+            assert_eq!(detail(&default).starts_with("skipped: metadata_csum"), csum, "{name}: {}", detail(&default));
+        }
+    }
+
+    /// Two bits cleared under a file and two set elsewhere in the same group: every free count
+    /// still agrees, and only the inodes tell.
+    #[test]
+    fn a_count_neutral_bitmap_flip_keeps_the_files_blocks() {
+        let mut image = fixture("ext-ext2");
+        let sb = superblock(&image);
+        let clean = analyze(&image).unwrap();
+        let files = file_blocks(&image, &sb).unwrap().blocks;
+        // The last two blocks files own in group 0 past its inode table (data, not the reserved
+        // descriptor blocks the resize inode maps), and two free blocks of the same group.
+        let group = 0;
+        let desc = DescriptorTable::new(&image, &sb).get(group).unwrap();
+        let data =
+            (desc.inode_table + sb.inode_table_blocks()) << sb.block_bits..sb.group_first_block(1) << sb.block_bits;
+        let last = files.overlapping(data).last().unwrap().end >> sb.block_bits;
+        let bitmap = (desc.block_bitmap << sb.block_bits) as usize;
+        let bit = |block: u64| (block - sb.first_data_block - group * sb.blocks_per_group) as usize;
+        let group_end = (sb.group_first_block(group) + sb.blocks_per_group).min(sb.blocks_count);
+        let free: Vec<u64> = (sb.group_first_block(group)..group_end)
+            .filter(|&b| !clean.used.contains(b << sb.block_bits))
+            .take(2)
+            .collect();
+        assert_eq!(free.len(), 2, "no free blocks in group {group}");
+        for block in [last - 1, last - 2].into_iter().chain(free) {
+            image[bitmap + bit(block) / 8] ^= 1 << (bit(block) % 8);
+        }
+        let allocation = analyze(&image).unwrap();
+        assert_eq!(allocation.used.difference(&clean.used).total(), 2 << sb.block_bits, "the two set bits");
+        assert!(clean.used.difference(&allocation.used).is_empty(), "a file block was dropped");
+        let warning = allocation.warnings.join("; ");
+        assert!(
+            warning.contains(&format!(
+                "2 blocks used by files but free in the block bitmaps (the first is block {})",
+                last - 2
+            )),
+            "{warning}"
+        );
+        assert!(detail(&allocation).contains("2 blocks of theirs free"), "{}", detail(&allocation));
+    }
+
+    /// An inode with `mode`, `flags` and `i_block`, scanned alone.
+    fn scan_inode(image: &[u8], mode: u16, flags: u32, size: u32, i_block: &[u8]) -> Result<Vec<Range<u64>>, Error> {
+        let sb = superblock(image);
+        let mut scan =
+            Scan { volume: &image, sb: &sb, first_ino: 11, runs: Vec::new(), reads_left: sb.blocks_count, inodes: 0 };
+        let mut raw = vec![0u8; 128];
+        raw[I_MODE..I_MODE + 2].copy_from_slice(&mode.to_le_bytes());
+        raw[I_SIZE_LO..I_SIZE_LO + 4].copy_from_slice(&size.to_le_bytes());
+        raw[I_LINKS_COUNT] = 1;
+        raw[I_FLAGS..I_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+        raw[I_BLOCK..I_BLOCK + i_block.len()].copy_from_slice(i_block);
+        scan.inode(12, &raw, 4096)?;
+        Ok(scan.runs)
+    }
+
+    fn extent_header(entries: u16, depth: u16) -> Vec<u8> {
+        // magic, entries, max, depth, generation (u32)
+        [EXTENT_MAGIC, entries, 4, depth, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn block_maps_extent_trees_and_their_hostile_variants() {
+        let image = fixture("ext-ext2"); // 12000 blocks of 1 KiB
+        // Direct pointers 100 and 101, a hole, then 300.
+        let map: Vec<u8> = [100u32, 101, 0, 300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(scan_inode(&image, S_IFREG, 0, 4096, &map).unwrap(), [100..102, 300..301]);
+        // A fast symlink's target and a device number are not blocks.
+        assert!(scan_inode(&image, S_IFLNK, 0, 20, b"../../some/where/else").unwrap().is_empty());
+        assert!(scan_inode(&image, 0x2000, 0, 0, &[0xFF; 8]).unwrap().is_empty());
+        // An extent leaf: 5 blocks at 200 (uninitialized: 32768 + 5).
+        let mut leaf = extent_header(1, 0);
+        leaf.extend([0u8; 4].iter().chain(&(32768u16 + 5).to_le_bytes()).chain(&[0, 0]).chain(&200u32.to_le_bytes()));
+        assert_eq!(scan_inode(&image, S_IFREG, EXTENTS_FL, 4096, &leaf).unwrap(), vec![200..205]);
+        // Past the end of the filesystem, a bad magic, too deep: corruption naming the inode.
+        let past: Vec<u8> = [12000u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let error = scan_inode(&image, S_IFREG, 0, 4096, &past).unwrap_err().to_string();
+        assert!(error.starts_with("inode 12 at byte 4096: data block at block 12000 (+1) lies outside"), "{error}");
+        let error = scan_inode(&image, S_IFREG, EXTENTS_FL, 4096, &[0u8; 12]).unwrap_err().to_string();
+        assert!(error.contains("extent tree node with magic 0x0000"), "{error}");
+        let error = scan_inode(&image, S_IFREG, EXTENTS_FL, 4096, &extent_header(0, 6)).unwrap_err().to_string();
+        assert!(error.contains("depth 6"), "{error}");
+    }
+
+    #[test]
+    fn an_indirect_block_pointing_at_itself_ends_in_an_error() {
+        let mut image = fixture("ext-ext2");
+        // Block 5000 (1 KiB): 256 pointers to itself, used as a triple indirect block.
+        for slot in 0..256 {
+            image[5000 * 1024 + slot * 4..5000 * 1024 + slot * 4 + 4].copy_from_slice(&5000u32.to_le_bytes());
+        }
+        let mut map = vec![0u8; 60];
+        map[56..60].copy_from_slice(&5000u32.to_le_bytes());
+        let error = scan_inode(&image, S_IFREG, 0, 4096, &map).unwrap_err().to_string();
+        assert!(error.contains("more extent tree and indirect blocks than the 12000 blocks"), "{error}");
+    }
+}
