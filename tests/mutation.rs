@@ -189,6 +189,14 @@ fn subject(name: &str, dir: &Path, reference: impl FnOnce(&Path, &[u8]) -> Vec<u
     Subject { name: name.into(), image, clean, reference, bitmaps: Vec::new() }
 }
 
+/// The number ending the first line of `text` that starts (after blanks) with `key`, as in
+/// `ntfsinfo`'s "Cluster Size: 4096", `dump.exfat`'s "Cluster size:  4096" or `dumpe2fs`'s
+/// "Block size:               1024".
+fn field(text: &str, key: &str) -> usize {
+    let line = text.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_else(|| panic!("no {key}:\n{text}"));
+    line.split_whitespace().last().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
 /// Output of `tool args image` (stdout and stderr), whatever its exit status.
 fn tool_output(tool: &str, args: &[&str], image: &Path) -> String {
     let output = Command::new("timeout").arg("60").arg(tool).args(args).arg(image).output().unwrap();
@@ -227,11 +235,7 @@ fn ntfs_bitmap_flips_never_zero_a_file_cluster() {
         });
         // $Bitmap's location from ntfsinfo: its runlist (VCN, LCN, length) and the cluster count.
         let volume = tool_output("ntfsinfo", &["-m"], &subject.image);
-        let number = |key: &str| -> usize {
-            let line = volume.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_else(|| panic!("{volume}"));
-            line.split_whitespace().last().unwrap().parse().unwrap()
-        };
-        let (cluster, clusters) = (number("Cluster Size:"), number("Volume Size in Clusters:"));
+        let (cluster, clusters) = (field(&volume, "Cluster Size:"), field(&volume, "Volume Size in Clusters:"));
         let record = tool_output("ntfsinfo", &["-v", "-i", "6"], &subject.image);
         let runs = record.split("Runlist:").nth(1).unwrap_or_else(|| panic!("{record}"));
         let mut left = clusters.div_ceil(8);
@@ -283,10 +287,7 @@ fn exfat_bitmap_flips_never_zero_a_file_cluster() {
             expected_from_partclone("partclone.exfat", image, source, &partclone_dir)
         });
         let dump = tool_output("dump.exfat", &[], &subject.image);
-        let number = |key: &str| -> usize {
-            let line = dump.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{dump}"));
-            line.split_whitespace().last().unwrap().parse().unwrap()
-        };
+        let number = |key: &str| field(&dump, key);
         let heap = number("Cluster Heap Offset (sector offset):") * 512;
         let cluster = number("Cluster size:");
         let bitmap = heap + (number("Bitmap start cluster:") - 2) * cluster;
@@ -321,19 +322,8 @@ fn ext_block_bitmap_flips_never_zero_a_file_block() {
         let dir = scratch();
         let mut subject = subject(name, dir.path(), expected_from_dumpe2fs);
         let dump = tool_output("dumpe2fs", &[], &subject.image);
-        let block: usize = dump
-            .lines()
-            .find_map(|l| l.strip_prefix("Block size:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{dump}"));
-        let per_group: usize = dump
-            .lines()
-            .find_map(|l| l.strip_prefix("Blocks per group:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{dump}"));
-        let first_data_block = usize::from(block == 1024);
-        let blocks: usize =
-            dump.lines().find_map(|l| l.strip_prefix("Block count:")).and_then(|v| v.trim().parse().ok()).unwrap();
+        let (block, per_group) = (field(&dump, "Block size:"), field(&dump, "Blocks per group:"));
+        let (first_data_block, blocks) = (field(&dump, "First block:"), field(&dump, "Block count:"));
         // "  Block bitmap at 96 (+95)": one bitmap block per group, covering its blocks.
         for (group, line) in dump.lines().filter_map(|l| l.trim_start().strip_prefix("Block bitmap at ")).enumerate() {
             let at: usize = line.split_whitespace().next().unwrap().parse().unwrap();

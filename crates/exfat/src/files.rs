@@ -16,20 +16,18 @@
 
 use crate::Error;
 use crate::boot_region::BootSector;
+use crate::directory::{
+    ALLOCATION_BITMAP, DATA_LENGTH, END_OF_DIRECTORY, ENTRY_LEN, FIRST_CLUSTER, MAX_DIRECTORY_BYTES, UPCASE_TABLE,
+};
 use imgstream_blockio::ReadAt;
 use imgstream_volume::fields::{le16, le32, le64, u8_at};
 use imgstream_volume::{RangeSet, read_at};
 use std::collections::HashSet;
 use std::ops::Range;
 
-const ENTRY_LEN: usize = 32;
-/// EntryType 0x00 ends a directory; a type without bit 7 (InUse) is a deleted entry.
-const END_OF_DIRECTORY: u8 = 0x00;
+/// A type without bit 7 (InUse) is a deleted entry.
 const IN_USE: u8 = 0x80;
 const FILE: u8 = 0x85;
-/// Critical primaries with their own clusters: Allocation Bitmap and Up-case Table.
-const ALLOCATION_BITMAP: u8 = 0x81;
-const UPCASE_TABLE: u8 = 0x82;
 /// Benign primaries (0xA0-0xBF) follow the generic primary template.
 const BENIGN_PRIMARIES: Range<u8> = 0xA0..0xC0;
 /// Secondaries (0xC0-0xFF) follow the generic secondary template; 0xC0 is the Stream Extension.
@@ -39,16 +37,13 @@ const STREAM_EXTENSION: u8 = 0xC0;
 const SECONDARY_COUNT: usize = 1;
 const FILE_ATTRIBUTES: usize = 4;
 const ATTR_DIRECTORY: u16 = 0x10;
-/// Generic template: flags (GeneralPrimaryFlags @2 or GeneralSecondaryFlags @1), FirstCluster
-/// @20, DataLength @24. Flag bit 0: AllocationPossible; bit 1: NoFatChain.
+/// Generic template: flags (GeneralPrimaryFlags @2 or GeneralSecondaryFlags @1), then
+/// FirstCluster and DataLength where the bitmap entry has them. Flag bit 0:
+/// AllocationPossible; bit 1: NoFatChain.
 const PRIMARY_FLAGS: usize = 2;
 const SECONDARY_FLAGS: usize = 1;
-const FIRST_CLUSTER: usize = 20;
-const DATA_LENGTH: usize = 24;
 const ALLOCATION_POSSIBLE: u8 = 0x01;
 const NO_FAT_CHAIN: u8 = 0x02;
-/// A directory is at most 256 MiB (§6.2.4.1).
-const MAX_DIRECTORY_BYTES: u64 = 256 << 20;
 /// FAT bytes cached at once while following chains.
 const FAT_WINDOW: u64 = 64 << 10;
 

@@ -5,7 +5,8 @@
 //! FAT's cluster chains ([`fat`]), the root directory's system entries ([`directory`]) and the
 //! Allocation Bitmap ([`bitmap`]). Its answer, [`analyze`], marks as used everything before the
 //! cluster heap (boot regions, FATs), every cluster the bitmap marks allocated (in any bitmap,
-//! when TexFAT keeps two), and everything after the heap. A volume whose `VolumeDirty` flag is
+//! when TexFAT keeps two), every cluster the directory tree's entries own ([`files`]: kept with a
+//! warning where the bitmap disagrees), and everything after the heap. A volume whose `VolumeDirty` flag is
 //! set is refused, like a dirty NTFS: its bitmap may be stale.
 
 #![forbid(unsafe_code)]

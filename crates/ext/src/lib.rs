@@ -7,7 +7,10 @@
 //! e2fsprogs does so. Everything no bitmap covers is reported used: the bytes before
 //! `s_first_data_block` (block 0 with 1 KiB blocks) and the tail between the end of the
 //! filesystem and the end of the volume. Each group's free count is cross-checked with its
-//! descriptor: a clean filesystem always agrees, so a mismatch is corruption.
+//! descriptor: a clean filesystem always agrees, so a mismatch is corruption. Each group's
+//! backup superblock and descriptor blocks are kept where the layout puts them, whatever its
+//! bitmap says, and the blocks the inodes in use reference ([`inode_scan`]) are kept where a
+//! bitmap marks them free, with a warning (without metadata_csum, or with `--deep-check`).
 //!
 //! Hazards that a valid filesystem can be in (journal needs recovery, external journal, not
 //! cleanly unmounted, errors recorded, MMP in use) are reported in
@@ -68,8 +71,8 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
 
 /// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
 ///
-/// The block bitmaps are cross-checked with the blocks the inodes in use reference (see
-/// [`inode_scan`]) on every filesystem without metadata_csum, and on all with
+/// The block bitmaps are cross-checked with the blocks the inodes in use reference (the
+/// `inode_scan` module) on every filesystem without metadata_csum, and on all with
 /// [`Options::deep_check`]; blocks that files reference but a bitmap marks free are kept, with a
 /// warning.
 pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation, Error> {

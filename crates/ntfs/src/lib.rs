@@ -6,7 +6,9 @@
 //! after the last whole cluster, which holds the backup boot sector, and any space between the
 //! end of the volume and the end of the partition), are what must be copied. Like ntfsclone, it
 //! cross-checks the bitmap against the clusters of `$MFT`, `$MFTMirr`, `$LogFile`, `$Bitmap`
-//! and `$Boot`.
+//! and `$Boot` (a system file's cluster marked free is corruption), and against the runs of
+//! every MFT record in use ([`mft_scan`]): where ntfsclone refuses a cluster a file uses but
+//! `$Bitmap` marks free, we keep it and warn.
 //!
 //! Zeroing free clusters is refused (`unsafe_reasons`) when the `$Volume` dirty flag is set,
 //! when `$LogFile` needs replaying (or cannot be read), and when `hiberfil.sys` shows that
