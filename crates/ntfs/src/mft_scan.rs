@@ -17,12 +17,13 @@
 //! Layouts: ntfs-3g `include/ntfs-3g/layout.h` (`MFT_RECORD`, `ATTR_RECORD`) and
 //! `libntfs-3g/runlist.c` (`ntfs_mapping_pairs_decompress`).
 
-use crate::boot_sector::{BootSector, le_u16, le_u32};
+use crate::boot_sector::{BootSector, le_u16, le_u32, le_u64};
 use crate::data_runs::{Stream, read_at};
 use crate::error::Error;
 use crate::logfile::{Strides, apply_fixups};
 use imgstream_blockio::ReadAt;
 use imgstream_volume::RangeSet;
+use imgstream_volume::fields::u8_at;
 
 /// MFT record header fields.
 const RECORD_MAGIC: &[u8; 4] = b"FILE";
@@ -35,7 +36,12 @@ const IN_USE: u16 = 0x0001;
 const ATTR_TYPE: usize = 0x00;
 const ATTR_LENGTH: usize = 0x04;
 const ATTR_NON_RESIDENT: usize = 0x08;
+const ATTR_NAME_LENGTH: usize = 0x09;
+const ATTR_LOWEST_VCN: usize = 0x10;
 const ATTR_MAPPING_PAIRS_OFFSET: usize = 0x20;
+const ATTR_INITIALIZED_SIZE: usize = 0x38;
+/// The `$DATA` attribute type.
+const DATA: u32 = 0x80;
 /// The type that ends a record's attributes.
 const END_MARKER: u32 = 0xFFFF_FFFF;
 /// The smallest attribute headers: resident 24 bytes, non-resident 64.
@@ -62,7 +68,12 @@ pub(crate) fn file_clusters(
     mft_bitmap: Option<&[u8]>,
 ) -> Result<FileClusters, Error> {
     let record_size = boot.record_size;
-    let records = mft.data_size() / record_size;
+    let mut record0 = vec![0u8; usize::try_from(record_size).unwrap_or(0)];
+    read_at(volume, mft, 0, &mut record0)?;
+    let position = mft.volume_offset(0).unwrap_or(0);
+    let initialized =
+        initialized_size(&mut record0).map_err(|problem| Error::corrupt("MFT record 0", position, problem))?;
+    let records = mft.data_size().min(initialized.unwrap_or(u64::MAX)) / record_size;
     let chunk_records = (CHUNK_BYTES / record_size).max(1);
     let mut chunk = vec![0u8; usize::try_from(chunk_records.min(records) * record_size).unwrap_or(0)];
     let mut found = FileClusters::default();
@@ -127,9 +138,12 @@ fn in_use_attributes(record: &mut [u8], marked: bool) -> Result<Option<&[u8]>, S
     }
 }
 
-/// Adds the clusters of every non-resident attribute in `attributes` (a record's attribute
-/// area, from its first attribute to the end of its bytes in use) to `clusters`.
-fn add_runs(attributes: &[u8], boot: &BootSector, clusters: &mut RangeSet) -> Result<(), String> {
+/// Calls `visit(offset, type, attribute bytes)` for each attribute of a record's attribute area
+/// (from its first attribute to the end of its bytes in use), checking each one's length.
+fn for_each_attribute(
+    attributes: &[u8],
+    mut visit: impl FnMut(usize, u32, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let mut at = 0usize;
     // Each attribute is at least 24 bytes long, so this bounds the loop.
     for _ in 0..=attributes.len() / MIN_ATTR_LEN {
@@ -143,29 +157,55 @@ fn add_runs(attributes: &[u8], boot: &BootSector, clusters: &mut RangeSet) -> Re
         let min = if non_resident { MIN_NON_RESIDENT_LEN } else { MIN_ATTR_LEN };
         let Some(attribute) = attribute.filter(|_| length >= min && length % 8 == 0) else {
             return Err(format!(
-                "attribute {ty:#x} at byte {} of the attributes is {length} bytes long, which does not fit",
-                at
+                "attribute {ty:#x} at byte {at} of the attributes is {length} bytes long, which does not fit"
             ));
         };
-        if non_resident {
-            let pairs = usize::from(le_u16(attribute, ATTR_MAPPING_PAIRS_OFFSET));
-            let runs = attribute.get(pairs..).filter(|_| pairs >= MIN_NON_RESIDENT_LEN).ok_or_else(|| {
-                format!("attribute {ty:#x} at byte {at}: mapping pairs offset {pairs} outside its {length} bytes")
-            })?;
-            for (lcn, count) in decode_runs(runs).map_err(|why| format!("attribute {ty:#x} at byte {at}: {why}"))? {
-                let end = lcn.checked_add(count).filter(|&end| end <= boot.total_clusters);
-                if end.is_none() {
-                    return Err(format!(
-                        "attribute {ty:#x} at byte {at}: data run of {count} clusters at cluster {lcn} lies past the last cluster {}",
-                        boot.total_clusters - 1
-                    ));
-                }
-                clusters.insert(lcn * boot.cluster_size..(lcn + count) * boot.cluster_size);
-            }
-        }
+        visit(at, ty, attribute)?;
         at += length;
     }
     Err("no end marker after its attributes".into())
+}
+
+/// Adds the clusters of every non-resident attribute in `attributes` (a record's attribute
+/// area) to `clusters`.
+fn add_runs(attributes: &[u8], boot: &BootSector, clusters: &mut RangeSet) -> Result<(), String> {
+    for_each_attribute(attributes, |at, ty, attribute| {
+        if u8_at(attribute, ATTR_NON_RESIDENT) == 0 {
+            return Ok(());
+        }
+        let length = attribute.len();
+        let pairs = usize::from(le_u16(attribute, ATTR_MAPPING_PAIRS_OFFSET));
+        let runs = attribute.get(pairs..).filter(|_| pairs >= MIN_NON_RESIDENT_LEN).ok_or_else(|| {
+            format!("attribute {ty:#x} at byte {at}: mapping pairs offset {pairs} outside its {length} bytes")
+        })?;
+        for (lcn, count) in decode_runs(runs).map_err(|why| format!("attribute {ty:#x} at byte {at}: {why}"))? {
+            let end = lcn.checked_add(count).filter(|&end| end <= boot.total_clusters);
+            if end.is_none() {
+                return Err(format!(
+                    "attribute {ty:#x} at byte {at}: data run of {count} clusters at cluster {lcn} lies past the last cluster {}",
+                    boot.total_clusters - 1
+                ));
+            }
+            clusters.insert(lcn * boot.cluster_size..(lcn + count) * boot.cluster_size);
+        }
+        Ok(())
+    })
+}
+
+/// The `initialized_size` of the unnamed `$DATA` of `$MFT`'s record 0 (its first extent holds
+/// it), if the record has that attribute. Records past it were never written: like ntfsclone,
+/// the walk stops there, since what they hold is stale.
+fn initialized_size(record0: &mut [u8]) -> Result<Option<u64>, String> {
+    let Some(attributes) = in_use_attributes(record0, true)? else { return Ok(None) };
+    let mut size = None;
+    for_each_attribute(attributes, |_, ty, attribute| {
+        let unnamed_first_extent = u8_at(attribute, ATTR_NAME_LENGTH) == 0 && le_u64(attribute, ATTR_LOWEST_VCN) == 0;
+        if ty == DATA && u8_at(attribute, ATTR_NON_RESIDENT) != 0 && unnamed_first_extent {
+            size = Some(le_u64(attribute, ATTR_INITIALIZED_SIZE));
+        }
+        Ok(())
+    })?;
+    Ok(size)
 }
 
 /// Decodes mapping pairs (ntfs-3g `ntfs_mapping_pairs_decompress`) into (first cluster,
@@ -330,6 +370,19 @@ mod tests {
         let mut no_end = record(&[&data], IN_USE);
         no_end[BYTES_IN_USE] = 0x38 + data.len() as u8; // the end marker lies past bytes in use
         assert!(walk(&mut no_end, false).is_err());
+    }
+
+    #[test]
+    fn the_initialized_size_comes_from_the_first_extent_of_the_unnamed_data() {
+        let mut data = non_resident(0x80, &[0x11, 0x02, 0x0A, 0x00]);
+        data[ATTR_INITIALIZED_SIZE..ATTR_INITIALIZED_SIZE + 8].copy_from_slice(&0x5000u64.to_le_bytes());
+        let mut named = data.clone();
+        named[ATTR_NAME_LENGTH] = 4;
+        let mut later = data.clone();
+        later[ATTR_LOWEST_VCN] = 1;
+        assert_eq!(initialized_size(&mut record(&[&resident(0x10), &data], IN_USE)), Ok(Some(0x5000)));
+        assert_eq!(initialized_size(&mut record(&[&named, &later], IN_USE)), Ok(None));
+        assert!(initialized_size(&mut vec![0u8; 1024]).unwrap_err().contains("magic"));
     }
 
     /// Property: any single-byte change of a record in use parses or fails cleanly.
