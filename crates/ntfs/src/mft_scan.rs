@@ -107,7 +107,9 @@ fn bit(bits: &[u8], index: u64) -> bool {
 /// record that is in use (`marked` by the MFT bitmap, or by its own flag) cannot be read.
 fn in_use_attributes(record: &mut [u8], marked: bool) -> Result<Option<&[u8]>, String> {
     if !record.starts_with(RECORD_MAGIC) {
-        if !marked {
+        // An all-zero record was never written (a formatter may reserve bitmap bits for
+        // records it leaves blank): it holds no attributes.
+        if !marked || record.iter().all(|&b| b == 0) {
             return Ok(None);
         }
         let magic = record.get(..4).map(String::from_utf8_lossy).unwrap_or_default().into_owned();
@@ -362,6 +364,7 @@ mod tests {
         let mut garbage = vec![0xABu8; 1024];
         assert_eq!(walk(&mut garbage, false).unwrap(), None);
         assert!(walk(&mut garbage, true).unwrap_err().contains("magic"));
+        assert_eq!(walk(&mut vec![0u8; 1024], true).unwrap(), None, "a blank record reserved in the MFT bitmap");
         let past_end = non_resident(0x80, &[0x11, 0x02, 0x63, 0x00]); // clusters 99..101 of 100
         assert!(walk(&mut record(&[&past_end], IN_USE), false).unwrap_err().contains("past the last cluster 99"));
         let mut long = non_resident(0x80, &[0x11, 0x02, 0x0A, 0x00]);
@@ -382,7 +385,7 @@ mod tests {
         later[ATTR_LOWEST_VCN] = 1;
         assert_eq!(initialized_size(&mut record(&[&resident(0x10), &data], IN_USE)), Ok(Some(0x5000)));
         assert_eq!(initialized_size(&mut record(&[&named, &later], IN_USE)), Ok(None));
-        assert!(initialized_size(&mut vec![0u8; 1024]).unwrap_err().contains("magic"));
+        assert!(initialized_size(&mut vec![0xFFu8; 1024]).unwrap_err().contains("magic"));
     }
 
     /// Property: any single-byte change of a record in use parses or fails cleanly.
