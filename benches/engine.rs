@@ -141,7 +141,7 @@ fn bench_allocation_maps() {
             continue;
         }
         let source = imgstream_blockio::Source::open(&image).unwrap();
-        let policy = imgstream_fs::Policy { force: true, ..Default::default() };
+        let policy = imgstream_fs::Policy { on_unsafe: imgstream_fs::OnUnsafe::Force, ..Default::default() };
         let mut last = None;
         let samples = (0..RUNS)
             .map(|_| {

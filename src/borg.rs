@@ -13,7 +13,7 @@
 //! If any step fails, every archive this run created (and any checkpoint borg left) is deleted
 //! again: a failed backup leaves no new archive.
 
-use crate::cli::{EngineArgs, PolicyArgs};
+use crate::cli::EngineArgs;
 use crate::disk::{self, DiskPlan};
 use crate::progress::{self, ProgressMode};
 use crate::size::human;
@@ -70,7 +70,7 @@ pub(crate) struct BackupDiskArgs {
     pub(crate) name: Option<String>,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: disk::DiskPolicyArgs,
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
@@ -186,11 +186,9 @@ fn table_archive(name: &str) -> String {
 
 pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
-    crate::part::refuse_writable_mount(&source, args.policy.force)?;
-    let policy = args.policy.policy();
     // Everything is examined before any archive exists: a refused partition fails the run here.
     let reader = disk::Reader::new(&source);
-    let plan = disk::plan(&reader, disk::sector_size_hint(&source), &policy)?;
+    let plan = disk::plan(&source, &reader, &args.policy, None)?;
     for warning in &plan.layout.warnings {
         warn(warning);
     }
@@ -237,9 +235,9 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         let total = plan.layout.size;
         let used = plan.used.total();
         eprintln!(
-            "imgstream: backed up {} ({} table, {} partition(s)) as {name} in {:.2} s: {} used, {} elided",
+            "imgstream: backed up {} ({}, {} partition(s)) as {name} in {:.2} s: {} used, {} elided",
             human(total),
-            plan.layout.table.name(),
+            plan.layout.table.disk_words(),
             count,
             started.elapsed().as_secs_f64(),
             human(used),
@@ -264,16 +262,7 @@ fn chunker_and_extra(command: &mut Command, extra: &[OsString]) {
 
 /// The flags the child `imgstream disk --partition N` needs to stream what we examined.
 fn child_flags(args: &BackupDiskArgs) -> Vec<String> {
-    let mut flags = Vec::new();
-    if args.policy.raw {
-        flags.push("--raw".into());
-    }
-    if args.policy.force {
-        flags.push("--force".into());
-    }
-    if args.policy.drop_pagefile {
-        flags.push("--drop-pagefile".into());
-    }
+    let mut flags = args.policy.flags();
     let options = args.engine.options();
     flags.extend([
         "--threads".into(),
@@ -620,7 +609,7 @@ fn restore_partition(
         .spawn()
         .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
     let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
-    let progress = progress::reporter(mode, piece.size);
+    let progress = progress::reporter(mode, Some(piece.size));
     let written = imgstream_restore::write_stream(
         target,
         &mut stdout,

@@ -7,18 +7,24 @@ use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
-  imgstream part /dev/sda2 | borg create --chunker-params fixed,4194304 repo::sda2-{now} -
-  imgstream part disk.img > part.img          (a sparse file: free space becomes holes)
-  imgstream info /dev/sda2
-  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M   (restore)
+  borg create --chunker-params fixed,4194304 --content-from-command repo::sda2-{now} -- imgstream part /dev/sda2
+      (a failed read commits nothing; a plain `imgstream part ... | borg create -` would commit a truncated archive)
+  borg extract --stdout repo::sda2-2026-11-25 | dd of=/dev/sda2 bs=4M conv=fsync   (restore)
+  imgstream backup-disk /dev/sda --repo repo --name laptop   (a whole disk, one backup)
+  imgstream part -o sda2.img /dev/sda2       (a sparse file: free space becomes holes)
+  imgstream info /dev/sda
 
-Exit status: 0 success, 1 failure (read/write error, corrupt or unsafe filesystem, output closed
-early), 2 usage error. Killed by Ctrl-C: 130.";
+Exit status: 0 success, 1 failure (read/write error, corrupt filesystem, unsafe one with
+--on-unsafe refuse, source mounted read-write, output closed early), 2 usage error. Killed by
+Ctrl-C: 130.";
 
 /// Stream disks and partitions as raw images whose free space reads as zeros.
 #[derive(Debug, Parser)]
 #[command(name = "imgstream", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
+    /// Print nothing but errors on stderr: no warnings, no summary (for cron).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -49,6 +55,27 @@ pub(crate) enum Command {
     /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
     /// table moved to the new end).
     RestoreDisk(crate::borg::RestoreDiskArgs),
+    /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
+    Man(ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// bash: `imgstream completions bash > /etc/bash_completion.d/imgstream`.
+    Completions(CompletionsArgs),
+}
+
+/// `imgstream man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write the pages into (created if missing); view one with `man -l DIR/imgstream-part.1`.
+    pub(crate) dir: PathBuf,
+}
+
+/// `imgstream completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `imgstream part`.
@@ -62,6 +89,18 @@ pub(crate) struct PartArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Where `part` and `disk` write the image.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Write the image to FILE instead of stdout: a new or empty file gets holes for the zeros;
+    /// an existing non-empty file is refused; a block device is written in full.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// `imgstream info`.
@@ -78,6 +117,9 @@ pub(crate) struct InfoArgs {
     /// ext4 with metadata_csum: also cross-check the block bitmaps with every inode's blocks.
     #[arg(long)]
     pub(crate) deep_check: bool,
+    /// What `part` and `disk` would do with a volume unsafe to elide (raw, refuse, force).
+    #[arg(long, value_name = "raw|refuse|force", default_value_t)]
+    pub(crate) on_unsafe: imgstream_fs::OnUnsafe,
 }
 
 /// Options that decide what may be zeroed.
@@ -86,11 +128,15 @@ pub(crate) struct PolicyArgs {
     /// Copy every byte: no filesystem parsing, no elision.
     #[arg(long, conflicts_with = "force")]
     pub(crate) raw: bool,
-    /// Elide even when it is unsafe (journal needs recovery, dirty volume, mounted read-write).
+    /// `--on-unsafe force`, and image a source even if it is mounted read-write.
     ///
     /// The on-disk allocation map may then miss blocks that are in use: the image can lose data.
     #[arg(long)]
     pub(crate) force: bool,
+    /// A volume unsafe to elide (journal needs recovery, dirty, hibernated): copy it raw with a
+    /// warning, fail, or elide it anyway. A read-write mount is refused unless --force.
+    #[arg(long, value_name = "raw|refuse|force", default_value_t)]
+    pub(crate) on_unsafe: imgstream_fs::OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and (if not hibernated) hiberfil.sys.
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
@@ -104,7 +150,7 @@ pub(crate) struct PolicyArgs {
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
     /// Reader threads [default: available cores, at most 4].
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_threads)]
     pub(crate) threads: Option<NonZeroUsize>,
     /// Read block size: a power of two from 4K to 4M, so it divides borg's 4 MiB chunks.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_block_size)]
@@ -112,6 +158,11 @@ pub(crate) struct EngineArgs {
     /// Progress on stderr.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) progress: ProgressMode,
+}
+
+fn parse_threads(text: &str) -> Result<NonZeroUsize, String> {
+    let count: usize = text.parse().map_err(|_| format!("'{text}' is not a number of threads"))?;
+    NonZeroUsize::new(count).ok_or_else(|| "at least one reader thread is needed (-j 1 or more)".to_owned())
 }
 
 fn parse_block_size(text: &str) -> Result<usize, String> {
@@ -139,7 +190,28 @@ impl EngineArgs {
 impl PolicyArgs {
     /// The filesystem policy these flags ask for.
     pub(crate) fn policy(&self) -> imgstream_fs::Policy {
-        let Self { raw, force, drop_pagefile, deep_check } = *self;
-        imgstream_fs::Policy { raw, force, drop_pagefile, deep_check }
+        let on_unsafe = if self.force { imgstream_fs::OnUnsafe::Force } else { self.on_unsafe };
+        imgstream_fs::Policy {
+            raw: self.raw,
+            on_unsafe,
+            drop_pagefile: self.drop_pagefile,
+            deep_check: self.deep_check,
+        }
+    }
+
+    /// These options as command-line flags, for a child imgstream.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut flags = vec![format!("--on-unsafe={}", self.on_unsafe)];
+        for (set, flag) in [
+            (self.raw, "--raw"),
+            (self.force, "--force"),
+            (self.drop_pagefile, "--drop-pagefile"),
+            (self.deep_check, "--deep-check"),
+        ] {
+            if set {
+                flags.push(flag.into());
+            }
+        }
+        flags
     }
 }

@@ -5,14 +5,20 @@
 //! raw); the used ranges, shifted to the partition's offset, plus every raw area (MBR/GPT,
 //! the gap before the first partition, EBRs and gaps, the backup GPT) make the disk's used
 //! set, which the same engine streams.
+//!
+//! One partition's trouble stays that partition's: one unsafe to elide is copied raw with a
+//! warning (`--on-unsafe`), one mounted read-write (through any stack of loop, dm or md
+//! devices) is refused by name, and `--raw-partition` / `--force-partition` apply to one only.
 
-use crate::cli::{EngineArgs, InfoArgs, PolicyArgs};
+use crate::cli::{EngineArgs, InfoArgs, OutputArgs, PolicyArgs};
+use crate::output::Output;
 use crate::size::{human, percent};
-use crate::{Failure, output, progress, warn};
+use crate::{Failure, note, progress, warn};
 use clap::Args;
+use imgstream_blockio::mounts::{self, Mount};
 use imgstream_blockio::{ReadAt, Source, SourceKind, Window};
 use imgstream_extents::RangeSet;
-use imgstream_fs::{Elision, Policy, Volume};
+use imgstream_fs::{Elision, OnUnsafe, Policy, Volume};
 use imgstream_ptable::{DiskLayout, Partition, TableKind};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -28,10 +34,52 @@ pub(crate) struct DiskArgs {
     pub(crate) partition: Option<u32>,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: PolicyArgs,
+    pub(crate) policy: DiskPolicyArgs,
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// The policy options of `disk` and `backup-disk`: the common ones, and per partition.
+#[derive(Debug, Args)]
+pub(crate) struct DiskPolicyArgs {
+    /// For every partition.
+    #[command(flatten)]
+    pub(crate) common: PolicyArgs,
+    /// Copy partition N raw, without parsing it (repeatable): --raw for one partition.
+    #[arg(long, value_name = "N")]
+    pub(crate) raw_partition: Vec<u32>,
+    /// --force for partition N only (repeatable): elide it even if unsafe, image it even if
+    /// mounted read-write.
+    #[arg(long, value_name = "N")]
+    pub(crate) force_partition: Vec<u32>,
+}
+
+impl DiskPolicyArgs {
+    /// The policy for partition `index`.
+    fn policy(&self, index: u32) -> Policy {
+        let mut policy = self.common.policy();
+        policy.raw |= self.raw_partition.contains(&index);
+        if self.forced(index) {
+            policy.on_unsafe = OnUnsafe::Force;
+        }
+        policy
+    }
+
+    fn forced(&self, index: u32) -> bool {
+        self.common.force || self.force_partition.contains(&index)
+    }
+
+    /// These options as command-line flags, for a child `imgstream disk`.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut flags = self.common.flags();
+        flags.extend(self.raw_partition.iter().map(|n| format!("--raw-partition={n}")));
+        flags.extend(self.force_partition.iter().map(|n| format!("--force-partition={n}")));
+        flags
+    }
 }
 
 /// One partition and what its filesystem allows.
@@ -53,19 +101,50 @@ pub(crate) fn sector_size_hint(source: &Source) -> Option<u32> {
     (source.kind() == SourceKind::BlockDevice).then(|| source.sector_size())
 }
 
-/// Reads the table of `source`, then examines every partition under `policy`.
-pub(crate) fn plan(source: &dyn ReadAt, sector_size: Option<u32>, policy: &Policy) -> Result<DiskPlan, Failure> {
-    let layout = imgstream_ptable::read_layout(source, sector_size)?;
+/// Reads the table of `source` (`opened`, as read through `source`), refuses a partition of
+/// `selected` (all if `None`) that is mounted read-write unless it is forced, then examines
+/// every partition under its policy. `disk` and `backup-disk` both plan with this.
+pub(crate) fn plan(
+    opened: &Source,
+    source: &dyn ReadAt,
+    policy: &DiskPolicyArgs,
+    selected: Option<u32>,
+) -> Result<DiskPlan, Failure> {
+    let mounts = mounts::mounts_over(opened)?;
+    let layout = imgstream_ptable::read_layout(source, sector_size_hint(opened))?;
+    let mut named = policy.raw_partition.iter().chain(&policy.force_partition);
+    if let Some(missing) = named.find(|&&n| !layout.partitions.iter().any(|p| p.index == n)) {
+        let known: Vec<String> = layout.partitions.iter().map(|p| p.index.to_string()).collect();
+        return Err(Failure::usage(format!("no partition {missing} (partitions: {})", known.join(", "))));
+    }
+    for partition in layout.partitions.iter().filter(|p| selected.is_none_or(|i| i == p.index)) {
+        let forced = policy.forced(partition.index);
+        crate::part::refuse_mounted(&mounts, &partition.range(), &describe(partition), forced)?;
+    }
     let mut used = layout.raw.clone();
     let mut parts = Vec::new();
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let volume = imgstream_fs::examine(&window, policy)
-            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+        let volume = examine_partition(&window, partition, &policy.policy(partition.index))?;
         used.union_with(&volume.used.shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
     Ok(DiskPlan { layout, parts, used })
+}
+
+/// `imgstream_fs::examine` on one partition. A partition whose GPT type holds no filesystem by
+/// design (BIOS boot, Microsoft reserved) and in which nothing was recognised is named by its
+/// type and copied raw without a warning.
+fn examine_partition(window: &dyn ReadAt, partition: &Partition, policy: &Policy) -> Result<Volume, Failure> {
+    let volume =
+        imgstream_fs::examine(window, policy).map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
+    match imgstream_ptable::gpt_type(&partition.type_id) {
+        Some(known) if known.no_filesystem && !policy.raw && volume.filesystem() == "unknown" => {
+            let reason = format!("{} partition: no filesystem by design", known.name);
+            Ok(Volume { recognised_as: Some("none"), ..Volume::raw(volume.size, None, reason, false) })
+        }
+        _ => Ok(volume),
+    }
 }
 
 /// "partition 2 (bytes 1048576..9437184)", or "the disk" when there is no table.
@@ -114,14 +193,13 @@ impl ReadAt for Reader<'_> {
 
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
-    crate::part::refuse_writable_mount(&opened, args.policy.force)?;
     let reader = Reader::new(&opened);
     let source: &dyn ReadAt = &reader;
-    let policy = args.policy.policy();
-    let (plan, used, size, start) = if policy.raw && args.partition.is_none() {
+    let (plan, used, size, start) = if args.policy.common.raw && args.partition.is_none() {
+        crate::part::refuse_writable_mount(&opened, args.policy.common.force)?;
         (None, RangeSet::from_range(0..source.size()), source.size(), 0)
     } else {
-        let plan = plan(source, sector_size_hint(&opened), &policy)?;
+        let plan = plan(&opened, source, &args.policy, args.partition)?;
         match args.partition {
             None => {
                 let used = plan.used.clone();
@@ -152,25 +230,27 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         }
     }
     let window = Window::new(source, start, size)?;
-    let mut sink = output::stdout_sink()?;
-    let progress = progress::reporter(args.engine.progress, size);
-    let stats = imgstream_stream::stream(&window, &used, sink.as_mut(), args.engine.options(), progress.as_ref());
+    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let progress = progress::reporter(args.engine.progress, Some(size));
+    let stats =
+        imgstream_stream::stream(&window, &used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    output.keep();
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {
         (None, _) => "disk (--raw)".to_owned(),
-        (Some(plan), None) => format!("{} disk, {} partition(s)", plan.layout.table.name(), plan.parts.len()),
+        (Some(plan), None) => format!("{}, {} partition(s)", plan.layout.table.disk_words(), plan.parts.len()),
         (Some(_), Some(index)) => format!("partition {index}"),
     };
-    eprintln!(
-        "imgstream: {what}: {} in {seconds:.2} s ({rate}); read {}, elided {} ({:.1}%)",
+    note(&format!(
+        "{what}: {} in {seconds:.2} s ({rate}); read {}, elided {} ({:.1}%)",
         human(stats.total),
         human(stats.read),
         human(stats.elided),
         percent(stats.elided, stats.total)
-    );
+    ));
     Ok(())
 }
 
@@ -186,19 +266,26 @@ pub(crate) fn info(source: &Source, args: &InfoArgs) -> Result<Option<String>, F
             return Ok(None);
         }
     };
+    let mounts = mounts::mounts_over(source)?;
     let mut partitions = Vec::new();
     let (mut used, mut elidable) = (layout.raw.total(), 0u64);
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let volume = crate::info::volume_report(&window, args)
-            .map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
-        used += volume.get("used").and_then(Value::as_u64).unwrap_or(partition.len);
-        elidable += volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        let over: Vec<&Mount> = mounts.iter().filter(|m| m.overlaps(&partition.range())).collect();
+        let examined = examine_partition(&window, partition, &crate::info::examine_policy(args));
+        let examined = crate::info::unless_mounted(examined, partition.len, &over)?;
+        let volume = crate::info::volume_report(&examined, &over, args.on_unsafe);
+        // What the image keeps: all of a partition that is not elided, whatever it uses.
+        let partition_elidable = volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        used += partition.len - partition_elidable;
+        elidable += partition_elidable;
+        let type_name = imgstream_ptable::gpt_type(&partition.type_id).map(|t| t.name);
         partitions.push(json!({
             "index": partition.index,
             "start": partition.start,
             "size": partition.len,
             "type": partition.type_id,
+            "type_name": type_name,
             "name": partition.name,
             "uuid": partition.uuid,
             "bootable": partition.bootable,
@@ -253,9 +340,9 @@ fn disk_table(report: &Value) -> String {
         let v = &p["volume"];
         let status = match v["status"].as_str().unwrap_or("") {
             "elided" => String::new(),
-            "refused" => format!(" [refused: {}]", text_of(&v["reason"])),
-            _ => format!(" [raw: {}]", text_of(&v["reason"])),
+            status => format!(" [{status}: {}]", text_of(&v["reason"])),
         };
+        let type_name = p["type_name"].as_str().map_or_else(|| text_of(&p["type"]), str::to_owned);
         let name = if text_of(&p["name"]).is_empty() { String::new() } else { format!(" \"{}\"", text_of(&p["name"])) };
         text.push_str(&format!(
             "{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}{name}{status}\n",
@@ -265,7 +352,7 @@ fn disk_table(report: &Value) -> String {
             text_of(&v["filesystem"]),
             human(number(&v["used"])),
             human(number(&v["elidable"])),
-            text_of(&p["type"]),
+            type_name,
         ));
         for warning in v["warnings"].as_array().into_iter().flatten() {
             text.push_str(&format!("    warning: {}\n", text_of(warning)));

@@ -3,8 +3,9 @@
 use crate::Failure;
 use crate::cli::InfoArgs;
 use crate::size::{human, percent};
+use imgstream_blockio::mounts::{Mount, mounts_over};
 use imgstream_blockio::{ReadAt, Source, SourceKind};
-use imgstream_fs::{Elision, Policy, Volume};
+use imgstream_fs::{Elision, OnUnsafe, Policy, Volume};
 use serde_json::{Value, json};
 use std::io::Write;
 
@@ -13,11 +14,14 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     if let Some(text) = crate::disk::info(&source, args)? {
         return crate::disk::print(&text);
     }
+    let mounts = mounts_over(&source)?;
+    let mounts: Vec<&Mount> = mounts.iter().collect();
+    let examined = unless_mounted(imgstream_fs::examine(&source, &examine_policy(args)), source.size(), &mounts)?;
     let report = json!({
         "source": args.source.display().to_string(),
         "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
         "size": source.size(),
-        "volume": volume_report(&source, args)?,
+        "volume": volume_report(&examined, &mounts, args.on_unsafe),
     });
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
@@ -28,26 +32,58 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What `part` would do with `volume`, as JSON: filesystem, unit, size, used, free,
-/// elidable bytes, status ("elided", "raw" or "refused") with its reason, details.
-pub(crate) fn volume_report(volume: &dyn ReadAt, args: &InfoArgs) -> Result<Value, Failure> {
-    // Parse as if forced, so that an unsafe volume still shows its numbers; the status says
-    // that `part` would refuse it.
-    let policy = Policy { raw: false, force: true, drop_pagefile: args.drop_pagefile, deep_check: args.deep_check };
-    let examined: Volume = imgstream_fs::examine(volume, &policy)?;
+/// How `info` examines a volume: as if forced, so that an unsafe volume still shows its
+/// numbers; [`volume_report`] then says what `--on-unsafe` would do with it.
+pub(crate) fn examine_policy(args: &InfoArgs) -> Policy {
+    Policy { raw: false, on_unsafe: OnUnsafe::Force, drop_pagefile: args.drop_pagefile, deep_check: args.deep_check }
+}
+
+/// A volume mounted read-write may read as corrupt (it changes while read): then its mount,
+/// which [`volume_report`] names, is the answer rather than the parse error.
+pub(crate) fn unless_mounted<E: Into<Failure>>(
+    examined: Result<Volume, E>,
+    size: u64,
+    mounts: &[&Mount],
+) -> Result<Volume, Failure> {
+    match examined {
+        Err(error) if mounts.iter().any(|m| m.writable) => Ok(Volume::raw(size, None, error.into().to_string(), false)),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// What `part` would do with the volume `examined` (under [`examine_policy`]), covered by
+/// `mounts`, as JSON: filesystem, unit, size, used, free, elidable bytes, status ("elided",
+/// "raw", "refused" or "forced") with its reason, details.
+pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnUnsafe) -> Value {
     let allocation = examined.allocation.as_ref();
-    let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.clone()).unwrap_or_default();
-    let (status, reason) = match &examined.elision {
-        Elision::Raw(reason) => ("raw", reason.clone()),
-        _ if !unsafe_reasons.is_empty() => ("refused", unsafe_reasons.join("; ")),
-        _ => ("elided", String::new()),
+    let unsafe_reasons = allocation.map(|a| a.unsafe_reasons.join("; ")).unwrap_or_default();
+    let (status, reason) = match (&examined.elision, mounts.iter().find(|m| m.writable)) {
+        // It changes while read: that, not what its journal or dirty flag says, is the reason.
+        (_, Some(mount)) => (
+            "refused",
+            format!(
+                "{} (unmount it, remount it read-only or image a snapshot; --force images it anyway)",
+                mount.describe()
+            ),
+        ),
+        (Elision::Raw(reason), None) => ("raw", reason.clone()),
+        _ if unsafe_reasons.is_empty() => ("elided", String::new()),
+        _ => match on_unsafe {
+            OnUnsafe::Raw => ("raw", format!("unsafe to elide: {unsafe_reasons} (--on-unsafe force elides anyway)")),
+            OnUnsafe::Refuse => ("refused", format!("unsafe to elide: {unsafe_reasons}")),
+            OnUnsafe::Force => ("forced", format!("elided despite: {unsafe_reasons}")),
+        },
     };
     let used = allocation.map_or(examined.size, |a| a.used.clipped(examined.size).total());
-    let elidable = if status == "raw" { 0 } else { examined.size - used };
-    let details: serde_json::Map<String, Value> = allocation
+    // Only what `part` would really zero counts: a raw or refused volume elides nothing.
+    let elidable = if matches!(status, "elided" | "forced") { examined.size - used } else { 0 };
+    let mut details: serde_json::Map<String, Value> = allocation
         .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
         .unwrap_or_default();
-    Ok(json!({
+    for mount in mounts.iter().filter(|m| !m.writable) {
+        details.insert("mounted".into(), Value::from(mount.describe()));
+    }
+    json!({
         "filesystem": examined.filesystem(),
         "unit": allocation.map_or(0, |a| a.unit),
         "size": examined.size,
@@ -58,7 +94,7 @@ pub(crate) fn volume_report(volume: &dyn ReadAt, args: &InfoArgs) -> Result<Valu
         "reason": reason,
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
-    }))
+    })
 }
 
 fn table(report: &Value) -> String {
@@ -91,7 +127,8 @@ fn table(report: &Value) -> String {
                 human(number(&volume["elidable"])),
                 percent(number(&volume["elidable"]), size)
             ),
-            "refused" => format!("refused by `part`: {reason} (--raw copies it, --force elides anyway)"),
+            "refused" => format!("refused by `part`: {reason}"),
+            "forced" => format!("{} would be zeroed, {reason}", human(number(&volume["elidable"]))),
             _ => format!("none, copied raw: {reason}"),
         },
     ));

@@ -8,6 +8,7 @@
 mod borg;
 mod cli;
 mod disk;
+mod generate;
 mod info;
 mod output;
 mod part;
@@ -18,6 +19,7 @@ mod size;
 use clap::Parser;
 use std::fmt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a command failed, and the exit status that says so.
 #[derive(Debug)]
@@ -50,13 +52,26 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Prints a warning on stderr.
+/// `--quiet`: only errors reach stderr, so that cron mails nothing on success.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Prints a warning on stderr (not with `--quiet`).
 pub(crate) fn warn(message: &str) {
-    eprintln!("imgstream: warning: {message}");
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("imgstream: warning: {message}");
+    }
+}
+
+/// Prints a summary or status line on stderr (not with `--quiet`).
+pub(crate) fn note(message: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("imgstream: {message}");
+    }
 }
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     let result = match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),
@@ -64,6 +79,8 @@ fn main() -> ExitCode {
         cli::Command::Restore(args) => restore::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
+        cli::Command::Man(args) => generate::man(&args),
+        cli::Command::Completions(args) => generate::completions(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,26 +1,109 @@
-//! Choosing how to write the image to stdout: a sparse regular file, or a stream.
+//! Where the image goes: stdout or `--output FILE`, as a sparse regular file or a stream.
 
+use crate::Failure;
 use imgstream_stream::{PipeSink, Sink, SparseFileSink, StreamSink};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Seek};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 /// The largest pipe buffer an unprivileged process may ask for by default
 /// (/proc/sys/fs/pipe-max-size): fewer wake-ups for the consumer.
 const PIPE_SIZE: i32 = 1 << 20;
 
-/// A sink for stdout. An empty regular file (not in append mode) gets holes for zero runs; a
-/// pipe is enlarged and gets its zero runs spliced; a terminal is refused, since an image is binary.
-pub(crate) fn stdout_sink() -> Result<Box<dyn Sink>, crate::Failure> {
+/// The image's destination. A file that this run created is removed again unless the run
+/// reaches [`Output::keep`]: a half-written image must not look like a finished one.
+pub(crate) struct Output {
+    pub(crate) sink: Box<dyn Sink>,
+    /// The file this run created, removed unless the run succeeds.
+    created: Option<PathBuf>,
+    /// "stdout" or the output path, for messages.
+    name: String,
+}
+
+impl Output {
+    /// `--output FILE` when given, else stdout. `source` is the path being read: writing the
+    /// image over it is refused.
+    pub(crate) fn open(path: Option<&Path>, source: &Path) -> Result<Self, Failure> {
+        let Some(path) = path else { return Ok(Self { sink: stdout_sink()?, created: None, name: "stdout".into() }) };
+        let cannot = |e: io::Error| Failure::new(format!("cannot open output {}: {e}", path.display()));
+        // Checked before opening: even an open for writing must never touch the source.
+        let existing = match std::fs::metadata(path) {
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(cannot(e)),
+        };
+        if let Some(metadata) = &existing {
+            if is_same_file(metadata, source) {
+                return Err(Failure::usage(format!("output {} is the source: it is never written", path.display())));
+            }
+            if metadata.file_type().is_file() && metadata.len() > 0 {
+                return Err(Failure::usage(format!(
+                    "output {} exists and is not empty: remove it first, or write to stdout",
+                    path.display()
+                )));
+            }
+        }
+        let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(cannot)?;
+        // From here on, an error removes a file this run created.
+        let created = existing.is_none().then(|| path.to_owned());
+        let name = path.display().to_string();
+        let mut output = Self { sink: Box::new(StreamSink::new(io::sink())), created, name };
+        output.sink = sink_for(file).map_err(cannot)?;
+        Ok(output)
+    }
+
+    /// A failed run in one line, naming the side that failed: the source for a read error,
+    /// the output for a write error or an early close.
+    pub(crate) fn failure(&self, source: &Path, error: imgstream_stream::Error) -> Failure {
+        match error {
+            imgstream_stream::Error::Read(_) | imgstream_stream::Error::BlockSize(_) => {
+                Failure::new(format!("{}: {error}", source.display()))
+            }
+            imgstream_stream::Error::OutputClosed { .. } | imgstream_stream::Error::Write { .. } => {
+                Failure::new(format!("{}: {error}", self.name))
+            }
+        }
+    }
+
+    /// The image is complete: keep the file.
+    pub(crate) fn keep(mut self) {
+        self.created = None;
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// True if `metadata` describes the file or device at `source`.
+fn is_same_file(metadata: &std::fs::Metadata, source: &Path) -> bool {
+    let Ok(source) = std::fs::metadata(source) else { return false };
+    let same_inode = metadata.dev() == source.dev() && metadata.ino() == source.ino();
+    let same_device = metadata.file_type().is_block_device() && metadata.rdev() == source.rdev();
+    same_inode || same_device
+}
+
+/// A sink for stdout; a terminal is refused, since an image is binary.
+fn stdout_sink() -> Result<Box<dyn Sink>, Failure> {
     let stdout = io::stdout();
     if stdout.is_terminal() {
-        return Err(crate::Failure::usage(
-            "refusing to write an image to a terminal: redirect stdout to a file or pipe it to borg",
+        return Err(Failure::usage(
+            "refusing to write an image to a terminal: redirect stdout, use -o FILE, or pipe it to borg",
         ));
     }
-    let mut file = File::from(stdout.as_fd().try_clone_to_owned()?);
+    Ok(sink_for(File::from(stdout.as_fd().try_clone_to_owned()?))?)
+}
+
+/// An empty regular file (not in append mode) gets holes for zero runs; a pipe is enlarged and
+/// gets its zero runs spliced; anything else (a device, a non-empty file) is written in full.
+fn sink_for(mut file: File) -> io::Result<Box<dyn Sink>> {
     let file_type = file.metadata()?.file_type();
     if file_type.is_file() {
         let appending = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?).contains(OFlag::O_APPEND);

@@ -1,11 +1,14 @@
 //! `imgstream part`: one volume to stdout.
 
 use crate::cli::PartArgs;
+use crate::output::Output;
 use crate::size::{human, percent};
-use crate::{Failure, output, progress, warn};
-use imgstream_blockio::{Source, mounts};
+use crate::{Failure, note, progress, warn};
+use imgstream_blockio::mounts::{self, Mount};
+use imgstream_blockio::{ReadAt, Source};
 use imgstream_fs::{Elision, Volume};
 use imgstream_stream::Stats;
+use std::ops::Range;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
@@ -14,26 +17,29 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
-    let mut sink = output::stdout_sink()?;
-    let progress = progress::reporter(args.engine.progress, volume.size);
+    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let progress = progress::reporter(args.engine.progress, Some(volume.size));
     let stats =
-        imgstream_stream::stream(&source, &volume.used, sink.as_mut(), args.engine.options(), progress.as_ref());
+        imgstream_stream::stream(&source, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| Failure::new(format!("{}: {e}", args.source.display())))?;
-    eprintln!("imgstream: {}", summary(&volume, &stats));
+    let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    output.keep();
+    note(&summary(&volume, &stats));
     Ok(())
 }
 
-/// Refuses a source whose filesystem (or a partition of it) is mounted read-write: its
+/// Refuses a source mounted read-write, itself or anything in it or stacked on it: its
 /// allocation map changes while we read it.
 pub(crate) fn refuse_writable_mount(source: &Source, force: bool) -> Result<(), Failure> {
-    let Some(mount) = mounts::writable_mount(source)? else { return Ok(()) };
-    let message = format!(
-        "{} is mounted read-write at {} ({}): its allocation map changes while we read",
-        source.path().display(),
-        mount.mount_point,
-        mount.device
-    );
+    let mounts = mounts::mounts_over(source)?;
+    refuse_mounted(&mounts, &(0..source.size()), &source.path().display().to_string(), force)
+}
+
+/// Refuses `what`, the bytes `range` of the source, if one of `mounts` covers it read-write;
+/// with `force`, a warning instead.
+pub(crate) fn refuse_mounted(mounts: &[Mount], range: &Range<u64>, what: &str, force: bool) -> Result<(), Failure> {
+    let Some(mount) = mounts.iter().find(|m| m.writable && m.overlaps(range)) else { return Ok(()) };
+    let message = format!("{what} is {}: its allocation map changes while we read", mount.describe());
     if force {
         warn(&format!("{message}; imaging it anyway (--force)"));
         Ok(())

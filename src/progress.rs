@@ -20,8 +20,8 @@ pub(crate) enum ProgressMode {
     Never,
 }
 
-/// The reporter for a run writing `total` bytes.
-pub(crate) fn reporter(mode: ProgressMode, total: u64) -> Box<dyn Progress> {
+/// The reporter for a run writing `total` bytes, or an unknown amount (a stream on stdin).
+pub(crate) fn reporter(mode: ProgressMode, total: Option<u64>) -> Box<dyn Progress> {
     let terminal = std::io::stderr().is_terminal();
     match mode {
         ProgressMode::Never => Box::new(imgstream_stream::NoProgress),
@@ -31,13 +31,16 @@ pub(crate) fn reporter(mode: ProgressMode, total: u64) -> Box<dyn Progress> {
     }
 }
 
-fn bar(total: u64) -> Bar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
-    let style = ProgressStyle::with_template(
-        "[{elapsed_precise}] [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    )
-    .expect("OK to unwrap: the template is a constant")
-    .progress_chars("=> ");
+fn bar(total: Option<u64>) -> Bar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
+    // Without a total there is no fraction to draw: bytes so far and the rate.
+    let template = if total.is_some() {
+        "[{elapsed_precise}] [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}"
+    } else {
+        "[{elapsed_precise}] {spinner} {binary_bytes} {binary_bytes_per_sec}"
+    };
+    let style =
+        ProgressStyle::with_template(template).expect("OK to unwrap: the template is a constant").progress_chars("=> ");
     bar.set_style(style);
     Bar(bar)
 }
@@ -57,17 +60,19 @@ impl Drop for Bar {
     }
 }
 
-/// Plain lines for logs: "imgstream: 1.2 GiB of 4.0 GiB (30%)", at most every few seconds.
+/// Plain lines for logs: "imgstream: 1.2 GiB of 4.0 GiB (30%)", or "imgstream: 1.2 GiB
+/// (80.0 MiB/s)" when the total is unknown, at most every few seconds.
 struct Lines {
-    total: u64,
+    total: Option<u64>,
+    started: Instant,
     state: Mutex<(u64, Instant)>,
 }
 
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Lines {
-    fn new(total: u64) -> Self {
-        Self { total, state: Mutex::new((0, Instant::now())) }
+    fn new(total: Option<u64>) -> Self {
+        Self { total, started: Instant::now(), state: Mutex::new((0, Instant::now())) }
     }
 }
 
@@ -77,8 +82,16 @@ impl Progress for Lines {
         state.0 += bytes;
         if state.1.elapsed() >= LINE_INTERVAL {
             state.1 = Instant::now();
-            let percent = crate::size::percent(state.0, self.total);
-            eprintln!("imgstream: {} of {} ({percent:.0}%)", human(state.0), human(self.total));
+            match self.total {
+                Some(total) => {
+                    let percent = crate::size::percent(state.0, total);
+                    eprintln!("imgstream: {} of {} ({percent:.0}%)", human(state.0), human(total));
+                }
+                None => {
+                    let rate = state.0 as f64 / self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+                    eprintln!("imgstream: {} ({}/s)", human(state.0), human(rate as u64));
+                }
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
         OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
     )?;
     let expected = args.size.or(target.capacity());
-    let progress = progress::reporter(args.progress, expected.unwrap_or(0));
+    let progress = progress::reporter(args.progress, expected);
     let started = std::time::Instant::now();
     let report = imgstream_restore::write_stream(
         &target,
@@ -62,14 +62,14 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     target.finish(report.total)?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 { human((report.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
-    eprintln!(
-        "imgstream: restored {} to {} in {seconds:.2} s ({rate}); wrote {}, {} of zeros {}",
+    crate::note(&format!(
+        "restored {} to {} in {seconds:.2} s ({rate}); wrote {}, {} of zeros {}",
         human(report.total),
         args.target.display(),
         human(report.data),
         human(report.zeros),
         zero_words(target.kind(), target.zero_mode())
-    );
+    ));
     Ok(())
 }
 

@@ -147,3 +147,49 @@ fn an_empty_regular_file_as_stdout_gets_holes_and_append_mode_still_gets_every_b
     assert_eq!(&written[..6], b"header");
     assert_same_bytes("appended output", &written[6..], &piped);
 }
+
+#[test]
+fn output_file_is_sparse_and_never_overwrites_a_file_or_the_source() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let image = fixture("ext-ext4", dir.path());
+    let before = sha256(&image);
+    let piped = imgstream_ok(&["part", image.to_str().unwrap()]);
+
+    let out = dir.path().join("out.img");
+    run_ok(imgstream().args(["part", "-o"]).arg(&out).arg(&image));
+    assert_same_bytes("-o output", &std::fs::read(&out).unwrap(), &piped);
+    let metadata = std::fs::metadata(&out).unwrap();
+    assert!(metadata.blocks() * 512 < metadata.len(), "-o into a new file leaves the free space as holes");
+
+    let stderr = run_fails(imgstream().args(["part", "--output"]).arg(&out).arg(&image), 2);
+    assert!(stderr.contains("exists and is not empty"), "{stderr}");
+    assert_same_bytes("refused -o leaves the file", &std::fs::read(&out).unwrap(), &piped);
+    let stderr = run_fails(imgstream().args(["disk", "-o"]).arg(&image).arg(&image), 2);
+    assert!(stderr.contains("is the source"), "{stderr}");
+    assert_eq!(sha256(&image), before, "the source changed");
+
+    // A run that fails mid-stream leaves no file behind it.
+    let never = dir.path().join("never.img");
+    let stderr = run_fails(
+        imgstream().args(["disk", "-o"]).arg(&never).arg(&image).env("IMGSTREAM_TEST_FAIL_READ_AT", "9000000"),
+        1,
+    );
+    assert!(stderr.contains("Input/output error"), "{stderr}");
+    assert!(!never.exists(), "a failed run left {}", never.display());
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_one_line_on_failure() {
+    let dir = scratch();
+    let image = fixture("ext-ext4", dir.path());
+    let output = run_ok(imgstream().args(["part", "--quiet"]).arg(&image).stdout(Stdio::null()));
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Warnings are quiet too: an unknown volume is copied raw without a word.
+    let noise = dir.path().join("noise.img");
+    noise_image(&noise, 1 << 20);
+    let output = run_ok(imgstream().args(["-q", "disk"]).arg(&noise).stdout(Stdio::null()));
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = run_fails(imgstream().args(["part", "--quiet", "/nonexistent/disk.img"]), 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

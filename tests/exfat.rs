@@ -62,7 +62,7 @@ fn exfat_dirty_volume_is_refused_unless_forced() {
     let image = fixture("exfatbad-dirty", dir.path());
     let source = std::fs::read(&image).unwrap();
     let path = image.to_str().unwrap();
-    let stderr = run_fails(imgstream().args(["part", path]), 1);
+    let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse", path]), 1);
     assert!(stderr.starts_with("imgstream: error: ") && stderr.contains("VolumeDirty"), "{stderr}");
     assert!(imgstream_ok(&["part", "--raw", path]) == source, "--raw is not a copy");
     let forced = run_ok(imgstream().args(["part", "--force", path]));

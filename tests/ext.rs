@@ -40,7 +40,7 @@ fn header_number(header: &HashMap<String, String>, key: &str) -> usize {
 
 /// The free byte ranges per dumpe2fs's per-group "Free blocks:" lists. With bigalloc they name
 /// the first block of each free cluster, so a run `a-b` covers blocks a to b + ratio - 1.
-fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
+pub(crate) fn dumpe2fs_free(image: &Path) -> Vec<Range<usize>> {
     let header = dumpe2fs_header(image);
     let block = header_number(&header, "Block size");
     let ratio = header.get("Cluster size").map_or(1, |_| header_number(&header, "Cluster size") / block);
@@ -229,9 +229,14 @@ fn ext_needs_recovery_is_refused_copied_raw_or_forced() {
     let dir = scratch();
     let image = fixture("extbad-needs-recovery", dir.path());
     let source = read(&image);
-    let stderr = run_fails(imgstream().args(["part", path_str(&image)]), 1);
+    let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse", path_str(&image)]), 1);
     assert!(stderr.starts_with("imgstream: error: ") && stderr.contains("journal needs recovery"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    // The default, --on-unsafe raw: the source unchanged, with a warning that says why.
+    let output = run_ok(imgstream().args(["part", path_str(&image)]));
+    assert!(output.stdout == source, "--on-unsafe raw is not an exact copy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("imgstream: warning: ") && stderr.contains("journal needs recovery"), "{stderr}");
 
     let raw = imgstream_ok(&["part", "--raw", path_str(&image)]);
     assert!(raw == source, "--raw is not an exact copy");
@@ -483,7 +488,7 @@ fn root_ext_images_written_by_the_kernel_frozen_live_and_unmounted() {
             }
             compare_trees(&a, &b);
         }
-        let stderr = run_fails(imgstream().args(["part", path_str(&live)]), 1);
+        let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse", path_str(&live)]), 1);
         assert!(stderr.contains("journal needs recovery"), "{name} live: {stderr}");
     }
 }

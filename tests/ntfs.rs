@@ -288,7 +288,7 @@ fn root_outputs_mount_read_only_with_the_source_tree() {
 
 /// Runs `part` on a refused fixture: exit 1 and a single error line containing `reason`.
 fn assert_refused(image: &Path, reason: &str) {
-    let stderr = run_fails(imgstream().arg("part").arg(image), 1);
+    let stderr = run_fails(imgstream().args(["part", "--on-unsafe", "refuse"]).arg(image), 1);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.starts_with("imgstream: error: ") && stderr.contains(reason), "{stderr}");
 }
@@ -308,10 +308,13 @@ fn dirty_hibernated_and_unreplayed_volumes_are_refused_and_force_or_raw_override
         let before = sha256(&image);
         let source = read(&image);
         assert_refused(&image, reason);
-        assert!(info_json(&image, &[])["volume"]["status"] == "refused", "{name}: info status");
-        // --raw: the source unchanged.
-        let (_, raw) = part(&image, &["--raw"], "raw.img");
-        assert_same_bytes(&format!("{name} --raw"), &raw, &source);
+        assert!(info_json(&image, &["--on-unsafe", "refuse"])["volume"]["status"] == "refused", "{name}: info");
+        assert!(info_json(&image, &[])["volume"]["status"] == "raw", "{name}: info status");
+        // --raw, and the default --on-unsafe raw: the source unchanged.
+        for flags in [&["--raw"][..], &[]] {
+            let (_, raw) = part(&image, flags, "raw.img");
+            assert_same_bytes(&format!("{name} {flags:?}"), &raw, &source);
+        }
         // --force: elided as ntfsclone (itself forced past the dirty flag) elides it, with a warning.
         let output = run_ok(imgstream().args(["part", "--force"]).arg(&image));
         let stderr = String::from_utf8_lossy(&output.stderr);

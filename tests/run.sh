@@ -8,18 +8,45 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(borgbackup e2fsprogs zerofree ntfs-3g dosfstools exfatprogs exfat-fuse mtools partclone fdisk zstd util-linux)
+# Each package, and what needs it.
+declare -A why=(
+    [borgbackup]="backup-disk, restore-disk and the borg round trips"
+    [e2fsprogs]="mkfs.ext4, e2fsck, dumpe2fs, debugfs: the ext oracles"
+    [zerofree]="the ext peer, run on copies"
+    [ntfs-3g]="mkntfs, ntfsclone, ntfscat, ntfsinfo: the NTFS oracles"
+    [dosfstools]="mkfs.fat, fsck.fat"
+    [exfatprogs]="mkfs.exfat, fsck.exfat"
+    [exfat-fuse]="mounting exFAT read-only to compare files"
+    [mtools]="writing files into FAT images without a mount"
+    [partclone]="the partclone peers' block maps"
+    [fdisk]="sfdisk: partition tables for the disk tests"
+    [zstd]="unpacking fixtures/"
+    [util-linux]="losetup, mount, fincore"
+    [man-db]="rendering the generated man pages (package test)"
+    [xfsprogs]="mkfs.xfs: XFS named, and mounted through stacked loop devices (policy tests)"
+    [btrfs-progs]="mkfs.btrfs: btrfs named (policy tests)"
+    [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
+    [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"
+    [cryptsetup-bin]="cryptsetup luksFormat: LUKS1 and LUKS2 named (policy tests)"
+    [mdadm]="mdadm --examine: checks the md superblock the policy tests write"
+    [lvm2]="pvcreate: an LVM2 physical volume named (policy tests)"
+    [bcache-tools]="make-bcache: bcache named (policy tests)"
+    [apfsprogs]="mkapfs: APFS named (policy tests)"
+)
+packages=("${!why[@]}")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+    echo "tests: these oracle tools are missing:" >&2
+    for package in "${missing[@]}"; do echo "  $package: ${why[$package]}" >&2; done
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "tests: installing ${missing[*]}" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        echo "tests: installing them with apt-get (waiting up to 10 minutes for the dpkg lock)" >&2
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "tests: missing packages: ${missing[*]} (run as root to install them)" >&2
+        echo "tests: run as root to install them; the tests that need them skip (and fail under CI=true)" >&2
     fi
 fi
 

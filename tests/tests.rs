@@ -15,5 +15,7 @@ mod ext;
 mod fat;
 mod mutation;
 mod ntfs;
+mod package;
+mod policy;
 mod restore;
 mod swap;

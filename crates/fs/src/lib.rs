@@ -3,27 +3,72 @@
 //! [`examine`] recognises the filesystem of a volume, asks its crate for an [`Allocation`], and
 //! applies one policy to every filesystem:
 //! - unrecognised, or a variant its crate does not support: copy the volume raw, with a warning;
+//!   what [`signatures`] recognises (LUKS, XFS, qcow2, ...) is named in that warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
-//! - unsafe to zero (journal needs recovery, dirty, hibernated): fail, unless `--raw` (copy
-//!   unelided) or `--force` (elide anyway, with a warning).
+//! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
+//!   the volume raw with a warning (the default), fail, or elide anyway with a warning.
 
 #![forbid(unsafe_code)]
 
+pub mod signatures;
+
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
+use std::fmt;
 use std::io;
+use std::str::FromStr;
 
 /// What the user allows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Policy {
     /// Copy everything, do not even parse the filesystem (`--raw`).
     pub raw: bool,
-    /// Elide even when the filesystem says it is unsafe (`--force`).
-    pub force: bool,
+    /// What to do with a volume that is unsafe to elide (`--on-unsafe`, `--force`).
+    pub on_unsafe: OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
     pub drop_pagefile: bool,
     /// ext with metadata_csum: cross-check the bitmaps with an inode scan too (`--deep-check`).
     pub deep_check: bool,
+}
+
+/// What to do with a volume whose filesystem says zeroing its free space could lose data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUnsafe {
+    /// Copy it unelided, with a warning: the image is complete, only larger.
+    #[default]
+    Raw,
+    /// Fail the run.
+    Refuse,
+    /// Elide it anyway, with a warning: the image can lose data.
+    Force,
+}
+
+impl OnUnsafe {
+    /// Every value, as the command line spells it.
+    pub const NAMES: [&'static str; 3] = ["raw", "refuse", "force"];
+}
+
+impl FromStr for OnUnsafe {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "raw" => Ok(Self::Raw),
+            "refuse" => Ok(Self::Refuse),
+            "force" => Ok(Self::Force),
+            _ => Err(format!("{text:?} is not one of {}", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for OnUnsafe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Raw => "raw",
+            Self::Refuse => "refuse",
+            Self::Force => "force",
+        };
+        f.write_str(name)
+    }
 }
 
 /// How a volume's free space is treated.
@@ -50,17 +95,27 @@ pub struct Volume {
     pub elision: Elision,
     /// Messages for stderr.
     pub warnings: Vec<String>,
+    /// What the volume is when no parser handles it (a signature, or a partition's purpose).
+    pub recognised_as: Option<&'static str>,
 }
 
 impl Volume {
-    /// Name of the recognised filesystem, or "unknown".
+    /// Name of the recognised filesystem or container, or "unknown".
     pub fn filesystem(&self) -> &str {
-        self.allocation.as_ref().map_or("unknown", |a| &a.filesystem)
+        self.allocation.as_ref().map(|a| a.filesystem.as_str()).or(self.recognised_as).unwrap_or("unknown")
     }
 
-    fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
+    /// The whole volume copied, for `reason`; with a warning if `warn`.
+    pub fn raw(size: u64, allocation: Option<Allocation>, reason: String, warn: bool) -> Self {
         let warnings = if warn { vec![format!("{reason}; copying it raw")] } else { Vec::new() };
-        Self { size, allocation, used: RangeSet::from_range(0..size), elision: Elision::Raw(reason), warnings }
+        Self {
+            size,
+            allocation,
+            used: RangeSet::from_range(0..size),
+            elision: Elision::Raw(reason),
+            warnings,
+            recognised_as: None,
+        }
     }
 }
 
@@ -79,7 +134,7 @@ pub enum Error {
         message: String,
     },
     /// Zeroing free space could lose data.
-    #[error("unsafe to elide {filesystem}: {} (use --raw to copy it unelided, or --force to elide anyway)", reasons.join("; "))]
+    #[error("unsafe to elide {filesystem}: {} (--on-unsafe raw copies it unelided, --on-unsafe force elides anyway)", reasons.join("; "))]
     Unsafe {
         /// Which filesystem.
         filesystem: String,
@@ -130,7 +185,13 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
     let Some((filesystem, parsed)) = recognise(volume, policy)? else {
-        return Ok(Volume::raw(size, None, "no known filesystem".into(), true));
+        // Only what no parser claimed is looked up, so a crate that learns a format wins.
+        return Ok(match signatures::identify(volume)? {
+            Some(signature) => {
+                Volume { recognised_as: Some(signature.name), ..Volume::raw(size, None, signature.describe(), true) }
+            }
+            None => Volume::raw(size, None, "no known filesystem".into(), true),
+        });
     };
     let allocation = match parsed {
         Ok(allocation) => allocation,
@@ -145,17 +206,26 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     let mut warnings = allocation.warnings.clone();
     let elision = if allocation.unsafe_reasons.is_empty() {
         Elision::Elided
-    } else if policy.force {
-        warnings.push(format!(
-            "eliding {} despite: {} (--force)",
-            allocation.filesystem,
-            allocation.unsafe_reasons.join("; ")
-        ));
-        Elision::Forced
     } else {
-        return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
+        let reasons = allocation.unsafe_reasons.join("; ");
+        match policy.on_unsafe {
+            OnUnsafe::Force => {
+                warnings.push(format!(
+                    "eliding {} despite: {reasons} (--force / --on-unsafe force)",
+                    allocation.filesystem
+                ));
+                Elision::Forced
+            }
+            OnUnsafe::Refuse => {
+                return Err(Error::Unsafe { filesystem: allocation.filesystem, reasons: allocation.unsafe_reasons });
+            }
+            OnUnsafe::Raw => {
+                let reason = format!("{}: unsafe to elide: {reasons}", allocation.filesystem);
+                return Ok(Volume::raw(size, Some(allocation), reason, true));
+            }
+        }
     };
     // The parser promises volume-relative ranges; clipping keeps a bug there from reading past the end.
     let used = allocation.used.clipped(size);
-    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings })
+    Ok(Volume { size, used, allocation: Some(allocation), elision, warnings, recognised_as: None })
 }

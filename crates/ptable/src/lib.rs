@@ -15,10 +15,12 @@
 
 mod bytes;
 mod gpt;
+mod gpt_types;
 mod mbr;
 mod vbr;
 
 pub use gpt::{Relocation, move_backup_to_end};
+pub use gpt_types::{GptType, gpt_type};
 
 use imgstream_blockio::ReadAt;
 use imgstream_extents::RangeSet;
@@ -46,6 +48,15 @@ impl TableKind {
             TableKind::Gpt => "gpt",
             TableKind::Mbr => "dos",
             TableKind::None => "none",
+        }
+    }
+
+    /// The disk in words, for messages: "GPT disk", "MBR disk", "disk without a partition table".
+    pub fn disk_words(self) -> &'static str {
+        match self {
+            TableKind::Gpt => "GPT disk",
+            TableKind::Mbr => "MBR disk",
+            TableKind::None => "disk without a partition table",
         }
     }
 }

@@ -67,11 +67,9 @@ impl Target {
                 return Err(refuse("not a regular file or block device".into()));
             }
             let source = Source::open(path).map_err(open_error)?;
-            if let Some(mount) = mounts::writable_mount(&source).map_err(open_error)? {
-                return Err(refuse(format!(
-                    "mounted read-write at {} ({}): unmount it before restoring onto it",
-                    mount.mount_point, mount.device
-                )));
+            let mounts = mounts::mounts_over(&source).map_err(open_error)?;
+            if let Some(mount) = mounts.iter().find(|m| m.writable) {
+                return Err(refuse(format!("{}: unmount it before restoring onto it", mount.describe())));
             }
         }
         if existing.is_some_and(|t| t.is_block_device()) {
