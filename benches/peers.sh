@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of imgstream and its peers, in one run, on the same images:
 #
-#   benches/peers.sh [ext4] [ntfs] [restore]   (default: ext4 ntfs; root, to drop the page cache)
+#   benches/peers.sh [ext4] [ntfs] [xfs] [restore]   (default: ext4 ntfs; root, to drop the page cache)
 #
 # For each filesystem it builds a SIZE image (default 4G, env SIZE) filled with random garbage,
 # formats it, fills FILL% (default "30 90", env FILL) with random files, then times, with the
 # page cache dropped before every run:
-#   to /dev/null:  cat IMG | imgstream part IMG | the peers (zerofree on a copy + cat; ntfsclone)
+#   to /dev/null:  cat IMG | imgstream part IMG | the peers (zerofree on a copy + cat; ntfsclone;
+#                  partclone.xfs)
 #   into a pipe:   imgstream part of an empty filesystem | dd of=/dev/null bs=1M (zeros rate)
 #   into borg:     the same producers piped into borg create --chunker-params fixed,4194304 -
 #                  (and borg's default chunker for NTFS), with the deduplicated repository size.
@@ -150,6 +151,55 @@ bench_ntfs() {
     rm -f "$img"
 }
 
+# bench_xfs FILL: XFS aged by 20000 small files in 8 directories of which every other one is
+# deleted (fragmented free space, multi-level free-space B+trees), then FILL% of big files.
+# Also times the analysis alone (`imgstream info`, warm: the second of two runs) and compares the
+# bytes imgstream copies with the size of partclone's image.
+bench_xfs() {
+    local fill=$1 img="$WORK/xfs.img" bytes used levels
+    garbage_image "$img"
+    bytes=$(stat -c %s "$img")
+    mkfs.xfs -q -f "$img"
+    mkdir -p "$WORK/mnt"
+    mount -o loop "$img" "$WORK/mnt"
+    python3 - "$WORK/mnt" <<'PY'
+import os, sys
+root = sys.argv[1]
+for i in range(20000):
+    os.makedirs(f"{root}/small{i % 8}", exist_ok=True)
+    with open(f"{root}/small{i % 8}/f{i}", "wb") as out:
+        out.write(os.urandom(1 + (i * 7919) % 16384))
+os.sync()
+for i in range(20000):
+    if (i // 8) % 2 == 0:  # every other file of each directory
+        os.remove(f"{root}/small{i % 8}/f{i}")
+PY
+    fill_files "$WORK/mnt/files" $(( bytes * fill / 100 ))
+    umount "$WORK/mnt"
+    levels=$(for ag in $(seq 0 $(( $(xfs_db -r -c 'sb 0' -c 'p agcount' "$img" | awk '{print $3}') - 1 ))); do
+        xfs_db -r -c "agf $ag" -c 'p bnolevel' "$img" | awk '{print $3}'; done | sort -n | tail -1)
+    used=$("$IMGSTREAM" info --json "$img" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(v["used"])')
+    "$IMGSTREAM" info "$img" > /dev/null
+    local start end
+    start=$(date +%s.%N); "$IMGSTREAM" info "$img" > /dev/null; end=$(date +%s.%N)
+    partclone.xfs -q -c -s "$img" -o "$WORK/partclone.img" 2>/dev/null
+    echo
+    echo "XFS, $SIZE, ${fill}% of big files after 20000 small ones, half deleted: deepest free-space"
+    echo "B+tree $levels levels; imgstream info (warm) $(echo "$end - $start" | bc -l | cut -c1-5) s;"
+    echo "imgstream copies $(numfmt --to=iec "$used") ($used bytes), partclone's image is" \
+        "$(numfmt --to=iec "$(stat -c %s "$WORK/partclone.img")") ($(stat -c %s "$WORK/partclone.img") bytes)"
+    rm -f "$WORK/partclone.img"
+    timed "cat IMG > /dev/null" "cat '$img' > /dev/null"
+    timed "imgstream part IMG > /dev/null" "'$IMGSTREAM' part '$img' > /dev/null 2>/dev/null"
+    timed "partclone.xfs -c -s IMG -o - > /dev/null" "partclone.xfs -q -c -s '$img' -o - > /dev/null 2>/dev/null"
+    print_table "XFS, $SIZE image, $(( 100 * used / bytes ))% used (imgstream info): to /dev/null" "$bytes"
+    borg_row "cat IMG | borg create (fixed 4 MiB)" "cat '$img'"
+    borg_row "imgstream part IMG | borg create (fixed 4 MiB)" "'$IMGSTREAM' part '$img' 2>/dev/null"
+    borg_row "partclone.xfs -c -s IMG -o - | borg create (fixed 4 MiB)" "partclone.xfs -q -c -s '$img' -o - 2>/dev/null"
+    print_table "XFS, $SIZE image, $(( 100 * used / bytes ))% used: into borg" "$bytes"
+    rm -f "$img"
+}
+
 # bench_restore FILL: the way back: borg extract --stdout alone (the baseline), into cat (the
 # cost of the pipe itself), into imgstream restore --sparse (holes for zeros), and into dd of a
 # file (every zero written).
@@ -178,7 +228,8 @@ for fs in "${filesystems[@]}"; do
     case $fs in
         ext4) for fill in $FILL; do bench_ext4 "$fill"; done; bench_zeros_into_pipe ;;
         ntfs) for fill in $FILL; do bench_ntfs "$fill"; done ;;
+        xfs) for fill in $FILL; do bench_xfs "$fill"; done ;;
         restore) for fill in $FILL; do bench_restore "$fill"; done ;;
-        *) echo "peers: unknown filesystem $fs (ext4, ntfs, restore)" >&2; exit 2 ;;
+        *) echo "peers: unknown filesystem $fs (ext4, ntfs, xfs, restore)" >&2; exit 2 ;;
     esac
 done

@@ -103,7 +103,7 @@ impl Drop for FuseMount {
 }
 
 /// Every regular file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {

@@ -2,7 +2,7 @@
 # The whole test suite, as the README gives it: `bash tests/run.sh`.
 #
 # The oracles are real tools (e2fsprogs, zerofree, ntfs-3g, dosfstools, exfatprogs, mtools,
-# partclone, fdisk, borg). As root on Debian this installs the missing ones first; otherwise it
+# xfsprogs, partclone, fdisk, borg). As root on Debian this installs the missing ones first; otherwise it
 # says which are missing, and the tests that need them skip visibly (or fail when CI=true).
 # Extra arguments go to `cargo test` (e.g. `bash tests/run.sh ext`).
 set -euo pipefail
@@ -23,7 +23,7 @@ declare -A why=(
     [zstd]="unpacking fixtures/"
     [util-linux]="losetup, mount, fincore"
     [man-db]="rendering the generated man pages (package test)"
-    [xfsprogs]="mkfs.xfs: XFS named, and mounted through stacked loop devices (policy tests)"
+    [xfsprogs]="mkfs.xfs, xfs_db, xfs_repair, xfs_logprint: the XFS oracles; XFS mounted through stacked loop devices (policy tests)"
     [btrfs-progs]="mkfs.btrfs: btrfs named (policy tests)"
     [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
     [qemu-utils]="qemu-img: qcow2, VMDK, VHDX and VHD containers named (policy tests)"

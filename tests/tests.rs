@@ -19,3 +19,4 @@ mod package;
 mod policy;
 mod restore;
 mod swap;
+mod xfs;

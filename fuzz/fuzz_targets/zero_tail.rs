@@ -1,6 +1,6 @@
 //! A fuzz volume: the input's bytes, then zeros up to a size the input's last two bytes choose
 //! (in 4 KiB units, so up to 256 MiB). Small inputs can thus describe a large volume whose
-//! metadata lies at its start, without allocating it. Shared by the fat, exfat and swap targets.
+//! metadata lies at its start, without allocating it. Shared by the fat, exfat, swap and xfs targets.
 
 use imgstream_blockio::ReadAt;
 use std::io;

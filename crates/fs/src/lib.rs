@@ -3,7 +3,7 @@
 //! [`examine`] recognises the filesystem of a volume, asks its crate for an [`Allocation`], and
 //! applies one policy to every filesystem:
 //! - unrecognised, or a variant its crate does not support: copy the volume raw, with a warning;
-//!   what [`signatures`] recognises (LUKS, XFS, qcow2, ...) is named in that warning;
+//!   what [`signatures`] recognises (LUKS, btrfs, qcow2, ...) is named in that warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
 //!   the volume raw with a warning (the default), fail, or elide anyway with a warning.
@@ -165,6 +165,10 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     }
     if imgstream_fat::detect(volume)? {
         return Ok(Some(("fat", imgstream_fat::analyze(volume).map_err(boxed))));
+    }
+    // XFS: "XFSB" at byte 0.
+    if imgstream_xfs::detect(volume)? {
+        return Ok(Some(("xfs", imgstream_xfs::analyze(volume).map_err(boxed))));
     }
     // ext2/3/4: magic 0xEF53 at byte 1080, in the superblock.
     if imgstream_ext::detect(volume)? {

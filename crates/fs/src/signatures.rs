@@ -12,7 +12,7 @@ use std::io;
 /// A format that imgstream names but does not elide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signature {
-    /// Short name, shown where a filesystem's name would be ("luks2", "xfs", "qcow2").
+    /// Short name, shown where a filesystem's name would be ("luks2", "btrfs", "qcow2").
     pub name: &'static str,
     /// What it is, in words.
     pub what: &'static str,
@@ -91,8 +91,6 @@ const TABLE: &[Signature] = &[
     sig("vhdx", "VHDX disk image", HINT_IMAGE, AT_0, b"vhdxfile"),
     // Virtual Hard Disk Image Format Specification: a dynamic disk starts with a footer copy.
     sig("vhd", "VHD disk image", HINT_IMAGE, AT_0, b"conectix"),
-    // xfs_format.h: XFS_SB_MAGIC "XFSB" at the start of the primary superblock.
-    sig("xfs", "XFS filesystem", "", AT_0, b"XFSB"),
     // BitLocker (libbde documentation): OEM name "-FVE-FS-" in the boot sector.
     sig(
         "bitlocker",

@@ -5,7 +5,7 @@
 //! one policy to all of them: unsupported variants are copied raw, corrupt metadata fails, and
 //! [`Allocation::unsafe_reasons`] refuse elision unless the user forces it.
 //!
-//! The parsers also share their tools: [`fields`] reads little-endian fields of on-disk
+//! The parsers also share their tools: [`fields`] reads little- and big-endian fields of on-disk
 //! structures, and [`ParseError`] (with [`read_at`]) is the error of those whose messages all
 //! take the form "structure at byte N: problem".
 
