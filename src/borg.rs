@@ -187,8 +187,8 @@ fn table_archive(name: &str) -> String {
 pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
     // Everything is examined before any archive exists: a refused partition fails the run here.
-    let reader = disk::Reader::new(&source);
-    let plan = disk::plan(&source, &reader, &args.policy, None)?;
+    let reader = &source;
+    let plan = disk::plan(&source, &reader, &args.policy, None, false)?;
     for warning in &plan.layout.warnings {
         warn(warning);
     }

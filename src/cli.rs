@@ -15,8 +15,8 @@ Examples:
   imgstream info /dev/sda
 
 Exit status: 0 success, 1 failure (read/write error, corrupt filesystem, unsafe one with
---on-unsafe refuse, source mounted read-write, output closed early), 2 usage error. Killed by
-Ctrl-C: 130.";
+--on-unsafe refuse, source mounted read-write or changed while read, output closed early),
+2 usage error, 130 SIGINT (Ctrl-C), 143 SIGTERM.";
 
 /// Stream disks and partitions as raw images whose free space reads as zeros.
 #[derive(Debug, Parser)]
@@ -49,6 +49,9 @@ pub(crate) enum Command {
     Disk(crate::disk::DiskArgs),
     /// Write a raw image from stdin to a file or block device, optionally sparse.
     Restore(crate::restore::RestoreArgs),
+    /// Check an image stream on stdin against SOURCE: used bytes equal, free bytes zero, exact
+    /// length; lists the first differences and exits 1 on any.
+    Verify(crate::verify::VerifyArgs),
     /// Back up a whole disk into a borg repository: one archive per partition, one for the
     /// table, raw areas and a manifest. A failed run leaves no new archive.
     BackupDisk(crate::borg::BackupDiskArgs),
@@ -89,6 +92,9 @@ pub(crate) struct PartArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Reading a dying disk.
+    #[command(flatten)]
+    pub(crate) rescue: crate::rescue::RescueArgs,
     /// Where to write the image.
     #[command(flatten)]
     pub(crate) output: OutputArgs,
@@ -196,6 +202,7 @@ impl PolicyArgs {
             on_unsafe,
             drop_pagefile: self.drop_pagefile,
             deep_check: self.deep_check,
+            ..Default::default()
         }
     }
 

@@ -38,6 +38,9 @@ pub(crate) struct DiskArgs {
     /// How to stream.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    /// Reading a dying disk.
+    #[command(flatten)]
+    pub(crate) rescue: crate::rescue::RescueArgs,
     /// Where to write the image.
     #[command(flatten)]
     pub(crate) output: OutputArgs,
@@ -94,6 +97,9 @@ pub(crate) struct DiskPlan {
     pub(crate) parts: Vec<PartPlan>,
     /// Partitions' used ranges (disk offsets) plus every raw area.
     pub(crate) used: RangeSet,
+    /// The tables and the partitions' allocation maps (disk offsets), to catch a disk that
+    /// changes while it is read.
+    pub(crate) map: RangeSet,
 }
 
 /// The logical sector size to read the table with: the device's, or probed for an image.
@@ -103,12 +109,14 @@ pub(crate) fn sector_size_hint(source: &Source) -> Option<u32> {
 
 /// Reads the table of `source` (`opened`, as read through `source`), refuses a partition of
 /// `selected` (all if `None`) that is mounted read-write unless it is forced, then examines
-/// every partition under its policy. `disk` and `backup-disk` both plan with this.
+/// every partition under its policy (with `rescue`, one whose metadata cannot be read is copied
+/// raw). `disk`, `backup-disk` and `verify --disk` plan with this.
 pub(crate) fn plan(
     opened: &Source,
     source: &dyn ReadAt,
     policy: &DiskPolicyArgs,
     selected: Option<u32>,
+    rescue: bool,
 ) -> Result<DiskPlan, Failure> {
     let mounts = mounts::mounts_over(opened)?;
     let layout = imgstream_ptable::read_layout(source, sector_size_hint(opened))?;
@@ -122,14 +130,16 @@ pub(crate) fn plan(
         crate::part::refuse_mounted(&mounts, &partition.range(), &describe(partition), forced)?;
     }
     let mut used = layout.raw.clone();
+    let mut map: RangeSet = layout.structures.iter().map(|s| s.range.clone()).collect();
     let mut parts = Vec::new();
     for partition in &layout.partitions {
         let window = Window::new(source, partition.start, partition.len)?;
-        let volume = examine_partition(&window, partition, &policy.policy(partition.index))?;
+        let volume = examine_partition(&window, partition, &Policy { rescue, ..policy.policy(partition.index) })?;
         used.union_with(&volume.used.shifted(partition.start));
+        map.union_with(&volume.map_ranges().shifted(partition.start));
         parts.push(PartPlan { partition: partition.clone(), volume });
     }
-    Ok(DiskPlan { layout, parts, used })
+    Ok(DiskPlan { layout, parts, used, map })
 }
 
 /// `imgstream_fs::examine` on one partition. A partition whose GPT type holds no filesystem by
@@ -155,68 +165,37 @@ pub(crate) fn describe(partition: &Partition) -> String {
     format!("partition {} (bytes {}..{})", partition.index, partition.start, partition.start + partition.len)
 }
 
-/// The source as the commands read it. A test-only fault: with
-/// `IMGSTREAM_TEST_FAIL_READ_AT=<byte>` in a debug build, reads that cover that byte fail with
-/// an I/O error, as a failing disk would (release builds ignore the variable).
-pub(crate) struct Reader<'a> {
-    inner: &'a dyn ReadAt,
-    fail_at: Option<u64>,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(inner: &'a dyn ReadAt) -> Self {
-        let fail_at = if cfg!(debug_assertions) {
-            std::env::var("IMGSTREAM_TEST_FAIL_READ_AT").ok().and_then(|v| v.parse().ok())
-        } else {
-            None
-        };
-        Self { inner, fail_at }
-    }
-}
-
-impl ReadAt for Reader<'_> {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if let Some(at) = self.fail_at {
-            if offset <= at && at < offset.saturating_add(buf.len() as u64) {
-                return Err(std::io::Error::other(format!(
-                    "read of {} bytes at byte {offset}: Input/output error (injected)",
-                    buf.len()
-                )));
-            }
-        }
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-}
-
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
-    let reader = Reader::new(&opened);
-    let source: &dyn ReadAt = &reader;
-    let (plan, used, size, start) = if args.policy.common.raw && args.partition.is_none() {
+    let source: &dyn ReadAt = &opened;
+    let rescue_mode = args.rescue.rescue;
+    let plan = if args.policy.common.raw && args.partition.is_none() {
         crate::part::refuse_writable_mount(&opened, args.policy.common.force)?;
-        (None, RangeSet::from_range(0..source.size()), source.size(), 0)
+        None
     } else {
-        let plan = plan(&opened, source, &args.policy, args.partition)?;
-        match args.partition {
-            None => {
-                let used = plan.used.clone();
-                (Some(plan), used, source.size(), 0)
+        match plan(&opened, source, &args.policy, args.partition, rescue_mode) {
+            // An unreadable table: nothing is known free, so the whole disk is rescued raw.
+            Err(e) if rescue_mode && args.partition.is_none() => {
+                warn(&format!("{e}; copying the whole disk raw (--rescue)"));
+                None
             }
-            Some(index) => {
-                let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
-                    let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
-                    Failure::usage(format!(
-                        "{}: no partition {index} (partitions: {})",
-                        args.source.display(),
-                        known.join(", ")
-                    ))
-                })?;
-                let (used, len, start) = (part.volume.used.clone(), part.partition.len, part.partition.start);
-                (Some(plan), used, len, start)
-            }
+            plan => Some(plan?),
+        }
+    };
+    let (used, size, start, map) = match (&plan, args.partition) {
+        (None, _) => (RangeSet::from_range(0..source.size()), source.size(), 0, RangeSet::new()),
+        (Some(plan), None) => (plan.used.clone(), source.size(), 0, plan.map.clone()),
+        (Some(plan), Some(index)) => {
+            let part = plan.parts.iter().find(|p| p.partition.index == index).ok_or_else(|| {
+                let known: Vec<String> = plan.parts.iter().map(|p| p.partition.index.to_string()).collect();
+                Failure::usage(format!(
+                    "{}: no partition {index} (partitions: {})",
+                    args.source.display(),
+                    known.join(", ")
+                ))
+            })?;
+            let map = part.volume.map_ranges().shifted(part.partition.start);
+            (part.volume.used.clone(), part.partition.len, part.partition.start, map)
         }
     };
     if let Some(plan) = &plan {
@@ -231,16 +210,20 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     }
     let window = Window::new(source, start, size)?;
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let change = crate::part::ChangeCheck::start(source, map)?;
+    let rescue = args.rescue.reader(&window, opened.sector_size());
+    let reader: &dyn ReadAt = rescue.as_ref().map_or(&window, |r| r);
     let progress = progress::reporter(args.engine.progress, Some(size));
-    let stats =
-        imgstream_stream::stream(&window, &used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
+    let stats = imgstream_stream::stream(reader, &used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
     let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    change.finish(source, &args.source)?;
+    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))?;
     output.keep();
     let seconds = stats.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { human((stats.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     let what = match (&plan, args.partition) {
-        (None, _) => "disk (--raw)".to_owned(),
+        (None, _) => "disk (raw)".to_owned(),
         (Some(plan), None) => format!("{}, {} partition(s)", plan.layout.table.disk_words(), plan.parts.len()),
         (Some(_), Some(index)) => format!("partition {index}"),
     };

@@ -35,7 +35,12 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
 /// How `info` examines a volume: as if forced, so that an unsafe volume still shows its
 /// numbers; [`volume_report`] then says what `--on-unsafe` would do with it.
 pub(crate) fn examine_policy(args: &InfoArgs) -> Policy {
-    Policy { raw: false, on_unsafe: OnUnsafe::Force, drop_pagefile: args.drop_pagefile, deep_check: args.deep_check }
+    Policy {
+        on_unsafe: OnUnsafe::Force,
+        drop_pagefile: args.drop_pagefile,
+        deep_check: args.deep_check,
+        ..Policy::default()
+    }
 }
 
 /// A volume mounted read-write may read as corrupt (it changes while read): then its mount,
@@ -94,6 +99,8 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
         "reason": reason,
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
+        // Where the allocation map lives: what `part` reads again to catch a changing source.
+        "map_ranges": examined.map_ranges().iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
     })
 }
 

@@ -13,8 +13,11 @@ mod info;
 mod output;
 mod part;
 mod progress;
+mod rescue;
 mod restore;
+mod signals;
 mod size;
+mod verify;
 
 use clap::Parser;
 use std::fmt;
@@ -72,16 +75,21 @@ pub(crate) fn note(message: &str) {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     QUIET.store(cli.quiet, Ordering::Relaxed);
-    let result = match cli.command {
+    let streams = matches!(
+        cli.command,
+        cli::Command::Part(_) | cli::Command::Disk(_) | cli::Command::Restore(_) | cli::Command::Verify(_)
+    );
+    let result = if streams { signals::install() } else { Ok(()) }.and_then(|()| match cli.command {
         cli::Command::Part(args) => part::run(&args),
         cli::Command::Info(args) => info::run(&args),
         cli::Command::Disk(args) => disk::run(&args),
         cli::Command::Restore(args) => restore::run(&args),
+        cli::Command::Verify(args) => verify::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
         cli::Command::Man(args) => generate::man(&args),
         cli::Command::Completions(args) => generate::completions(&args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

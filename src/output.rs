@@ -46,6 +46,9 @@ impl Output {
                 )));
             }
         }
+        if existing.is_none() {
+            crate::signals::remove_on_signal(path);
+        }
         let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(cannot)?;
         // From here on, an error removes a file this run created.
         let created = existing.is_none().then(|| path.to_owned());
@@ -58,19 +61,27 @@ impl Output {
     /// A failed run in one line, naming the side that failed: the source for a read error,
     /// the output for a write error or an early close.
     pub(crate) fn failure(&self, source: &Path, error: imgstream_stream::Error) -> Failure {
-        match error {
-            imgstream_stream::Error::Read(_) | imgstream_stream::Error::BlockSize(_) => {
-                Failure::new(format!("{}: {error}", source.display()))
-            }
-            imgstream_stream::Error::OutputClosed { .. } | imgstream_stream::Error::Write { .. } => {
-                Failure::new(format!("{}: {error}", self.name))
-            }
-        }
+        stream_failure(source, &self.name, error)
     }
 
     /// The image is complete: keep the file.
     pub(crate) fn keep(mut self) {
-        self.created = None;
+        if let Some(path) = self.created.take() {
+            crate::signals::keep(&path);
+        }
+    }
+}
+
+/// A failed stream in one line, naming the side that failed: the source for a read error (the
+/// source's own read errors already start with its path), `output` for a write error or an
+/// early close.
+pub(crate) fn stream_failure(source: &Path, output: &str, error: imgstream_stream::Error) -> Failure {
+    match error {
+        imgstream_stream::Error::Read(_) => Failure::new(error.to_string()),
+        imgstream_stream::Error::BlockSize(_) => Failure::new(format!("{}: {error}", source.display())),
+        imgstream_stream::Error::OutputClosed { .. } | imgstream_stream::Error::Write { .. } => {
+            Failure::new(format!("{output}: {error}"))
+        }
     }
 }
 

@@ -6,26 +6,60 @@ use crate::size::{human, percent};
 use crate::{Failure, note, progress, warn};
 use imgstream_blockio::mounts::{self, Mount};
 use imgstream_blockio::{ReadAt, Source};
-use imgstream_fs::{Elision, Volume};
+use imgstream_extents::RangeSet;
+use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_stream::Stats;
 use std::ops::Range;
+use std::path::Path;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
     refuse_writable_mount(&source, args.policy.force)?;
-    let volume = imgstream_fs::examine(&source, &args.policy.policy())?;
+    let policy = Policy { rescue: args.rescue.rescue, ..args.policy.policy() };
+    let volume = imgstream_fs::examine(&source, &policy)?;
     for warning in &volume.warnings {
         warn(warning);
     }
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let change = ChangeCheck::start(&source, volume.map_ranges())?;
+    let rescue = args.rescue.reader(&source, source.sector_size());
+    let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);
     let progress = progress::reporter(args.engine.progress, Some(volume.size));
     let stats =
-        imgstream_stream::stream(&source, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
+        imgstream_stream::stream(reader, &volume.used, output.sink.as_mut(), args.engine.options(), progress.as_ref());
     drop(progress);
     let stats = stats.map_err(|e| output.failure(&args.source, e))?;
+    change.finish(&source, &args.source)?;
+    rescue.map_or(Ok(()), |r| args.rescue.finish(&r))?;
     output.keep();
     note(&summary(&volume, &stats));
     Ok(())
+}
+/// Catches a source that changes while it is read (a running VM's disk, a device mounted
+/// meanwhile): a digest of its allocation map, taken before streaming, must hold after it.
+pub(crate) struct ChangeCheck {
+    ranges: RangeSet,
+    before: u64,
+}
+
+impl ChangeCheck {
+    /// Takes the first digest of `ranges` of `source`.
+    pub(crate) fn start(source: &dyn ReadAt, ranges: RangeSet) -> Result<Self, Failure> {
+        let before = imgstream_fs::digest(source, &ranges)?;
+        Ok(Self { ranges, before })
+    }
+
+    /// Fails if the allocation map of `source` (named `path`) is not what it was at the start.
+    pub(crate) fn finish(&self, source: &dyn ReadAt, path: &Path) -> Result<(), Failure> {
+        if imgstream_fs::digest(source, &self.ranges)? == self.before {
+            Ok(())
+        } else {
+            Err(Failure::new(format!(
+                "{} changed while it was read: the image may be torn; image a snapshot",
+                path.display()
+            )))
+        }
+    }
 }
 
 /// Refuses a source mounted read-write, itself or anything in it or stacked on it: its

@@ -42,6 +42,7 @@ fn bar(total: Option<u64>) -> Bar {
     let style =
         ProgressStyle::with_template(template).expect("OK to unwrap: the template is a constant").progress_chars("=> ");
     bar.set_style(style);
+    crate::signals::clear_on_signal(&bar);
     Bar(bar)
 }
 

@@ -1,7 +1,7 @@
 //! `imgstream restore`: a raw image on stdin written to a file or block device.
 
 use crate::size::{human, parse_size};
-use crate::{Failure, progress};
+use crate::{Failure, progress, signals};
 use clap::Args;
 use imgstream_restore::{OpenOptions, Target, TargetKind, ZeroMode};
 use std::io::IsTerminal;
@@ -25,6 +25,9 @@ pub(crate) struct RestoreArgs {
     /// The exact stream length [default: a device's size; a file takes whatever arrives].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) size: Option<u64>,
+    /// Replace an existing non-empty file (refused otherwise).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Progress on stderr.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) progress: progress::ProgressMode,
@@ -42,24 +45,34 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     // Unbuffered: blocks are large, and the reader thread needs a `Send` handle.
     let mut input = std::fs::File::from(std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned()?);
-    let target = Target::open(
-        &args.target,
-        OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
-    )?;
-    let expected = args.size.or(target.capacity());
-    let progress = progress::reporter(args.progress, expected);
+    let expected = known_length(args, &mut input)?;
+    let existing = match std::fs::metadata(&args.target) {
+        Ok(metadata) => Some(metadata),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Failure::new(format!("{}: {e}", args.target.display()))),
+    };
+    if existing.as_ref().is_some_and(|m| m.is_file() && m.len() > 0) && !args.force {
+        return Err(Failure::new(format!(
+            "{} exists and is not empty: use --force to replace it",
+            args.target.display()
+        )));
+    }
+    // A file this run creates is removed again if the run fails or is interrupted.
+    let created = existing.is_none();
+    if created {
+        signals::remove_on_signal(&args.target);
+    }
     let started = std::time::Instant::now();
-    let report = imgstream_restore::write_stream(
-        &target,
-        &mut input,
-        0,
-        expected,
-        imgstream_restore::DEFAULT_BLOCK_SIZE,
-        progress.as_ref(),
-    );
-    drop(progress);
-    let report = report?;
-    target.finish(report.total)?;
+    let result = write(args, &mut input, expected);
+    if created {
+        match &result {
+            Ok(_) => signals::keep(&args.target),
+            Err(_) => {
+                let _ = std::fs::remove_file(&args.target);
+            }
+        }
+    }
+    let (report, target) = result?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 { human((report.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
     crate::note(&format!(
@@ -71,6 +84,60 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
         zero_words(target.kind(), target.zero_mode())
     ));
     Ok(())
+}
+
+/// The stream length, as far as it is known before the first write: `--size`, or what is left
+/// of stdin when it is a regular file. Both given must agree.
+fn known_length(args: &RestoreArgs, input: &mut std::fs::File) -> Result<Option<u64>, Failure> {
+    let metadata = input.metadata()?;
+    let in_file = if metadata.is_file() {
+        Some(metadata.len().saturating_sub(std::io::Seek::stream_position(input)?))
+    } else {
+        None
+    };
+    match (args.size, in_file) {
+        (Some(size), Some(len)) if size != len => Err(Failure::new(format!(
+            "--size {size} but stdin holds {len} bytes: nothing was written to {}",
+            args.target.display()
+        ))),
+        (size, len) => Ok(size.or(len)),
+    }
+}
+
+/// Opens the target and copies the stream into it; a stream that cannot fit is refused before
+/// the first write.
+fn write(
+    args: &RestoreArgs,
+    input: &mut std::fs::File,
+    expected: Option<u64>,
+) -> Result<(imgstream_restore::Report, Target), Failure> {
+    let target = Target::open(
+        &args.target,
+        OpenOptions { sparse: args.sparse, assume_zeroed: args.assume_zeroed, file_len: None },
+    )?;
+    // A device takes a stream of its own size, unless --size says otherwise.
+    let expected = match (expected, target.capacity()) {
+        (Some(len), Some(capacity)) if args.size.is_none() && len < capacity => {
+            return Err(Failure::new(format!(
+                "stdin holds {len} bytes, {} has {capacity}: give --size {len} to write it to the start of the device; nothing was written",
+                args.target.display()
+            )));
+        }
+        (expected, capacity) => expected.or(capacity),
+    };
+    let progress = progress::reporter(args.progress, expected);
+    let report = imgstream_restore::write_stream(
+        &target,
+        input,
+        0,
+        expected,
+        imgstream_restore::DEFAULT_BLOCK_SIZE,
+        progress.as_ref(),
+    );
+    drop(progress);
+    let report = report?;
+    target.finish(report.total)?;
+    Ok((report, target))
 }
 
 /// How zero runs were handled, for the summary.

@@ -171,10 +171,9 @@ fn output_file_is_sparse_and_never_overwrites_a_file_or_the_source() {
 
     // A run that fails mid-stream leaves no file behind it.
     let never = dir.path().join("never.img");
-    let stderr = run_fails(
-        imgstream().args(["disk", "-o"]).arg(&never).arg(&image).env("IMGSTREAM_TEST_FAIL_READ_AT", "9000000"),
-        1,
-    );
+    let bad = 9_000_000 / 4096 * 4096..9_000_000 / 4096 * 4096 + 4096;
+    let Some(faulty) = crate::faults::FaultySource::new(&image, std::slice::from_ref(&bad)) else { return };
+    let stderr = run_fails(imgstream().args(["disk", "-o"]).arg(&never).arg(faulty.path()), 1);
     assert!(stderr.contains("Input/output error"), "{stderr}");
     assert!(!never.exists(), "a failed run left {}", never.display());
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
+use crate::faults::FaultySource;
 use crate::ntfs::{files, ntfscat, ntfsfix_report};
 use crate::util::*;
 use serde_json::Value;
@@ -467,20 +468,16 @@ fn a_read_error_during_backup_disk_leaves_no_new_archive() {
     let before = borg.archives();
     // Partition 3 starts at byte 46137344; --raw makes every byte of it a read. Partitions 1
     // and 2 are archived before the failure, and must be removed again.
-    let stderr = run_fails(
-        borg.imgstream(&["backup-disk", "--raw", "--name", "bad"])
-            .arg(&disk)
-            .env("IMGSTREAM_TEST_FAIL_READ_AT", "50000000"),
-        1,
-    );
-    assert!(stderr.contains("Input/output error (injected)"), "{stderr}");
+    let bad_page = |at: u64| at / 4096 * 4096..at / 4096 * 4096 + 4096;
+    let Some(faulty) = FaultySource::new(&disk, &[bad_page(50_000_000)]) else { return };
+    let stderr = run_fails(borg.imgstream(&["backup-disk", "--raw", "--name", "bad"]).arg(faulty.path()), 1);
+    assert!(stderr.contains("Input/output error"), "{stderr}");
     assert!(stderr.contains("removed the 2 archive(s) this run had created (bad-part1, bad-part2)"), "{stderr}");
     assert_eq!(borg.archives(), before, "a failed backup left archives behind");
+    drop(faulty);
     // A failure before any archive: an unreadable partition table area.
-    let stderr = run_fails(
-        borg.imgstream(&["backup-disk", "--name", "bad2"]).arg(&disk).env("IMGSTREAM_TEST_FAIL_READ_AT", "60000000"),
-        1,
-    );
+    let Some(faulty) = FaultySource::new(&disk, &[bad_page(60_000_000)]) else { return };
+    let stderr = run_fails(borg.imgstream(&["backup-disk", "--name", "bad2"]).arg(faulty.path()), 1);
     assert!(stderr.contains("error:"), "{stderr}");
     assert_eq!(borg.archives(), before);
 }

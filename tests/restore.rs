@@ -170,7 +170,8 @@ fn root_a_mounted_target_is_refused() {
     let before = sha256(&backing);
     let stream = vec![0u8; 8 << 20];
     let on_device = restore(&["--sparse", device.path().to_str().unwrap()], &stream);
-    let on_file = restore(&["--sparse", backing.to_str().unwrap()], &stream);
+    // Even --force (replace a non-empty file) does not write through a mount.
+    let on_file = restore(&["--sparse", "--force", backing.to_str().unwrap()], &stream);
     run_ok(&mut Command::new("sync"));
     let after = sha256(&backing);
     let _ = Command::new("umount").arg(&mount_point).status();

@@ -3,19 +3,23 @@
 //! Parsers and the streaming engine see a volume only through [`ReadAt`]: `&self` reads at an
 //! absolute offset, so reader threads share one file descriptor without locks. [`Source`] opens
 //! a block device or image file read-only; [`Window`] narrows any `ReadAt` to one partition;
-//! [`Cursor`] adapts a `ReadAt` to `Read + Seek` for crates that want one (the ntfs crate).
+//! [`Cursor`] adapts a `ReadAt` to `Read + Seek` for crates that want one (the ntfs crate);
+//! [`Rescue`] turns unreadable sectors into zeros and remembers where they were (`--rescue`).
 
 mod cursor;
 pub mod ioctl;
 pub mod mounts;
+mod rescue;
 mod source;
 mod window;
 
 pub use cursor::Cursor;
+pub use rescue::Rescue;
 pub use source::{Source, SourceKind};
 pub use window::Window;
 
 use std::io;
+use std::ops::Range;
 
 /// Exact positional reads over a byte range `[0, size())`.
 pub trait ReadAt: Send + Sync {
@@ -24,6 +28,10 @@ pub trait ReadAt: Send + Sync {
 
     /// Length in bytes.
     fn size(&self) -> u64;
+
+    /// Advice: `range` was read and will not be read again soon, so the page cache may drop it
+    /// (a backup of a large disk would otherwise evict everything else). No-op by default.
+    fn drop_cache(&self, _range: Range<u64>) {}
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -32,6 +40,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn size(&self) -> u64 {
         (**self).size()
+    }
+    fn drop_cache(&self, range: Range<u64>) {
+        (**self).drop_cache(range);
     }
 }
 

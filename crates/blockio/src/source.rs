@@ -4,6 +4,7 @@ use crate::{ReadAt, ioctl};
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
@@ -70,11 +71,28 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The source's size now, to tell a source that shrank while it was read from a bad offset.
+    fn current_size(&self) -> io::Result<u64> {
+        match self.kind {
+            SourceKind::BlockDevice => ioctl::device_size(&self.file),
+            SourceKind::ImageFile => Ok(self.file.metadata()?.len()),
+        }
+    }
+}
+
 impl ReadAt for Source {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
-            let what =
-                if e.kind() == io::ErrorKind::UnexpectedEof { "unexpected end of file".into() } else { e.to_string() };
+            let what = match e.kind() {
+                io::ErrorKind::UnexpectedEof => match self.current_size() {
+                    Ok(now) if now < self.size => {
+                        format!("the source shrank from {} to {now} bytes while it was read", self.size)
+                    }
+                    _ => "unexpected end of file".into(),
+                },
+                _ => e.to_string(),
+            };
             io::Error::new(
                 e.kind(),
                 format!("{}: read of {} bytes at byte {offset}: {what}", self.path.display(), buf.len()),
@@ -83,5 +101,11 @@ impl ReadAt for Source {
     }
     fn size(&self) -> u64 {
         self.size
+    }
+    fn drop_cache(&self, range: Range<u64>) {
+        // Advice only: a failure leaves pages cached, nothing more.
+        if let (Ok(start), Ok(len)) = (i64::try_from(range.start), i64::try_from(range.end - range.start)) {
+            let _ = posix_fadvise(&self.file, start, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::{ReadAt, past_end};
 use std::io;
+use std::ops::Range;
 
 /// `[start, start + len)` of `inner`, addressed from 0.
 #[derive(Clone, Copy, Debug)]
@@ -38,5 +39,11 @@ impl<R: ReadAt> ReadAt for Window<R> {
     }
     fn size(&self) -> u64 {
         self.len
+    }
+    fn drop_cache(&self, range: Range<u64>) {
+        let end = range.end.min(self.len);
+        if range.start < end {
+            self.inner.drop_cache(self.start + range.start..self.start + end);
+        }
     }
 }

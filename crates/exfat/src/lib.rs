@@ -83,9 +83,12 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     }
     let mut used = RangeSet::from_range(0..boot.heap_start());
     let mut system_files = Vec::new();
+    // The main boot sector (VolumeFlags: dirty) and the allocation bitmaps.
+    let mut map_ranges = RangeSet::from_range(0..MIN_SECTOR as u64);
     for bitmap_file in &root.bitmaps {
-        system_files
-            .push(("allocation bitmap", bitmap::contiguous_clusters(volume, &boot, bitmap_file, "allocation bitmap")?));
+        let clusters = bitmap::contiguous_clusters(volume, &boot, bitmap_file, "allocation bitmap")?;
+        map_ranges.insert(boot.cluster_offset(clusters.start)..boot.cluster_offset(clusters.end));
+        system_files.push(("allocation bitmap", clusters));
         bitmap::read_into(volume, &boot, bitmap_file, &mut used)?;
     }
     if let Some(upcase) = &root.upcase {
@@ -126,6 +129,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     used.insert(boot.heap_end()..size);
 
     let mut allocation = Allocation::new("exfat", boot.cluster_size, used);
+    allocation.map_ranges = map_ranges;
     if boot.volume_flags & VOLUME_DIRTY != 0 {
         allocation.unsafe_reasons.push(
             "VolumeDirty is set in the main boot sector (byte 106): the volume was not cleanly unmounted and its allocation bitmap may be stale (run fsck.exfat)".into(),

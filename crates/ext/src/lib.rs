@@ -93,7 +93,7 @@ pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation
     if sb.has_incompat(incompat::MMP) {
         unsafe_reasons.extend(mmp::hazard(volume, &sb)?);
     }
-    let (mut used, free_clusters) = used_ranges(volume, &sb)?;
+    let (mut used, free_clusters, map_ranges) = used_ranges(volume, &sb)?;
     let (scan_detail, scan_warning) = if sb.has_ro_compat(ro_compat::METADATA_CSUM) && !options.deep_check {
         ("skipped: metadata_csum checksums the bitmaps (--deep-check scans anyway)".to_owned(), None)
     } else {
@@ -101,6 +101,7 @@ pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation
     };
 
     let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
+    allocation.map_ranges = map_ranges;
     allocation.unsafe_reasons = unsafe_reasons;
     allocation.warnings.extend(scan_warning);
     allocation.details = details(&sb, free_clusters);
@@ -158,8 +159,9 @@ fn hazards(sb: &Superblock) -> Vec<String> {
     reasons
 }
 
-/// The used byte ranges of the volume and the number of free clusters.
-fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), Error> {
+/// The used byte ranges of the volume, the number of free clusters, and where the allocation
+/// map lives (superblock, descriptor blocks, block bitmaps).
+fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64, RangeSet), Error> {
     let size = volume.size();
     let block_bytes = |blocks: Range<u64>| (blocks.start << sb.block_bits)..(blocks.end << sb.block_bits);
     let cluster_bytes = |clusters: Range<u64>| {
@@ -187,6 +189,7 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
     let per_block = sb.descs_per_block();
     let mut table = DescriptorTable::new(volume, sb);
     let mut free_total = 0u64;
+    let mut map = RangeSet::from_range(SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64);
     for group in 0..sb.groups {
         // Verified (checksum and locations) before anything in it is trusted.
         let desc = table.get(group)?;
@@ -221,7 +224,9 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
         if group % per_block == 0 {
             let block = table.block_location(group / per_block)?;
             metadata.push(block..block + 1);
+            map.insert(block_bytes(block..block + 1));
         }
+        map.insert(block_bytes(desc.block_bitmap..desc.block_bitmap + 1));
         for blocks in metadata {
             let bytes = block_bytes(round_to_clusters(blocks));
             if !from_bitmaps.contains_range(bytes.clone()) {
@@ -252,7 +257,7 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64), 
     }
 
     extra.sort_by_key(|r| r.start);
-    Ok((merge(&from_bitmaps, &extra).clipped(size), free_total))
+    Ok((merge(&from_bitmaps, &extra).clipped(size), free_total, map.clipped(size)))
 }
 
 /// The union of a set and sorted ranges, in one ascending pass (inserting in order is cheap).

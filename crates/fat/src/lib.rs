@@ -67,6 +67,11 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     used.insert(boot.data_end()..size);
 
     let mut allocation = Allocation::new(fat_type.name(), cluster_size, used);
+    // Every FAT copy, and the boot sector (its state byte is the dirty flag).
+    allocation.map_ranges = (0..boot.num_fats)
+        .map(|index| boot.fat_offset(index)..boot.fat_offset(index) + boot.fat_bytes_used())
+        .chain(std::iter::once(0..BOOT_SECTOR_LEN as u64))
+        .collect();
     let free = boot.cluster_count - scan.used_count;
     let warnings = &mut allocation.warnings;
     let dirty_fat = scan.dirty(fat_type);

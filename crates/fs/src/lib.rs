@@ -6,7 +6,8 @@
 //!   what [`signatures`] recognises (LUKS, btrfs, qcow2, ...) is named in that warning;
 //! - corrupt metadata: fail, unless the user asked for a raw copy (`--raw`);
 //! - unsafe to zero (journal needs recovery, dirty, hibernated): as [`OnUnsafe`] says: copy
-//!   the volume raw with a warning (the default), fail, or elide anyway with a warning.
+//!   the volume raw with a warning (the default), fail, or elide anyway with a warning;
+//! - metadata that cannot be read: fail, or in rescue mode copy the volume raw, with a warning.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod signatures;
 use imgstream_blockio::ReadAt;
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
 use std::fmt;
+use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::str::FromStr;
 
@@ -29,6 +31,8 @@ pub struct Policy {
     pub drop_pagefile: bool,
     /// ext with metadata_csum: cross-check the bitmaps with an inode scan too (`--deep-check`).
     pub deep_check: bool,
+    /// Metadata that cannot be read does not fail the run: the volume is copied raw (`--rescue`).
+    pub rescue: bool,
 }
 
 /// What to do with a volume whose filesystem says zeroing its free space could lose data.
@@ -100,6 +104,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Where its allocation map lives (empty when nothing was parsed).
+    pub fn map_ranges(&self) -> RangeSet {
+        self.allocation.as_ref().map(|a| a.map_ranges.clone()).unwrap_or_default()
+    }
+
     /// Name of the recognised filesystem or container, or "unknown".
     pub fn filesystem(&self) -> &str {
         self.allocation.as_ref().map(|a| a.filesystem.as_str()).or(self.recognised_as).unwrap_or("unknown")
@@ -182,13 +191,40 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     Ok(None)
 }
 
+/// A digest of the bytes of `volume` in `ranges` (an allocation's `map_ranges`): reading it
+/// before and after streaming tells whether the allocation map changed meanwhile.
+pub fn digest(volume: &dyn ReadAt, ranges: &RangeSet) -> io::Result<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut hasher = DefaultHasher::new();
+    let mut buffer = Vec::new();
+    for range in ranges.clipped(volume.size()).iter() {
+        let mut at = range.start;
+        while at < range.end {
+            let len = (range.end - at).min(CHUNK);
+            buffer.resize(usize::try_from(len).unwrap_or(0), 0);
+            volume.read_exact_at(&mut buffer, at)?;
+            hasher.write(&buffer);
+            at += len;
+        }
+        volume.drop_cache(range);
+    }
+    Ok(hasher.finish())
+}
+
 /// Decides which bytes of `volume` to copy.
 pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
     let size = volume.size();
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
-    let Some((filesystem, parsed)) = recognise(volume, policy)? else {
+    let unreadable = |error: &dyn fmt::Display| {
+        Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
+    };
+    let recognised = match recognise(volume, policy) {
+        Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        recognised => recognised?,
+    };
+    let Some((filesystem, parsed)) = recognised else {
         // Only what no parser claimed is looked up, so a crate that learns a format wins.
         return Ok(match signatures::identify(volume)? {
             Some(signature) => {
@@ -201,6 +237,7 @@ pub fn examine(volume: &dyn ReadAt, policy: &Policy) -> Result<Volume, Error> {
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
+                ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => Ok(Volume::raw(size, None, format!("{filesystem}: {error}"), true)),

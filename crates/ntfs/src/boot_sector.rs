@@ -19,6 +19,9 @@ const OEM_ID_OFFSET: usize = 3;
 const BYTES_PER_SECTOR: usize = 0x0B;
 /// u8: sectors per cluster, or (above 128) a negated power of two.
 const SECTORS_PER_CLUSTER: usize = 0x0D;
+/// FAT's reserved sectors, number of FATs, root entries and 16-bit sector count; its FAT size;
+/// its 32-bit sector count: all zero on NTFS.
+const FAT_ONLY_FIELDS: [std::ops::Range<usize>; 3] = [0x0E..0x15, 0x16..0x18, 0x20..0x24];
 /// u64: sectors in the volume, not counting the backup boot sector that follows them.
 const TOTAL_SECTORS: usize = 0x28;
 /// u64: first cluster of $MFT.
@@ -77,6 +80,19 @@ impl BootSector {
         sector.get(OEM_ID_OFFSET..OEM_ID_OFFSET + OEM_ID.len()) == Some(OEM_ID.as_slice())
     }
 
+    /// Whether `sector` has the shape of an NTFS boot sector whatever its OEM id: 0x55AA, the
+    /// BPB fields that FAT uses and NTFS requires to be zero (reserved sectors, FATs, root
+    /// entries, 16- and 32-bit sector counts, FAT size) all zero, and a 64-bit sector count and
+    /// $MFT and $MFTMirr clusters set. No FAT or exFAT boot sector looks like this, so a damaged
+    /// OEM id is reported as a damaged NTFS boot sector, not as a corrupt FAT.
+    pub(crate) fn has_shape(sector: &[u8]) -> bool {
+        let zero = |range: std::ops::Range<usize>| sector.get(range).is_some_and(|b| b.iter().all(|&b| b == 0));
+        sector.len() >= BOOT_SECTOR_SIZE
+            && le_u16(sector, SIGNATURE_OFFSET) == 0xAA55
+            && FAT_ONLY_FIELDS.into_iter().all(zero)
+            && [TOTAL_SECTORS, MFT_LCN, MFT_MIRROR_LCN].iter().all(|&offset| le_u64(sector, offset) != 0)
+    }
+
     /// Reads and validates the boot sector of `volume`.
     pub(crate) fn read(volume: &dyn ReadAt) -> Result<Self, Error> {
         let mut sector = [0u8; BOOT_SECTOR_SIZE];
@@ -90,7 +106,15 @@ impl BootSector {
     /// Validates a boot sector against the size of the volume it starts.
     pub(crate) fn parse(sector: &[u8; BOOT_SECTOR_SIZE], volume_size: u64) -> Result<Self, Error> {
         if !Self::has_signature(sector) {
-            return Err(corrupt(OEM_ID_OFFSET, "the OEM id is not \"NTFS    \"".into()));
+            let found = sector.get(OEM_ID_OFFSET..OEM_ID_OFFSET + OEM_ID.len()).unwrap_or_default();
+            return Err(corrupt(
+                OEM_ID_OFFSET,
+                format!(
+                    "the OEM id is \"{}\", not \"NTFS    \", but the rest is an NTFS boot sector (no FAT fields, $MFT at cluster {}): a damaged NTFS boot sector (its backup is in the volume's last sector)",
+                    found.escape_ascii(),
+                    le_u64(sector, MFT_LCN)
+                ),
+            ));
         }
         let signature = le_u16(sector, SIGNATURE_OFFSET);
         if signature != 0xAA55 {
@@ -272,6 +296,19 @@ mod tests {
     }
 
     const SIZE: u64 = 16 << 20;
+
+    #[test]
+    fn a_damaged_oem_id_is_still_recognised_as_ntfs_by_its_shape_and_named() {
+        let mut damaged = sample();
+        damaged[OEM_ID_OFFSET + 3] = b'X';
+        assert!(!BootSector::has_signature(&damaged) && BootSector::has_shape(&damaged));
+        let message = BootSector::parse(&damaged, SIZE).unwrap_err().to_string();
+        assert!(message.contains("\"NTFX    \"") && message.contains("damaged NTFS boot sector"), "{message}");
+        // A FAT field set (here: one reserved sector) is not NTFS's shape.
+        let mut fat_like = damaged;
+        fat_like[0x0E] = 1;
+        assert!(!BootSector::has_shape(&fat_like));
+    }
 
     #[test]
     fn a_valid_boot_sector_parses() {

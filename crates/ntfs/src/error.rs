@@ -25,7 +25,7 @@ pub enum Error {
         message: String,
     },
     /// The `ntfs` crate rejected a structure (its message carries the byte position).
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", crate_message(source))]
     Parse {
         /// What we were reading.
         context: String,
@@ -52,6 +52,15 @@ impl Error {
     pub(crate) fn parse(context: impl Into<String>) -> impl FnOnce(ntfs::NtfsError) -> Self {
         let context = context.into();
         move |source| Self::Parse { context, source }
+    }
+}
+
+/// The `ntfs` crate's message, except for I/O errors, which it shows as Rust debug text
+/// (`I/O error: Custom { kind: UnexpectedEof, ... }`): those are shown as the error's own line.
+fn crate_message(error: &ntfs::NtfsError) -> String {
+    match error {
+        ntfs::NtfsError::Io(e) => e.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -96,5 +105,13 @@ mod tests {
         let crate_bad = Error::parse("x")(ntfs::NtfsError::InvalidMftLcn);
         assert_eq!(crate_bad.class(), ErrorClass::Corrupt);
         assert_eq!(Error::corrupt("$Bitmap", 4096, "bad").to_string(), "$Bitmap at byte 4096: bad");
+    }
+
+    #[test]
+    fn read_errors_from_the_ntfs_crate_show_as_one_plain_line() {
+        let short =
+            io::Error::new(io::ErrorKind::UnexpectedEof, "read of 1024 bytes at byte 4096: unexpected end of file");
+        let error = Error::parse("$MFT (MFT record 0)")(ntfs::NtfsError::Io(short));
+        assert_eq!(error.to_string(), "$MFT (MFT record 0): read of 1024 bytes at byte 4096: unexpected end of file");
     }
 }

@@ -55,15 +55,15 @@ pub struct Options {
     pub drop_pagefile: bool,
 }
 
-/// Whether `volume` starts with an NTFS boot sector (its OEM id). Reads one sector; a volume
-/// too small for one is not NTFS.
+/// Whether `volume` starts with an NTFS boot sector (its OEM id, or the shape of its BPB when
+/// the OEM id is damaged). Reads one sector; a volume too small for one is not NTFS.
 pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
     let mut sector = [0u8; boot_sector::BOOT_SECTOR_SIZE];
     if volume.size() < sector.len() as u64 {
         return Ok(false);
     }
     volume.read_exact_at(&mut sector, 0)?;
-    Ok(BootSector::has_signature(&sector))
+    Ok(BootSector::has_signature(&sector) || BootSector::has_shape(&sector))
 }
 
 /// The byte ranges of `volume` that must be copied, with the hazards that make zeroing the
@@ -110,6 +110,7 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
         add_file_clusters(volume, boot, &ntfs, &mut fs, mft_stream, *mft_at, &mut used)?;
 
     let mut allocation = Allocation::new("ntfs", boot.cluster_size, RangeSet::new());
+    allocation.map_ranges = bitmap_stream.allocated_runs().map(|(position, len)| position..position + len).collect();
     let details = &mut allocation.details;
     details.push(("cluster size".into(), boot.cluster_size.to_string()));
     details.push(("sector size".into(), boot.sector_size.to_string()));

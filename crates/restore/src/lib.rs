@@ -18,7 +18,7 @@ mod target;
 mod writer;
 
 pub use target::{OpenOptions, Target, TargetKind, ZeroMode};
-pub use writer::{DEFAULT_BLOCK_SIZE, PAGE_SIZE, Report, write_stream};
+pub use writer::{DEFAULT_BLOCK_SIZE, PAGE_SIZE, Report, fill, write_stream};
 
 use std::io;
 use std::path::PathBuf;

@@ -58,7 +58,9 @@ pub fn write_stream(
         if offset.saturating_add(expected) > capacity {
             return Err(Error::Refused {
                 path: target.path.clone(),
-                reason: format!("{expected} bytes at byte {offset} do not fit in its {capacity} bytes"),
+                reason: format!(
+                    "{expected} bytes at byte {offset} do not fit in its {capacity} bytes: nothing was written"
+                ),
             });
         }
     }
@@ -116,8 +118,9 @@ pub fn write_stream(
     })
 }
 
-/// Reads until `buffer` is full or the stream ends (a pipe delivers at most its buffer per read).
-fn fill(input: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buffer` is full or the stream ends (a pipe delivers at most its buffer per read);
+/// returns the number of bytes read.
+pub fn fill(input: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while let Some(rest) = buffer.get_mut(filled..) {
         if rest.is_empty() {

@@ -90,11 +90,21 @@ pub enum Error {
     },
 }
 
+/// Everything before the writer's position has been read for good: every `DROP_STEP` bytes the
+/// page cache is told to drop it (`ReadAt::drop_cache`), read blocks and the kernel's readahead
+/// into free space alike, so that a backup does not evict the host's cache.
+const DROP_STEP: u64 = 8 << 20;
+
 /// A block a reader filled, or a run of zeros, tagged with its place in the image.
 enum Piece {
     Data(Vec<u8>),
     Zeros(u64),
 }
+
+/// What readers send the writer: a piece with its index, or `None` when a reader stopped on an
+/// error: its block will never come, so the writer stops too (else it would wait for that
+/// block while the other readers wait for the buffers it holds).
+type Message = Option<(usize, Piece)>;
 
 /// Streams the image of `source` to `sink`: bytes in `used` are copied, the rest is zeros.
 pub fn stream(
@@ -119,7 +129,7 @@ pub fn stream(
     for _ in 0..pool_size {
         pool_tx.send(Vec::new()).expect("OK to unwrap: the pool has room for every buffer");
     }
-    let (piece_tx, piece_rx) = bounded::<(usize, Piece)>(pool_size * 2 + 2);
+    let (piece_tx, piece_rx) = bounded::<Message>(pool_size * 2 + 2);
     let cancel = AtomicBool::new(false);
     let read_error: Mutex<Option<io::Error>> = Mutex::new(None);
 
@@ -131,11 +141,13 @@ pub fn stream(
                 if let Err(error) = read_blocks(source, used, plan, &pool_rx, &piece_tx, cancel, block_size) {
                     cancel.store(true, Ordering::Relaxed);
                     read_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
+                    // The writer may be gone already; then there is no one to tell.
+                    let _ = piece_tx.send(None);
                 }
             });
         }
         drop((pool_rx, piece_tx));
-        let result = write_in_order(&piece_rx, &pool_tx, sink, progress);
+        let result = write_in_order(&piece_rx, &pool_tx, sink, progress, source);
         // On a write error the readers must stop too: they see the flag or a closed channel.
         cancel.store(true, Ordering::Relaxed);
         drop((piece_rx, pool_tx));
@@ -160,7 +172,7 @@ fn read_blocks(
     used: &RangeSet,
     plan: &Mutex<std::iter::Enumerate<Plan<'_>>>,
     pool: &Receiver<Vec<u8>>,
-    pieces: &Sender<(usize, Piece)>,
+    pieces: &Sender<Message>,
     cancel: &AtomicBool,
     block_size: usize,
 ) -> io::Result<()> {
@@ -195,29 +207,32 @@ fn read_blocks(
                 Piece::Data(buffer)
             }
         };
-        if pieces.send((index, piece)).is_err() {
+        if pieces.send(Some((index, piece))).is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// The writer: emits pieces in image order, returning data buffers to the pool.
-/// Returns the number of bytes written when the readers are done.
+/// The writer: emits pieces in image order, returning data buffers to the pool, and lets the
+/// page cache drop what lies behind (see [`DROP_STEP`]). Returns the number of bytes written
+/// when the readers are done.
 fn write_in_order(
-    pieces: &Receiver<(usize, Piece)>,
+    pieces: &Receiver<Message>,
     pool: &Sender<Vec<u8>>,
     sink: &mut dyn Sink,
     progress: &dyn Progress,
+    source: &dyn ReadAt,
 ) -> Result<u64, Error> {
     let mut waiting: BTreeMap<usize, Piece> = BTreeMap::new();
     let mut next = 0usize;
     let mut written = 0u64;
+    let mut dropped_to = 0u64;
     let fail = |written: u64, source: io::Error| match source.kind() {
         io::ErrorKind::BrokenPipe => Error::OutputClosed { written },
         _ => Error::Write { written, source },
     };
-    while let Ok((index, piece)) = pieces.recv() {
+    while let Ok(Some((index, piece))) = pieces.recv() {
         waiting.insert(index, piece);
         while let Some(piece) = waiting.remove(&next) {
             let len = match piece {
@@ -236,8 +251,14 @@ fn write_in_order(
             written += len;
             progress.advance(len);
             next += 1;
+            if written - dropped_to >= DROP_STEP {
+                source.drop_cache(dropped_to..written);
+                dropped_to = written;
+            }
         }
     }
+    // To the end of the source, not of what was written: the kernel's readahead runs ahead.
+    source.drop_cache(dropped_to..source.size());
     Ok(written)
 }
 

@@ -256,3 +256,41 @@ fn a_pipe_sink_on_something_else_falls_back_to_writes() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(written == expected_image(&data, &used), "fallback output differs");
 }
+
+/// Fails its first block, but only once the other readers have filled every other buffer of
+/// the pool: the writer then holds them all, waiting for the failed block.
+struct FailsFirstBlockLast {
+    data: Vec<u8>,
+    others_read: AtomicU64,
+    others_needed: u64,
+}
+
+impl ReadAt for FailsFirstBlockLast {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset == 0 {
+            let started = std::time::Instant::now();
+            while self.others_read.load(Ordering::SeqCst) < self.others_needed
+                && started.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return Err(io::Error::other("injected read error at byte 0"));
+        }
+        self.others_read.fetch_add(1, Ordering::SeqCst);
+        self.data.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+#[test]
+fn a_read_error_while_the_writer_holds_every_buffer_stops_the_run_instead_of_hanging() {
+    let block = 64 << 10;
+    // Two readers, four buffers: the second reader fills three blocks while the first fails.
+    let source = FailsFirstBlockLast { data: vec![1; 16 * block], others_read: AtomicU64::new(0), others_needed: 3 };
+    let used = RangeSet::from_range(0..source.size());
+    let mut sink = StreamSink::new(Vec::new());
+    let error = stream(&source, &used, &mut sink, options(2, block), &NoProgress).unwrap_err();
+    assert!(error.to_string().contains("injected read error at byte 0"), "{error}");
+}

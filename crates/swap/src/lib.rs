@@ -137,6 +137,8 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let mut used = RangeSet::from_range(0..page_size);
     used.insert(swap_end..size);
     let mut allocation = Allocation::new("swap", page_size, used);
+    // The header page: swapon rewrites it.
+    allocation.map_ranges = RangeSet::from_range(0..page_size);
     let details = &mut allocation.details;
     let mut detail = |label: &str, value: String| details.push((label.to_owned(), value));
     detail("page size", page_size.to_string());

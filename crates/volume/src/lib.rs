@@ -34,6 +34,9 @@ pub struct Allocation {
     pub warnings: Vec<String>,
     /// Extra facts for `imgstream info`, as (label, value) pairs in display order.
     pub details: Vec<(String, String)>,
+    /// Where the allocation map and the state a mount changes live (bitmaps, FATs, superblock):
+    /// read again after streaming, a difference means the source changed while it was read.
+    pub map_ranges: RangeSet,
 }
 
 impl Allocation {
@@ -46,6 +49,7 @@ impl Allocation {
             unsafe_reasons: Vec::new(),
             warnings: Vec::new(),
             details: Vec::new(),
+            map_ranges: RangeSet::new(),
         }
     }
 }

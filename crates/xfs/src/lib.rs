@@ -83,6 +83,9 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
 
     let used = free.complement(0..volume.size());
     let mut allocation = Allocation::new("xfs", block_size, used);
+    // Each AG's header sectors (superblock, AGF, AGI, AGFL): an allocation rewrites its AGF.
+    let headers = 4 * u64::from(sb.sector_size);
+    allocation.map_ranges = (0..sb.ag_count).map(|agno| sb.byte_of(agno, 0)..sb.byte_of(agno, 0) + headers).collect();
     allocation.unsafe_reasons = hazards(&sb, log_state.as_ref());
     allocation.details = details(&sb, &free, extent_count, log_state.as_ref());
     Ok(allocation)
