@@ -14,6 +14,7 @@ mod exfat;
 mod ext;
 mod fat;
 mod faults;
+mod journal;
 mod mutation;
 mod ntfs;
 mod package;

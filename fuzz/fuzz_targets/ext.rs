@@ -1,7 +1,10 @@
 //! Fuzzes imgstream_ext: arbitrary bytes as a volume (see zero_tail.rs). Properties: no panic,
 //! used ranges within the volume, deterministic, the boot area and the superblock (the first
-//! 2048 bytes) always kept, and errors on one line. With `--deep-check` (the inode scan on
-//! metadata_csum filesystems too) the answer only ever keeps more, or fails.
+//! 2048 bytes) always kept, and errors on one line. The seed `ext-journal-1k-40k`
+//! (make-ext-journal-seed.sh) needs recovery, so that mutations reach the journal analysis:
+//! the journal inode's extent tree, the JBD2 superblock, descriptor tags, escaped copies and
+//! logged bitmaps. With `--deep-check` (the inode scan on metadata_csum filesystems too) the
+//! answer only ever keeps more, or fails.
 
 #![no_main]
 

@@ -24,30 +24,49 @@ pub(crate) fn read_bitmap(
     group: u64,
     desc: &GroupDesc,
 ) -> Result<Vec<u8>, Error> {
+    let (bitmap, verified) = read_bitmap_unverified(volume, sb, group, desc)?;
+    verified.map(|()| bitmap)
+}
+
+/// Reads the block bitmap of `group`; the second value says whether its checksum matches the
+/// one in the descriptor (always, without metadata_csum).
+pub(crate) fn read_bitmap_unverified(
+    volume: &dyn ReadAt,
+    sb: &Superblock,
+    group: u64,
+    desc: &GroupDesc,
+) -> Result<(Vec<u8>, Result<(), Error>), Error> {
     // clusters_per_group is validated: at most 8 * 64 KiB bits, a multiple of 8.
     let mut bitmap = vec![0; usize::try_from(sb.clusters_per_group / 8).unwrap_or(0)];
     let offset = desc.block_bitmap << sb.block_bits;
     read_at(volume, || format!("block bitmap of group {group}"), offset, &mut bitmap)?;
-    if sb.has_ro_compat(ro_compat::METADATA_CSUM) {
-        let computed = crc32c_raw(sb.csum_seed, &[&bitmap]);
-        let (lo, hi) = desc.block_bitmap_csum;
-        let matches = match hi {
-            Some(hi) => computed == u32::from(hi) << 16 | u32::from(lo),
-            None => computed & 0xFFFF == u32::from(lo),
-        };
-        if !matches {
-            let stored = hi.map_or(u32::from(lo), |hi| u32::from(hi) << 16 | u32::from(lo));
-            return Err(Error::corrupt(
-                format!("block bitmap of group {group}"),
-                offset,
-                format!(
-                    "checksum 0x{computed:08x} does not match 0x{stored:08x} in group descriptor {group} at byte {}",
-                    desc.offset
-                ),
-            ));
-        }
+    let verified = if sb.has_ro_compat(ro_compat::METADATA_CSUM) {
+        verify_checksum(sb, group, desc, &bitmap, offset)
+    } else {
+        Ok(())
+    };
+    Ok((bitmap, verified))
+}
+
+fn verify_checksum(sb: &Superblock, group: u64, desc: &GroupDesc, bitmap: &[u8], offset: u64) -> Result<(), Error> {
+    let computed = crc32c_raw(sb.csum_seed, &[bitmap]);
+    let (lo, hi) = desc.block_bitmap_csum;
+    let matches = match hi {
+        Some(hi) => computed == u32::from(hi) << 16 | u32::from(lo),
+        None => computed & 0xFFFF == u32::from(lo),
+    };
+    if matches {
+        return Ok(());
     }
-    Ok(bitmap)
+    let stored = hi.map_or(u32::from(lo), |hi| u32::from(hi) << 16 | u32::from(lo));
+    Err(Error::corrupt(
+        format!("block bitmap of group {group}"),
+        offset,
+        format!(
+            "checksum 0x{computed:08x} does not match 0x{stored:08x} in group descriptor {group} at byte {}",
+            desc.offset
+        ),
+    ))
 }
 
 /// Number of clear bits among the first `bits` of an LSB-first bitmap.

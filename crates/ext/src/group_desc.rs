@@ -110,7 +110,8 @@ impl<'a> DescriptorTable<'a> {
     }
 }
 
-fn parse(sb: &Superblock, desc: &[u8], offset: u64) -> GroupDesc {
+/// Decodes one descriptor (`desc`, desc_size bytes, at byte `offset`), without checks.
+pub(crate) fn parse(sb: &Superblock, desc: &[u8], offset: u64) -> GroupDesc {
     let bit64 = sb.has_incompat(incompat::BIT64);
     let wide =
         |lo: usize, hi: usize| u64::from(le32(desc, lo)) | if bit64 { u64::from(le32(desc, hi)) << 32 } else { 0 };

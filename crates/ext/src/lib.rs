@@ -12,9 +12,13 @@
 //! bitmap says, and the blocks the inodes in use reference ([`inode_scan`]) are kept where a
 //! bitmap marks them free, with a warning (without metadata_csum, or with `--deep-check`).
 //!
-//! Hazards that a valid filesystem can be in (journal needs recovery, external journal, not
-//! cleanly unmounted, errors recorded, MMP in use) are reported in
-//! [`Allocation::unsafe_reasons`]; the `fs` crate decides what to do with them.
+//! When the journal needs recovery, the blocks its committed transactions and fast commits
+//! allocate count as used too ([`recovery`]), and free counts are not cross-checked: the image
+//! keeps the journal, which replays when the restored filesystem is mounted.
+//!
+//! Hazards that a valid filesystem can be in (a journal that needs recovery but cannot be
+//! analysed, external journal, not cleanly unmounted, errors recorded, MMP in use) are reported
+//! in [`Allocation::unsafe_reasons`]; the `fs` crate decides what to do with them.
 //!
 //! References: e2fsprogs lib/ext2fs (openfs.c, closefs.c, alloc_sb.c, rw_bitmaps.c, csum.c,
 //! check_desc.c), the kernel's Documentation/filesystems/ext4, and the team's notes
@@ -23,11 +27,15 @@
 #![forbid(unsafe_code)]
 
 mod block_bitmap;
+mod block_map;
 mod checksum;
+mod fast_commit;
 mod features;
 mod group_desc;
 mod inode_scan;
+mod journal;
 mod mmp;
+mod recovery;
 mod superblock;
 
 #[cfg(test)]
@@ -39,7 +47,8 @@ pub use imgstream_volume::ParseError as Error;
 use features::{incompat, ro_compat};
 use group_desc::{BG_FREE_BLOCKS_COUNT_LO, BLOCK_UNINIT, DescriptorTable};
 use imgstream_blockio::ReadAt;
-use imgstream_volume::{Allocation, RangeSet, read_at};
+use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet, read_at};
+use recovery::Recovery;
 use std::io;
 use std::ops::Range;
 use superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
@@ -93,8 +102,16 @@ pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation
     if sb.has_incompat(incompat::MMP) {
         unsafe_reasons.extend(mmp::hazard(volume, &sb)?);
     }
-    let (mut used, free_clusters, map_ranges) = used_ranges(volume, &sb)?;
-    let (scan_detail, scan_warning) = if sb.has_ro_compat(ro_compat::METADATA_CSUM) && !options.deep_check {
+    let recovery =
+        if sb.has_incompat(incompat::RECOVER) { Some(journal_view(volume, &sb, &mut unsafe_reasons)?) } else { None };
+    let mut warnings = Vec::new();
+    let (mut used, free_clusters, map_ranges) = used_ranges(volume, &sb, recovery.as_ref(), &mut warnings)?;
+    let (scan_detail, scan_warning) = if recovery.is_some() {
+        // The inodes on disk predate the journal's transactions, which may free and reuse
+        // their blocks (an old indirect block may hold new data): only the replayed view
+        // could be scanned.
+        ("skipped: the journal needs recovery, so the inodes on disk are not current".to_owned(), None)
+    } else if sb.has_ro_compat(ro_compat::METADATA_CSUM) && !options.deep_check {
         ("skipped: metadata_csum checksums the bitmaps (--deep-check scans anyway)".to_owned(), None)
     } else {
         add_file_blocks(volume, &sb, &mut used)?
@@ -103,10 +120,34 @@ pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation
     let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
     allocation.map_ranges = map_ranges;
     allocation.unsafe_reasons = unsafe_reasons;
+    allocation.warnings = warnings;
     allocation.warnings.extend(scan_warning);
     allocation.details = details(&sb, free_clusters);
+    if let Some(recovery) = recovery.filter(|_| allocation.unsafe_reasons.is_empty()) {
+        allocation.details.push(("journal".into(), recovery.summary()));
+    }
     allocation.details.push(("inode scan".into(), scan_detail));
     Ok(allocation)
+}
+
+/// What the journal of a filesystem that needs recovery adds to its bitmaps. When the log cannot
+/// be judged, nothing (the on-disk bitmaps alone, for `--force`) and the reason in `reasons`.
+fn journal_view(volume: &dyn ReadAt, sb: &Superblock, reasons: &mut Vec<String>) -> Result<Recovery, Error> {
+    let why_not = if sb.external_journal().is_some() {
+        "it is on an external device".to_owned()
+    } else if !sb.has_compat(features::compat::HAS_JOURNAL) || sb.journal_inum == 0 {
+        "the filesystem has no journal".to_owned()
+    } else {
+        match Recovery::analyze(volume, sb) {
+            Ok(recovery) => return Ok(recovery),
+            Err(error) if error.class() == ErrorClass::Io => return Err(error),
+            Err(error) => error.to_string(),
+        }
+    };
+    reasons.insert(0, format!(
+        "the journal needs recovery (needs_recovery is set) and cannot be analysed: {why_not}; committed transactions may allocate blocks that the on-disk bitmaps still show as free; mount the filesystem or run e2fsck to replay it first"
+    ));
+    Ok(Recovery::default())
 }
 
 /// Adds to `used` the clusters that inodes in use reference but the bitmaps mark free. Returns
@@ -139,11 +180,6 @@ fn add_file_blocks(
 /// The states in which the on-disk bitmaps may not tell the whole truth.
 fn hazards(sb: &Superblock) -> Vec<String> {
     let mut reasons = Vec::new();
-    if sb.has_incompat(incompat::RECOVER) {
-        reasons.push(
-            "the journal needs recovery (needs_recovery is set): committed transactions may allocate blocks that the on-disk bitmaps still show as free; mount the filesystem or run e2fsck to replay it first".into(),
-        );
-    }
     if let Some(journal) = sb.external_journal() {
         reasons.push(format!("the journal is on an external device ({journal}): whether it holds transactions to replay cannot be checked from this volume"));
     }
@@ -160,8 +196,14 @@ fn hazards(sb: &Superblock) -> Vec<String> {
 }
 
 /// The used byte ranges of the volume, the number of free clusters, and where the allocation
-/// map lives (superblock, descriptor blocks, block bitmaps).
-fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64, RangeSet), Error> {
+/// map lives (superblock, descriptor blocks, block bitmaps, and the journal when it needs
+/// recovery); with `recovery`, including what the journal allocates.
+fn used_ranges(
+    volume: &dyn ReadAt,
+    sb: &Superblock,
+    recovery: Option<&Recovery>,
+    warnings: &mut Vec<String>,
+) -> Result<(RangeSet, u64, RangeSet), Error> {
     let size = volume.size();
     let block_bytes = |blocks: Range<u64>| (blocks.start << sb.block_bits)..(blocks.end << sb.block_bits);
     let cluster_bytes = |clusters: Range<u64>| {
@@ -190,13 +232,24 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64, R
     let mut table = DescriptorTable::new(volume, sb);
     let mut free_total = 0u64;
     let mut map = RangeSet::from_range(SUPERBLOCK_OFFSET..SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64);
+    if let Some(recovery) = recovery {
+        extra.extend(recovery.fast_commit_blocks.iter().map(|blocks| block_bytes(round_to_clusters(blocks.clone()))));
+        for blocks in &recovery.journal_blocks {
+            map.insert(block_bytes(blocks.clone()));
+        }
+    }
     for group in 0..sb.groups {
         // Verified (checksum and locations) before anything in it is trusted.
         let desc = table.get(group)?;
         let clusters = sb.clusters_in_group(group);
         let first_cluster = sb.group_first_block(group) >> sb.cluster_bits;
         // BLOCK_UNINIT counts only with descriptor checksums, which `get` verified.
-        let free = if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
+        let free = if let Some(recovery) = recovery {
+            let bitmap = recovery.group_bitmap(volume, sb, group, &desc, warnings)?;
+            let base = first_cluster << (sb.block_bits + sb.cluster_bits);
+            from_bitmaps.insert_bitmap(&bitmap, clusters, base, sb.cluster_size());
+            block_bitmap::count_free(&bitmap, clusters)
+        } else if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
             let used = block_bitmap::uninit_used_clusters(sb, group, &desc);
             for range in used.iter() {
                 from_bitmaps.insert(cluster_bytes(range));
@@ -241,7 +294,8 @@ fn used_ranges(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, u64, R
                 extra.push(bytes);
             }
         }
-        if free != desc.free_clusters {
+        // Recovery may leave free counts behind the bitmaps; they are rewritten at replay.
+        if free != desc.free_clusters && recovery.is_none() {
             let source = if honour_uninit && desc.flags & BLOCK_UNINIT != 0 {
                 "the layout of this BLOCK_UNINIT group leaves"
             } else {

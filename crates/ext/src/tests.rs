@@ -180,10 +180,15 @@ fn detect_needs_the_magic_and_enough_bytes() {
 // ---- hazards ----
 
 #[test]
-fn needs_recovery_is_unsafe() {
-    let allocation = analyze_bytes(&fixture("extbad-needs-recovery")).unwrap();
-    assert_eq!(allocation.unsafe_reasons.len(), 1, "{:?}", allocation.unsafe_reasons);
-    assert!(allocation.unsafe_reasons[0].contains("journal needs recovery"));
+fn needs_recovery_with_an_external_journal_is_unsafe() {
+    // The journal lives elsewhere: what it allocates cannot be known from this volume.
+    let mut img = fixture("extbad-needs-recovery");
+    set_sb32(&mut img, S_JOURNAL_INUM, 0);
+    set_sb32(&mut img, S_JOURNAL_DEV, 0x0803);
+    let reasons = analyze_bytes(&img).unwrap().unsafe_reasons;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("journal needs recovery") && reasons[0].contains("it is on an external device"));
+    assert!(reasons[1].contains("external device (device 0x803"), "{reasons:?}");
 }
 
 #[test]
