@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of imgstream and its peers, in one run, on the same images:
 #
-#   benches/peers.sh [ext4] [ntfs] [xfs] [restore]   (default: ext4 ntfs; root, to drop the page cache)
+#   benches/peers.sh [ext4] [ntfs] [xfs] [restore] [backup]   (default: ext4 ntfs; root, to drop the page cache)
 #
 # For each filesystem it builds a SIZE image (default 4G, env SIZE) filled with random garbage,
 # formats it, fills FILL% (default "30 90", env FILL) with random files, then times, with the
@@ -11,6 +11,10 @@
 #   into a pipe:   imgstream part of an empty filesystem | dd of=/dev/null bs=1M (zeros rate)
 #   into borg:     the same producers piped into borg create --chunker-params fixed,4194304 -
 #                  (and borg's default chunker for NTFS), with the deduplicated repository size.
+# backup: imgstream backup-disk (FUSE view + borg create --sparse, and --no-fuse's tar stream)
+# against borg --sparse on a sparse file of the same elided image (the ideal: borg reads only
+# data) and ntfsclone -s | borg, cold and warm, with imgstream's own CPU time (the FUSE server);
+# DISK_SIZE (default 16G) and NTFS_SIZE (default 4G) set the images' sizes.
 # Prints tables of times, rates and speed ratios to each table's first row (the `cat` baseline). Everything lives under WORK
 # (default a new dir in /var/tmp) and is removed on exit.
 set -euo pipefail
@@ -22,7 +26,11 @@ filesystems=("$@")
 [ ${#filesystems[@]} -gt 0 ] || filesystems=(ext4 ntfs)
 
 WORK=$(mktemp -d "${WORK_PARENT:-/var/tmp}/imgstream-peers.XXXXXX")
-cleanup() { mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"; rm -rf "$WORK"; }
+cleanup() {
+    mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"
+    for loop in $(losetup -n -O NAME -j "$WORK/disk.img" 2>/dev/null); do losetup -d "$loop"; done
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 export BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$WORK/borg-home"
@@ -40,7 +48,7 @@ drop_caches() {
 declare -a LABELS=() SECONDS_TAKEN=() EXTRA=()
 timed() {
     local label=$1 command=$2 start end
-    drop_caches
+    [ -n "${WARM:-}" ] || drop_caches
     start=$(date +%s.%N)
     bash -o pipefail -c "$command"
     end=$(date +%s.%N)
@@ -224,12 +232,102 @@ bench_restore() {
     rm -rf "$repo" "$img" "$WORK/out"
 }
 
+# aged_gpt_disk PATH: a DISK_SIZE GPT disk (512 MiB ESP, ext4 and NTFS halves of the rest),
+# each filesystem filled with random files of which half are deleted again (stale data in free
+# space), ending about 5% used. Each partition gets its own loop device (offset and size from
+# sfdisk: partition device nodes need udev).
+aged_gpt_disk() {
+    local disk=$1 loop part start size mkfs
+    truncate -s "${DISK_SIZE:-16G}" "$disk"
+    printf 'label: gpt\nsize=512MiB, type=uefi\nsize=%dMiB, type=linux\ntype=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n' \
+        $(( ($(stat -c %s "$disk") >> 20) / 2 - 258 )) | sfdisk -q "$disk"
+    mkdir -p "$WORK/mnt"
+    for part in 1 2 3; do
+        read -r start size < <(sfdisk --json "$disk" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$part-1]; print(p['start']*512, p['size']*512)")
+        loop=$(losetup --show -f -o "$start" --sizelimit "$size" "$disk")
+        case $part in
+            # FAT through mtools: the kernel may lack vfat.
+            1) mkfs.vfat -F 32 "$loop" >/dev/null
+               fill_files "$WORK/files" $(( size / 10 ))
+               mcopy -s -i "$loop" "$WORK/files" ::/
+               for n in 1 3 5 7 9; do mdel -i "$loop" "::/files/file*$n" 2>/dev/null || true; done
+               rm -rf "$WORK/files" ;;
+            2) mkfs.ext4 -q -F -E nodiscard "$loop"; mount "$loop" "$WORK/mnt" ;;
+            3) mkntfs -q -F -f "$loop" > "$WORK/mkntfs.log" 2>&1 || { cat "$WORK/mkntfs.log" >&2; losetup -d "$loop"; exit 1; }
+               ntfs-3g "$loop" "$WORK/mnt" ;;
+        esac
+        if [ "$part" != 1 ]; then
+            fill_files "$WORK/mnt/files" $(( size / 10 ))
+            sync
+            rm -f "$WORK"/mnt/files/file*[13579]
+            umount "$WORK/mnt"
+        fi
+        losetup -d "$loop"
+    done
+}
+
+# cpu_of LOG: imgstream's own CPU time (its summary line), for the FUSE server's cost.
+cpu_of() { sed -n 's/.*imgstream CPU \([0-9.]*\) s.*/\1 s imgstream CPU/p' "$1" | tail -1; }
+
+# backup_rows IMG LABEL: the backup rows for one image, cold (page cache dropped) or warm.
+backup_rows() {
+    local img=$1 what=$2 warm=$3 sparse="$WORK/elided.img" repo
+    "$IMGSTREAM" disk "$img" > "$sparse" 2>/dev/null
+    for run in ideal fuse tar pipe; do
+        repo="$WORK/repo-$run"; rm -rf "$repo"; borg init -e none "$repo" >/dev/null 2>&1
+        # Warm: the image and the sparse file in the page cache, nothing dropped.
+        if [ "$warm" = warm ]; then cat "$img" "$sparse" > /dev/null; WARM=1; else WARM=; fi
+        case $run in
+            ideal) timed "borg create --read-special --sparse on the elided sparse file" \
+                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$sparse'" ;;
+            fuse) timed "imgstream backup-disk IMG (FUSE view, borg --sparse)" \
+                "'$IMGSTREAM' backup-disk --repo $repo --name a '$img' 2> '$WORK/log'" ;;
+            tar) timed "imgstream backup-disk --no-fuse IMG (tar, borg import-tar)" \
+                "'$IMGSTREAM' backup-disk --no-fuse --repo $repo --name a '$img' 2> '$WORK/log'" ;;
+            pipe) timed "imgstream disk IMG | borg create (fixed 4 MiB)" \
+                "'$IMGSTREAM' disk '$img' 2>/dev/null | borg create --chunker-params fixed,4194304 $repo::a -" ;;
+        esac
+        [ "$run" = fuse ] || [ "$run" = tar ] && EXTRA[-1]="$(cpu_of "$WORK/log"); " || true
+        EXTRA[-1]="${EXTRA[-1]}$(numfmt --to=iec "$(borg_size "$repo")") in repo"
+        rm -rf "$repo"
+    done
+    WARM=
+    rm -f "$sparse"
+}
+
+bench_backup() {
+    local disk="$WORK/disk.img" ntfs="$WORK/ntfs.img" bytes used
+    aged_gpt_disk "$disk"
+    bytes=$(stat -c %s "$disk")
+    used=$("$IMGSTREAM" info --json "$disk" | python3 -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(round(100*t["used"]/t["size"]))')
+    for warmth in cold warm; do
+        backup_rows "$disk" "GPT disk" "$warmth"
+        print_table "backup-disk: ${DISK_SIZE:-16G} GPT disk (ESP + ext4 + NTFS, aged), ${used}% used, $warmth cache" "$bytes"
+    done
+    rm -f "$disk"
+    SIZE=${NTFS_SIZE:-4G} garbage_image "$ntfs"
+    mkntfs -q -F -f "$ntfs" > "$WORK/mkntfs.log" 2>&1 || { cat "$WORK/mkntfs.log" >&2; exit 1; }
+    mkdir -p "$WORK/mnt"; ntfs-3g "$ntfs" "$WORK/mnt"
+    fill_files "$WORK/mnt/files" $(( $(stat -c %s "$ntfs") * 30 / 100 ))
+    umount "$WORK/mnt"
+    bytes=$(stat -c %s "$ntfs")
+    used=$("$IMGSTREAM" info --json "$ntfs" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
+    for warmth in cold warm; do
+        [ "$warmth" = warm ] && cat "$ntfs" > /dev/null && WARM=1
+        borg_row "ntfsclone -s -o - IMG | borg create (fixed 4 MiB)" "ntfsclone -f -s -o - '$ntfs' 2>/dev/null"
+        backup_rows "$ntfs" "NTFS" "$warmth"
+        print_table "backup-disk: ${NTFS_SIZE:-4G} NTFS image, ${used}% used, $warmth cache" "$bytes"
+    done
+    rm -f "$ntfs"
+}
+
 for fs in "${filesystems[@]}"; do
     case $fs in
         ext4) for fill in $FILL; do bench_ext4 "$fill"; done; bench_zeros_into_pipe ;;
         ntfs) for fill in $FILL; do bench_ntfs "$fill"; done ;;
         xfs) for fill in $FILL; do bench_xfs "$fill"; done ;;
         restore) for fill in $FILL; do bench_restore "$fill"; done ;;
-        *) echo "peers: unknown filesystem $fs (ext4, ntfs, xfs, restore)" >&2; exit 2 ;;
+        backup) bench_backup ;;
+        *) echo "peers: unknown filesystem $fs (ext4, ntfs, xfs, restore, backup)" >&2; exit 2 ;;
     esac
 done

@@ -1,60 +1,72 @@
-//! `backup-disk` and `restore-disk`: a whole disk in a borg repository, one archive per
-//! partition plus one for the partition table, the raw areas and a manifest.
+//! `backup-disk` and `restore-disk`: a whole disk as one borg archive, and back.
 //!
-//! Layout of a backup named NAME:
-//! - `NAME-partN`: partition N as a raw image (free space zeroed), stored as `partN.img`;
-//!   created with `borg create --content-from-command ... -- imgstream disk --partition N`, so
-//!   that a failing read makes the command fail and borg commit nothing;
-//! - `NAME-table`, created last: `manifest.json` (disk size, sector size, table type, each
-//!   partition's index, start, size, type, filesystem, used bytes, archive) and `raw/<offset>.bin`,
-//!   one file per area outside the partitions (MBR/GPT, boot loader gap, EBRs, backup GPT),
-//!   written completely before borg runs.
+//! `backup-disk` shows the disk as a directory of sparse files ([`crate::view`]) and archives
+//! that directory as one archive NAME: through a FUSE mount and `borg create --sparse` (free
+//! space is a hole that borg never reads), or, without FUSE, as a tar stream into `borg
+//! import-tar` (free space travels as zeros). A backup is complete or absent: a read error
+//! (borg would only warn and commit), a failing borg, SIGINT or SIGTERM leave no archive, no
+//! checkpoint, no mount and no staging directory.
 //!
-//! If any step fails, every archive this run created (and any checkpoint borg left) is deleted
-//! again: a failed backup leaves no new archive.
+//! `restore-disk` writes the manifest's raw areas and partitions back, each with `borg extract
+//! --stdout`, and moves a GPT's backup table to the end of a larger disk. It also restores the
+//! layout of earlier versions: one archive per partition (`NAME-partN`) plus `NAME-table`
+//! holding the manifest and `raw/<offset>.bin`.
 
 use crate::cli::EngineArgs;
-use crate::disk::{self, DiskPlan};
+use crate::disk::DiskPolicyArgs;
 use crate::progress::{self, ProgressMode};
 use crate::size::human;
-use crate::{Failure, warn};
+use crate::view::{self, MANIFEST};
+use crate::{Failure, note, signals, warn};
 use clap::Args;
-use imgstream_blockio::{Cursor, ReadAt, Source, SourceKind, Window};
+use imgstream_blockio::{ReadAt, Source, SourceKind};
 use imgstream_restore::{OpenOptions, Target, TargetKind};
-use imgstream_stream::NoProgress;
-use serde_json::{Value, json};
+use imgstream_stream::{NoProgress, PipeSink};
+use imgstream_view::View;
+use nix::fcntl::{FcntlArg, fcntl};
+use serde_json::Value;
 use std::ffi::OsString;
 use std::fs;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// The manifest format this version writes and reads.
-const MANIFEST_FORMAT: &str = "imgstream-disk-1";
+/// The manifest format of the earlier multi-archive layout (restore only).
+const SPLIT_MANIFEST_FORMAT: &str = "imgstream-disk-1";
 /// borg's advice for block devices and disk images; zero blocks then dedup to nothing.
 const DEFAULT_CHUNKER: &str = "fixed,4194304";
+/// What an interrupted restore leaves.
+const INCOMPLETE: &str = "the target holds an incomplete disk";
+/// A pipe this large wakes borg less often.
+const PIPE_SIZE: i32 = 1 << 20;
 
 /// How a backup is laid out in the repository, and how to restore it without imgstream's help.
 const LAYOUT_HELP: &str = "\
-Archives of a backup named NAME (default: SOURCE's file name and the UTC time):
-  NAME-partN   partition N as a raw image (free space zeroed), made with
-               borg create --content-from-command ... -- imgstream disk --partition N SOURCE
-  NAME-table   manifest.json (disk size, sector size, table type, every partition's index,
-               start, size, type, filesystem, used bytes, archive) and raw/<offset>.bin: every
-               area outside the partitions (MBR/GPT, boot loader gap, EBRs, backup GPT)
-A failing read fails the command, borg commits nothing, and the archives this run already
-made are deleted again: a failed backup-disk leaves no new archive. Default borg options:
---chunker-params fixed,4194304 (add yours after --).
+A backup named NAME (default: SOURCE's file name and the UTC time) is one archive NAME:
+  manifest.json        disk size, sector size, table type, every partition's index, start, size,
+                       type, filesystem, used bytes, elision, file; every raw area's offset, size, file
+  raw-<offset>.bin     each area outside the partitions (MBR/GPT, boot loader gap, EBRs, backup GPT)
+  partN.img            partition N as a raw image, free space zeroed (unpartitioned source: part1.img)
+It is made with `borg create --read-special --sparse --files-cache=disabled --chunker-params
+fixed,4194304 REPO::NAME FILES...` inside a read-only FUSE view of the disk, so borg never reads
+free space; without /dev/fuse (or with --no-fuse) with `borg import-tar REPO::NAME -` from a tar stream
+(same files). Add borg options after --. A read error, a failing borg, SIGINT or SIGTERM leave
+no archive, no checkpoint and no mount. One backup is one archive, so
+  borg prune --keep-daily 7 --glob-archives 'laptop-*' REPO
+keeps whole backups. Encrypted repository: set BORG_PASSPHRASE or BORG_PASSCOMMAND (a backup
+asks once).
 
 Restore the whole disk:   imgstream restore-disk --repo REPO --name NAME /dev/sdX
-Restore one partition:    borg extract --stdout REPO::NAME-part2 | imgstream restore --sparse /dev/sdX2
-With plain borg and dd:   mkdir t && cd t && borg extract REPO::NAME-table
-                          for f in raw/*.bin: dd if=$f of=/dev/sdX bs=1M seek=<offset> oflag=seek_bytes conv=notrunc
-                            (<offset> is the file name without leading zeros)
-                          for each partition in manifest.json:
-                            borg extract --stdout REPO::<archive> | dd of=/dev/sdX bs=4M seek=<start> oflag=seek_bytes conv=notrunc
-                          (dd writes every zero; on a larger GPT disk, run `sgdisk -e` or `sfdisk --relocate
-                          gpt-bak-std` afterwards to move the backup GPT to the end)";
+Restore one partition:    borg extract --stdout REPO::NAME part2.img | imgstream restore --sparse /dev/sdX2
+With plain borg and dd:   borg extract REPO::NAME manifest.json   (offsets and starts are in it)
+                          for each raw area and partition FILE at byte OFFSET:
+                            borg extract --stdout REPO::NAME FILE | dd of=/dev/sdX bs=4M seek=OFFSET oflag=seek_bytes conv=notrunc
+                          (dd writes every zero; on a larger GPT disk, run `sgdisk -e` afterwards
+                          to move the backup GPT to the end)
+restore-disk also restores backups of earlier versions (archives NAME-partN and NAME-table).";
 
 /// `imgstream backup-disk`.
 #[derive(Debug, Args)]
@@ -65,16 +77,20 @@ pub(crate) struct BackupDiskArgs {
     /// The borg repository (must exist: `borg init`).
     #[arg(long)]
     pub(crate) repo: String,
-    /// Archive name prefix [default: the source's file name and the UTC time].
+    /// Archive name [default: the source's file name and the UTC time].
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// Do not mount a FUSE view: stream a tar archive into `borg import-tar` (free space then
+    /// travels as zeros). The default without /dev/fuse.
+    #[arg(long)]
+    pub(crate) no_fuse: bool,
     /// How to treat each partition's filesystem.
     #[command(flatten)]
-    pub(crate) policy: disk::DiskPolicyArgs,
-    /// How to stream.
+    pub(crate) policy: DiskPolicyArgs,
+    /// How to stream (the tar stream of --no-fuse).
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
-    /// Extra arguments for every `borg create` (e.g. `-- --compression zstd,3`).
+    /// Extra arguments for `borg create` / `borg import-tar` (e.g. `-- --compression zstd,3`).
     #[arg(last = true, value_name = "BORG ARGS")]
     pub(crate) borg_args: Vec<OsString>,
 }
@@ -86,7 +102,7 @@ pub(crate) struct RestoreDiskArgs {
     /// The borg repository.
     #[arg(long)]
     pub(crate) repo: String,
-    /// The backup's name (the prefix of its archives) [default: the latest backup-disk in REPO].
+    /// The backup's name [default: the latest archive in REPO].
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// Disk to write: a block device not in use, or a file (created with the disk's size, or
@@ -126,8 +142,17 @@ fn run_borg(command: &mut Command, what: &str) -> Result<std::process::Output, F
     }
 }
 
+/// Runs borg with its output on ours; SIGINT/SIGTERM stop it.
+fn run_watched(command: &mut Command) -> Result<ExitStatus, Failure> {
+    let mut child = command.spawn().map_err(|e| Failure::new(format!("cannot run borg: {e}")))?;
+    signals::watch_child(child.id());
+    let status = child.wait();
+    signals::forget_child();
+    status.map_err(|e| Failure::new(format!("borg: {e}")))
+}
+
 /// The repository as borg should see it from any working directory: a relative local path
-/// is made absolute (the table archive is created from inside a staging directory); URLs and
+/// is made absolute (borg runs inside the mount or a staging directory); URLs and
 /// `host:path` forms are left alone.
 fn absolute_repo(repo: &str) -> String {
     let local = !repo.contains("://") && !repo.contains(':');
@@ -137,21 +162,25 @@ fn absolute_repo(repo: &str) -> String {
     }
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
+/// A fresh directory in $TMPDIR, removed when dropped: with everything in it (`all`), or only
+/// if empty (a mountpoint, which must never be emptied through a mount still there).
+struct TempDir {
+    path: PathBuf,
+    all: bool,
+}
 
 impl TempDir {
-    fn new(purpose: &str) -> Result<Self, Failure> {
+    fn new(purpose: &str, all: bool) -> Result<Self, Failure> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!("imgstream-{purpose}-{}-{nanos}", std::process::id()));
         fs::create_dir(&path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
-        Ok(Self(path))
+        Ok(Self { path, all })
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = if self.all { fs::remove_dir_all(&self.path) } else { fs::remove_dir(&self.path) };
     }
 }
 
@@ -172,26 +201,18 @@ fn utc_timestamp() -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn raw_file(dir: &Path, offset: u64) -> PathBuf {
-    dir.join("raw").join(format!("{offset:016}.bin"))
-}
-
-fn part_archive(name: &str, index: u64) -> String {
-    format!("{name}-part{index}")
-}
-
-fn table_archive(name: &str) -> String {
-    format!("{name}-table")
+/// How borg ended, and imgstream's own failure meanwhile (a mount that failed, a read error
+/// in the tar stream); `status` is None if borg never ran.
+struct Outcome {
+    status: Option<ExitStatus>,
+    own: Result<(), Failure>,
 }
 
 pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
-    let source = Source::open(&args.source)?;
-    // Everything is examined before any archive exists: a refused partition fails the run here.
-    let reader = &source;
-    let plan = disk::plan(&source, &reader, &args.policy, None, false)?;
-    for warning in &plan.layout.warnings {
-        warn(warning);
-    }
+    signals::catch()?;
+    let started = Instant::now();
+    // Everything is examined before borg runs: a refused partition fails the run here.
+    let (reader, plan) = view::open_and_plan(&args.source, &args.policy)?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => {
@@ -199,57 +220,51 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
             format!("{base}-{}", utc_timestamp())
         }
     };
-    let staging = TempDir::new("backup")?;
-    write_table_files(&reader, &plan, &args.source, &name, &staging.0)?;
-
+    let view = Arc::new(view::disk_view(reader, &plan, &args.source, &name)?);
     let repo = absolute_repo(&args.repo);
-    let mut run = BorgRun { repo: &repo, attempted: Vec::new(), created: Vec::new() };
-    let result = (|| -> Result<(), Failure> {
-        let started = Instant::now();
-        let count = plan.parts.len();
-        for (number, part) in plan.parts.iter().enumerate() {
-            let index = u64::from(part.partition.index);
-            let archive = part_archive(&name, index);
-            eprintln!(
-                "imgstream: partition {index} ({}/{count}, {}, {}, {} used) -> {}::{archive}",
-                number + 1,
-                part.volume.filesystem(),
-                human(part.partition.len),
-                human(part.volume.used.total()),
-                args.repo
-            );
-            let mut command = borg();
-            command.arg("create").arg("--content-from-command").arg("--stdin-name").arg(format!("part{index}.img"));
-            chunker_and_extra(&mut command, &args.borg_args);
-            command.arg(format!("{repo}::{archive}")).arg("--").arg(std::env::current_exe()?);
-            command.args(["disk", "--partition", &index.to_string()]).arg(&args.source).args(child_flags(args));
-            run.create(&mut command, &archive)?;
-        }
-        let archive = table_archive(&name);
-        eprintln!("imgstream: partition table, raw areas and manifest -> {}::{archive}", args.repo);
-        let mut command = borg();
-        command.arg("create");
-        chunker_and_extra(&mut command, &args.borg_args);
-        command.arg(format!("{repo}::{archive}")).args(["manifest.json", "raw"]).current_dir(&staging.0);
-        run.create(&mut command, &archive)?;
-        let total = plan.layout.size;
-        let used = plan.used.total();
-        eprintln!(
-            "imgstream: backed up {} ({}, {} partition(s)) as {name} in {:.2} s: {} used, {} elided",
-            human(total),
-            plan.layout.table.disk_words(),
-            count,
-            started.elapsed().as_secs_f64(),
-            human(used),
-            human(total - used)
-        );
-        Ok(())
-    })();
-    if let Err(failure) = result {
-        let removed = run.remove_created();
-        return Err(Failure::new(format!("{failure}; {removed}")));
+    let fuse = !args.no_fuse && Path::new("/dev/fuse").exists();
+    note(&format!(
+        "{} ({}) -> {}::{name}, {}",
+        args.source.display(),
+        view::describe_plan(&plan),
+        args.repo,
+        if fuse { "borg create --sparse on a FUSE view" } else { "a tar stream into borg import-tar" }
+    ));
+    let outcome = if fuse { create_on_mount(&view, &repo, &name, args) } else { import_tar(&view, &repo, &name, args) };
+    // borg exits 1 after a warning, and has then committed the archive.
+    let committed = outcome.status.is_some_and(|s| matches!(s.code(), Some(0 | 1)));
+    let failure = if let Some(signal) = signals::received() {
+        Some((format!("interrupted by {}", signal.as_str()), 128 + signal as u8))
+    } else if let Err(failure) = outcome.own {
+        Some((failure.to_string(), 1))
+    } else if let Err(failure) = view::read_errors(&view, "in the source") {
+        Some((failure.to_string(), 1))
+    } else {
+        outcome.status.filter(|s| !s.success()).map(|s| (format!("borg failed ({s})"), 1))
+    };
+    if let Some((message, code)) = failure {
+        let cleanup = remove_archive(&repo, &name, committed);
+        return Err(Failure::with_code(format!("{message}; {cleanup}"), code));
     }
+    note(&format!(
+        "backed up {} as {}::{name} in {:.2} s: {} used, {} elided; imgstream CPU {:.2} s",
+        human(plan.layout.size),
+        args.repo,
+        started.elapsed().as_secs_f64(),
+        human(plan.used.total()),
+        human(plan.layout.size - plan.used.total()),
+        own_cpu_seconds()
+    ));
     Ok(())
+}
+
+/// CPU time of this process, all threads (the FUSE server or the tar stream), borg excluded.
+fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    })
 }
 
 /// Adds the default chunker (unless the user chose one) and the user's borg arguments.
@@ -260,158 +275,188 @@ fn chunker_and_extra(command: &mut Command, extra: &[OsString]) {
     command.args(extra);
 }
 
-/// The flags the child `imgstream disk --partition N` needs to stream what we examined.
-fn child_flags(args: &BackupDiskArgs) -> Vec<String> {
-    let mut flags = args.policy.flags();
-    let options = args.engine.options();
-    flags.extend([
-        "--threads".into(),
-        options.threads.to_string(),
-        "--block-size".into(),
-        options.block_size.to_string(),
-    ]);
-    let progress = match args.engine.progress {
-        ProgressMode::Auto => "auto",
-        ProgressMode::Always => "always",
-        ProgressMode::Never => "never",
+/// `borg create --sparse REPO::NAME FILES...` inside a FUSE mount of the view.
+fn create_on_mount(view: &Arc<View>, repo: &str, name: &str, args: &BackupDiskArgs) -> Outcome {
+    let failed = |own: Failure| Outcome { status: None, own: Err(own) };
+    let mountpoint = match TempDir::new("view", false) {
+        Ok(dir) => dir,
+        Err(e) => return failed(e),
     };
-    flags.extend(["--progress".into(), progress.into()]);
-    flags
-}
-
-/// The archives one backup run makes, so that a failure can remove them all.
-struct BorgRun<'a> {
-    repo: &'a str,
-    attempted: Vec<String>,
-    created: Vec<String>,
-}
-
-impl BorgRun<'_> {
-    fn create(&mut self, command: &mut Command, archive: &str) -> Result<(), Failure> {
-        self.attempted.push(archive.to_owned());
-        // borg's stderr (and the child imgstream's, which borg passes on) goes to ours.
-        let status = command.status().map_err(|e| Failure::new(format!("cannot run borg: {e}")))?;
-        if !status.success() {
-            return Err(Failure::new(format!("borg create {}::{archive} failed ({status})", self.repo)));
+    let mounted = match imgstream_view::fuse::mount(Arc::clone(view), &mountpoint.path) {
+        Ok(mounted) => mounted,
+        Err(e) => {
+            let hint = "use --no-fuse to stream a tar archive into borg import-tar instead";
+            return failed(Failure::new(format!(
+                "cannot mount the view on {}: {e}; {hint}",
+                mountpoint.path.display()
+            )));
         }
-        self.created.push(archive.to_owned());
-        Ok(())
+    };
+    let mut command = borg();
+    command.args(["create", "--read-special", "--sparse", "--files-cache=disabled"]);
+    chunker_and_extra(&mut command, &args.borg_args);
+    // The files by name, not `.`: the archive then holds no directory entry, whose read-only
+    // mode `borg extract` would give the directory it extracts into.
+    command.arg(format!("{repo}::{name}")).args(view.files().iter().map(|f| &f.name)).current_dir(mounted.path());
+    let status = run_watched(&mut command);
+    let unmounted =
+        mounted.unmount().map_err(|e| Failure::new(format!("cannot unmount {}: {e}", mountpoint.path.display())));
+    match status {
+        Ok(status) => Outcome { status: Some(status), own: unmounted },
+        Err(e) => failed(e),
     }
+}
 
-    /// Deletes what this run created, and checkpoints of what it attempted. Returns a phrase
-    /// for the error message.
-    fn remove_created(&self) -> String {
-        let mut doomed = self.created.clone();
-        // borg 1.2 hides checkpoints unless asked; borg 1.1 lists them and lacks the option.
-        let list = |extra: &[&str]| {
-            borg().args(["list", "--short"]).args(extra).arg(self.repo).stderr(Stdio::null()).output().ok()
-        };
-        let listed = list(&["--consider-checkpoints"]).filter(|o| o.status.success()).or_else(|| list(&[]));
-        if let Some(output) = listed {
-            for line in String::from_utf8_lossy(&output.stdout).lines() {
-                let is_checkpoint = self.attempted.iter().any(|a| {
-                    line.strip_prefix(a.as_str())
-                        .is_some_and(|rest| rest == ".checkpoint" || rest.starts_with(".checkpoint."))
-                });
-                if is_checkpoint {
-                    doomed.push(line.to_owned());
-                }
-            }
-        }
-        if doomed.is_empty() {
-            return "no archive was created".into();
-        }
-        let mut failed = Vec::new();
-        for archive in &doomed {
+/// `borg import-tar REPO::NAME -` fed with the view as a tar stream. On any failure borg is
+/// stopped before its input closes: a tar stream that ends at a member boundary would be
+/// committed as if complete.
+fn import_tar(view: &View, repo: &str, name: &str, args: &BackupDiskArgs) -> Outcome {
+    let mut command = borg();
+    command.arg("import-tar");
+    chunker_and_extra(&mut command, &args.borg_args);
+    command.arg(format!("{repo}::{name}")).arg("-").stdin(Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Outcome { status: None, own: Err(Failure::new(format!("cannot run borg: {e}"))) },
+    };
+    signals::watch_child(child.id());
+    let pipe = fs::File::from(OwnedFd::from(child.stdin.take().expect("OK to unwrap: stdin was piped")));
+    // Advice only: a smaller pipe is slower, not wrong.
+    let _ = fcntl(&pipe, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    let mut sink = PipeSink::new(pipe);
+    let between = || match signals::received() {
+        Some(signal) => Err(io::Error::other(format!("interrupted by {}", signal.as_str()))),
+        None => Ok(()),
+    };
+    let written = view
+        .write_tar(&mut sink, args.engine.options(), &between)
+        .and_then(|()| imgstream_view::tar::finish(&mut sink));
+    if written.is_ok() {
+        drop(sink);
+    } else {
+        signals::stop_child();
+    }
+    let status = child.wait();
+    signals::forget_child();
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => return Outcome { status: None, own: Err(Failure::new(format!("borg import-tar: {e}"))) },
+    };
+    // A closed pipe means borg stopped reading: its status tells why.
+    let own = match written {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::new(format!("{e}"))),
+        _ => Ok(()),
+    };
+    Outcome { status: Some(status), own }
+}
+
+/// Deletes archive `name` if this run committed it, and every checkpoint of it. Returns a
+/// phrase for the error message.
+fn remove_archive(repo: &str, name: &str, committed: bool) -> String {
+    // borg 1.2 hides checkpoints unless asked; borg 1.1 lists them and lacks the option.
+    let list =
+        |extra: &[&str]| borg().args(["list", "--short"]).args(extra).arg(repo).stderr(Stdio::null()).output().ok();
+    let listed = list(&["--consider-checkpoints"]).filter(|o| o.status.success()).or_else(|| list(&[]));
+    let Some(listed) = listed else {
+        return format!("could not list {repo}: check it for {name} and {name}.checkpoint with borg list");
+    };
+    let doomed: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| {
+            let checkpoint =
+                line.strip_prefix(name).is_some_and(|rest| rest == ".checkpoint" || rest.starts_with(".checkpoint."));
+            checkpoint || (committed && *line == name)
+        })
+        .map(str::to_owned)
+        .collect();
+    if doomed.is_empty() {
+        return "no archive was committed".into();
+    }
+    let failed: Vec<&String> = doomed
+        .iter()
+        .filter(|archive| {
             let deleted = borg()
                 .arg("delete")
-                .arg(format!("{}::{archive}", self.repo))
+                .arg(format!("{repo}::{archive}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-            if !deleted.is_ok_and(|s| s.success()) {
-                failed.push(archive.clone());
-            }
-        }
-        if failed.is_empty() {
-            format!("removed the {} archive(s) this run had created ({})", doomed.len(), doomed.join(", "))
-        } else {
-            format!(
-                "could not remove archive(s) {} of this failed run: delete them with borg delete",
-                failed.join(", ")
-            )
-        }
+            !deleted.is_ok_and(|s| s.success())
+        })
+        .collect();
+    if failed.is_empty() {
+        format!("deleted what borg had committed ({})", doomed.join(", "))
+    } else {
+        let failed: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
+        format!("could not delete {} of this failed run: delete them with borg delete", failed.join(", "))
     }
 }
 
-/// Writes `manifest.json` and `raw/<offset>.bin` (sparse) into `dir`.
-fn write_table_files(source: &dyn ReadAt, plan: &DiskPlan, path: &Path, name: &str, dir: &Path) -> Result<(), Failure> {
-    fs::create_dir(dir.join("raw")).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
-    let mut raw_areas = Vec::new();
-    for area in plan.layout.raw.iter() {
-        let file = raw_file(dir, area.start);
-        let target = Target::open(&file, OpenOptions { sparse: true, ..OpenOptions::default() })?;
-        let window = Window::new(source, area.start, area.end - area.start)?;
-        let copied = imgstream_restore::write_stream(
-            &target,
-            &mut Cursor::new(&window),
-            0,
-            Some(area.end - area.start),
-            imgstream_restore::DEFAULT_BLOCK_SIZE,
-            &NoProgress,
-        )
-        .map_err(|e| Failure::new(format!("{}: raw area at byte {}: {e}", path.display(), area.start)))?;
-        target.finish(copied.total)?;
-        raw_areas.push(json!({ "offset": area.start, "size": area.end - area.start, "file": format!("raw/{:016}.bin", area.start) }));
-    }
-    let partitions: Vec<Value> = plan
-        .parts
-        .iter()
-        .map(|p| {
-            json!({
-                "index": p.partition.index,
-                "start": p.partition.start,
-                "size": p.partition.len,
-                "type": p.partition.type_id,
-                "name": p.partition.name,
-                "uuid": p.partition.uuid,
-                "bootable": p.partition.bootable,
-                "filesystem": p.volume.filesystem(),
-                "elision": disk::elision_name(&p.volume.elision),
-                "used": p.volume.used.total(),
-                "archive": part_archive(name, u64::from(p.partition.index)),
-            })
-        })
-        .collect();
-    let manifest = json!({
-        "format": MANIFEST_FORMAT,
-        "name": name,
-        "source": path.display().to_string(),
-        "disk_size": plan.layout.size,
-        "sector_size": plan.layout.sector_size,
-        "table": plan.layout.table.name(),
-        "disk_id": plan.layout.disk_id,
-        "partitions": partitions,
-        "raw_areas": raw_areas,
-        "restore": "imgstream restore-disk --repo REPO --name NAME TARGET; or by hand: dd each raw/<offset>.bin to byte <offset> of the disk, then `borg extract --stdout REPO::<archive> | imgstream restore --sparse --size <size>` (or dd seek=<start> oflag=seek_bytes) for each partition",
-    });
-    let text = serde_json::to_string_pretty(&manifest).expect("OK to unwrap: a Value always serialises") + "\n";
-    fs::write(dir.join("manifest.json"), text).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))
+/// Where a piece of the disk comes from.
+enum PieceSource {
+    /// A file of the backup's one archive.
+    File(String),
+    /// A whole archive (partitions of the earlier layout).
+    Archive(String),
+    /// A file extracted into the staging directory (raw areas of the earlier layout).
+    Staged(PathBuf),
 }
 
 /// A partition or raw area to restore, from a checked manifest.
 struct Piece {
     offset: u64,
     size: u64,
-    /// Some(archive) for a partition; None for a raw area file.
-    archive: Option<(u64, String, String)>,
+    from: PieceSource,
+    /// Partitions: (index, filesystem), for messages.
+    partition: Option<(u64, String)>,
+}
+
+/// A backup in the repository: one archive, or the earlier one per partition plus a table.
+enum Backup {
+    Single(String),
+    Split(String),
+}
+
+/// Which backup to restore: `name` (an archive NAME, or an earlier NAME-table), or the latest.
+fn find_backup(repo: &str, name: Option<&str>) -> Result<Backup, Failure> {
+    let output = run_borg(borg().args(["list", "--short", repo]), "list")?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let names: Vec<&str> = listing.lines().collect();
+    match name {
+        Some(name) if names.contains(&name) => Ok(Backup::Single(name.to_owned())),
+        Some(name) if names.contains(&format!("{name}-table").as_str()) => Ok(Backup::Split(name.to_owned())),
+        Some(name) => Err(Failure::new(format!("{repo}: no backup {name} (no archive {name} nor {name}-table)"))),
+        None => match names.last() {
+            Some(last) => Ok(last
+                .strip_suffix("-table")
+                .map_or(Backup::Single(last.to_string()), |n| Backup::Split(n.to_owned()))),
+            None => Err(Failure::new(format!("{repo}: no archive"))),
+        },
+    }
+}
+
+/// A manifest's file name: plain names only (it becomes a borg path).
+fn checked_file(value: &Value, bad: &dyn Fn(&str) -> Failure) -> Result<String, Failure> {
+    let file = value["file"].as_str().unwrap_or("");
+    let plain = !file.is_empty()
+        && !file.starts_with('.')
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain { Ok(file.to_owned()) } else { Err(bad(&format!("file name {:?} is not a plain name", value["file"]))) }
 }
 
 /// Reads and checks a manifest: known format, pieces inside the disk and disjoint.
-fn check_manifest(manifest: &Value, name: &str) -> Result<(u64, u32, String, Vec<Piece>), Failure> {
+fn check_manifest(
+    manifest: &Value,
+    backup: &Backup,
+    staging: &Path,
+) -> Result<(u64, u32, String, Vec<Piece>), Failure> {
+    let (name, format) = match backup {
+        Backup::Single(name) => (name, view::MANIFEST_FORMAT),
+        Backup::Split(name) => (name, SPLIT_MANIFEST_FORMAT),
+    };
     let bad = |what: &str| Failure::new(format!("manifest of {name}: {what}"));
-    if manifest["format"].as_str() != Some(MANIFEST_FORMAT) {
-        return Err(bad(&format!("format {} is not {MANIFEST_FORMAT}", manifest["format"])));
+    if manifest["format"].as_str() != Some(format) {
+        return Err(bad(&format!("format {} is not {format}", manifest["format"])));
     }
     let disk_size = manifest["disk_size"].as_u64().ok_or_else(|| bad("no disk_size"))?;
     let sector_size = manifest["sector_size"]
@@ -426,14 +471,22 @@ fn check_manifest(manifest: &Value, name: &str) -> Result<(u64, u32, String, Vec
         else {
             return Err(bad(&format!("partition entry {p} lacks index, start or size")));
         };
+        let from = match backup {
+            Backup::Single(_) => PieceSource::File(checked_file(p, &bad)?),
+            Backup::Split(name) => PieceSource::Archive(format!("{name}-part{index}")),
+        };
         let filesystem = p["filesystem"].as_str().unwrap_or("unknown").to_owned();
-        pieces.push(Piece { offset, size, archive: Some((index, part_archive(name, index), filesystem)) });
+        pieces.push(Piece { offset, size, from, partition: Some((index, filesystem)) });
     }
     for a in manifest["raw_areas"].as_array().ok_or_else(|| bad("no raw_areas"))? {
         let (Some(offset), Some(size)) = (a["offset"].as_u64(), a["size"].as_u64()) else {
             return Err(bad(&format!("raw area {a} lacks offset or size")));
         };
-        pieces.push(Piece { offset, size, archive: None });
+        let from = match backup {
+            Backup::Single(_) => PieceSource::File(checked_file(a, &bad)?),
+            Backup::Split(_) => PieceSource::Staged(staging.join("raw").join(format!("{offset:016}.bin"))),
+        };
+        pieces.push(Piece { offset, size, from, partition: None });
     }
     pieces.sort_by_key(|p| p.offset);
     let mut end = 0u64;
@@ -452,38 +505,33 @@ fn check_manifest(manifest: &Value, name: &str) -> Result<(u64, u32, String, Vec
     Ok((disk_size, sector_size, table, pieces))
 }
 
-/// The latest `NAME-table` archive in the repository.
-fn latest_backup(repo: &str) -> Result<String, Failure> {
-    let output = run_borg(borg().args(["list", "--short", "--glob-archives", "*-table", repo]), "list")?;
-    let listing = String::from_utf8_lossy(&output.stdout);
-    let latest = listing.lines().rev().find_map(|l| l.strip_suffix("-table"));
-    latest.map(str::to_owned).ok_or_else(|| Failure::new(format!("{repo}: no backup-disk archive (*-table) found")))
-}
-
 pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
+    signals::catch()?;
     let started = Instant::now();
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => {
-            let name = latest_backup(&args.repo)?;
-            eprintln!("imgstream: restoring the latest backup, {name}");
-            name
-        }
-    };
-    let staging = TempDir::new("restore")?;
-    let mut extract = borg();
     let repo = absolute_repo(&args.repo);
+    let backup = find_backup(&repo, args.name.as_deref())?;
+    let (name, manifest_archive, manifest_files) = match &backup {
+        Backup::Single(name) => (name.clone(), name.clone(), vec![MANIFEST]),
+        Backup::Split(name) => (name.clone(), format!("{name}-table"), Vec::new()),
+    };
+    if args.name.is_none() {
+        note(&format!("restoring the latest backup, {name}"));
+    }
+    let staging = TempDir::new("restore", true)?;
+    let mut extract = borg();
     extract
         .arg("extract")
         .args(&args.borg_args)
-        .arg(format!("{repo}::{}", table_archive(&name)))
-        .current_dir(&staging.0);
-    run_borg(&mut extract, &format!("extract {}::{}", args.repo, table_archive(&name)))?;
-    let manifest_path = staging.0.join("manifest.json");
+        .arg(format!("{repo}::{manifest_archive}"))
+        .args(manifest_files)
+        .current_dir(&staging.path);
+    run_borg(&mut extract, &format!("extract {}::{manifest_archive}", args.repo))?;
+    signals::check(INCOMPLETE)?;
+    let manifest_path = staging.path.join(MANIFEST);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| Failure::new(format!("{}: {e}", manifest_path.display())))?;
     let manifest: Value = serde_json::from_str(&text).map_err(|e| Failure::new(format!("manifest of {name}: {e}")))?;
-    let (disk_size, sector_size, table, pieces) = check_manifest(&manifest, &name)?;
+    let (disk_size, sector_size, table, pieces) = check_manifest(&manifest, &backup, &staging.path)?;
 
     // Size and sector checks come before anything is written.
     let existing = fs::metadata(&args.target).ok();
@@ -518,45 +566,38 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         )));
     }
     let target = Target::open(&args.target, OpenOptions { sparse: true, assume_zeroed: args.assume_zeroed, file_len })?;
-    let partitions = pieces.iter().filter(|p| p.archive.is_some()).count();
-    let partition_bytes: u64 = pieces.iter().filter(|p| p.archive.is_some()).map(|p| p.size).sum();
-    let mut done = 0usize;
-    let mut restored = 0u64;
-    for piece in &pieces {
-        match &piece.archive {
-            None => {
-                let path = raw_file(&staging.0, piece.offset);
-                let mut file = fs::File::open(&path)
-                    .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
-                imgstream_restore::write_stream(
-                    &target,
-                    &mut file,
-                    piece.offset,
-                    Some(piece.size),
-                    imgstream_restore::DEFAULT_BLOCK_SIZE,
-                    &NoProgress,
-                )?;
-            }
-            Some((index, archive, filesystem)) => {
-                done += 1;
-                eprintln!(
-                    "imgstream: partition {index} ({done}/{partitions}, {filesystem}, {}) <- {}::{archive}",
-                    human(piece.size),
-                    args.repo
-                );
-                let part_started = Instant::now();
-                restore_partition(&repo, archive, &args.borg_args, &target, piece, args.progress)?;
-                restored += piece.size;
-                let seconds = part_started.elapsed().as_secs_f64();
-                eprintln!(
-                    "imgstream: partition {index} done in {seconds:.2} s; {} of {} partition bytes restored ({:.0}%)",
-                    human(restored),
-                    human(partition_bytes),
-                    crate::size::percent(restored, partition_bytes)
-                );
+    let mut tally = Tally::new(&pieces);
+    match &backup {
+        Backup::Single(name) => restore_single(&repo, name, args, &target, &pieces, &mut tally)?,
+        Backup::Split(_) => {
+            for piece in &pieces {
+                signals::check(INCOMPLETE)?;
+                tally.start(piece, &args.repo);
+                match &piece.from {
+                    PieceSource::Staged(path) => {
+                        let mut file = fs::File::open(path)
+                            .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
+                        imgstream_restore::write_stream(
+                            &target,
+                            &mut file,
+                            piece.offset,
+                            Some(piece.size),
+                            imgstream_restore::DEFAULT_BLOCK_SIZE,
+                            &NoProgress,
+                        )?;
+                    }
+                    PieceSource::Archive(archive) => {
+                        extract_archive(&repo, archive, &args.borg_args, &target, piece, args.progress)?
+                    }
+                    PieceSource::File(file) => {
+                        return Err(Failure::new(format!("{file}: a file name in a manifest of the earlier layout")));
+                    }
+                }
+                tally.finish(piece);
             }
         }
     }
+    let partitions = tally.partitions;
     if target.kind() == TargetKind::File {
         target.finish(capacity)?;
     }
@@ -565,10 +606,10 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         let layout = imgstream_ptable::read_layout(&written, Some(sector_size))?;
         let mut file: &fs::File = target.file();
         if let Some(moved) = imgstream_ptable::move_backup_to_end(&mut file, &layout)? {
-            eprintln!(
-                "imgstream: the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
+            note(&format!(
+                "the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
                 moved.old_backup_lba, moved.new_backup_lba
-            );
+            ));
         }
     }
     target.finish(capacity)?;
@@ -580,19 +621,148 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
             }
         }
     }
-    eprintln!(
-        "imgstream: restored {name} ({} disk, {} partition(s), {}) to {} in {:.2} s",
+    note(&format!(
+        "restored {name} ({} disk, {} partition(s), {}) to {} in {:.2} s",
         table,
         partitions,
         human(disk_size),
         args.target.display(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 
-/// `borg extract --stdout` of one partition archive into its place on the target.
-fn restore_partition(
+/// Progress messages, one line per partition as it starts and as it is done.
+struct Tally {
+    partitions: usize,
+    partition_bytes: u64,
+    done: usize,
+    restored: u64,
+    started: Instant,
+}
+
+impl Tally {
+    fn new(pieces: &[Piece]) -> Self {
+        let partitions = pieces.iter().filter(|p| p.partition.is_some());
+        Self {
+            partitions: partitions.clone().count(),
+            partition_bytes: partitions.map(|p| p.size).sum(),
+            done: 0,
+            restored: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn start(&mut self, piece: &Piece, repo: &str) {
+        self.started = Instant::now();
+        if let Some((index, filesystem)) = &piece.partition {
+            self.done += 1;
+            let from = match &piece.from {
+                PieceSource::File(file) => file.clone(),
+                PieceSource::Archive(archive) => format!("{repo}::{archive}"),
+                PieceSource::Staged(path) => path.display().to_string(),
+            };
+            note(&format!(
+                "partition {index} ({}/{}, {filesystem}, {}) <- {from}",
+                self.done,
+                self.partitions,
+                human(piece.size)
+            ));
+        }
+    }
+
+    fn finish(&mut self, piece: &Piece) {
+        if let Some((index, _)) = &piece.partition {
+            self.restored += piece.size;
+            note(&format!(
+                "partition {index} done in {:.2} s; {} of {} partition bytes restored ({:.0}%)",
+                self.started.elapsed().as_secs_f64(),
+                human(self.restored),
+                human(self.partition_bytes),
+                crate::size::percent(self.restored, self.partition_bytes)
+            ));
+        }
+    }
+}
+
+/// The files of archive `name` in archive order with their sizes (`borg list`): the order in
+/// which `borg extract --stdout` writes them.
+fn archive_files(repo: &str, name: &str) -> Result<Vec<(String, u64)>, Failure> {
+    let listing = run_borg(
+        borg().args(["list", "--format", "{type} {size} {path}{NL}"]).arg(format!("{repo}::{name}")),
+        &format!("list {name}"),
+    )?;
+    let mut files = Vec::new();
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (Some(kind), Some(size), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(Failure::new(format!("borg list {name}: unexpected line {line:?}")));
+        };
+        let size = size.parse().map_err(|_| Failure::new(format!("borg list {name}: unexpected line {line:?}")))?;
+        if kind == "-" {
+            files.push((path.to_owned(), size));
+        }
+    }
+    Ok(files)
+}
+
+/// The single-archive layout in one `borg extract --stdout REPO::NAME`, which writes every
+/// file one after the other: each piece goes to its place, other files (the manifest) are
+/// skipped. One borg run instead of one per piece (and one passphrase prompt).
+fn restore_single(
+    repo: &str,
+    name: &str,
+    args: &RestoreDiskArgs,
+    target: &Target,
+    pieces: &[Piece],
+    tally: &mut Tally,
+) -> Result<(), Failure> {
+    let files = archive_files(repo, name)?;
+    let piece_of = |path: &str| pieces.iter().find(|p| matches!(&p.from, PieceSource::File(f) if f == path));
+    for piece in pieces {
+        if let PieceSource::File(file) = &piece.from {
+            if files.iter().filter(|(path, size)| path == file && *size == piece.size).count() != 1 {
+                return Err(Failure::new(format!(
+                    "{}::{name}: no single file {file} of {} bytes: the archive is not a whole backup",
+                    args.repo, piece.size
+                )));
+            }
+        }
+    }
+    let (child, mut stdout) = spawn_extract(repo, name, &args.borg_args)?;
+    let copied = (|| -> Result<(), Failure> {
+        for (path, size) in &files {
+            signals::check(INCOMPLETE)?;
+            let mut file = (&mut stdout).take(*size);
+            let Some(piece) = piece_of(path) else {
+                let skipped = io::copy(&mut file, &mut io::sink())?;
+                if skipped != *size {
+                    return Err(Failure::new(format!("{}::{name} {path}: the stream ended early", args.repo)));
+                }
+                continue;
+            };
+            tally.start(piece, &args.repo);
+            let mode = if piece.partition.is_some() { args.progress } else { ProgressMode::Never };
+            let progress = progress::reporter(mode, Some(piece.size));
+            imgstream_restore::write_stream(
+                target,
+                &mut file,
+                piece.offset,
+                Some(piece.size),
+                imgstream_restore::DEFAULT_BLOCK_SIZE,
+                progress.as_ref(),
+            )
+            .map_err(|e| Failure::new(format!("{}::{name} {path}: {e}", args.repo)))?;
+            tally.finish(piece);
+        }
+        Ok(())
+    })();
+    drop(stdout);
+    finish_extract(child, copied, &format!("{}::{name}", args.repo))
+}
+
+/// `borg extract --stdout REPO::archive` (a partition of the earlier layout) into its place.
+fn extract_archive(
     repo: &str,
     archive: &str,
     extra: &[OsString],
@@ -600,15 +770,7 @@ fn restore_partition(
     piece: &Piece,
     mode: ProgressMode,
 ) -> Result<(), Failure> {
-    let mut child = borg()
-        .arg("extract")
-        .arg("--stdout")
-        .args(extra)
-        .arg(format!("{repo}::{archive}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
-    let mut stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    let (child, mut stdout) = spawn_extract(repo, archive, extra)?;
     let progress = progress::reporter(mode, Some(piece.size));
     let written = imgstream_restore::write_stream(
         target,
@@ -620,15 +782,42 @@ fn restore_partition(
     );
     drop(progress);
     drop(stdout);
+    let written = written.map(|_| ()).map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")));
+    finish_extract(child, written, &format!("{repo}::{archive}"))
+}
+
+/// Starts `borg extract --stdout REPO::archive`, stopped by SIGINT/SIGTERM; returns its stdout.
+fn spawn_extract(
+    repo: &str,
+    archive: &str,
+    extra: &[OsString],
+) -> Result<(std::process::Child, std::process::ChildStdout), Failure> {
+    let mut child = borg()
+        .arg("extract")
+        .arg("--stdout")
+        .args(extra)
+        .arg(format!("{repo}::{archive}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(format!("cannot run borg extract: {e}")))?;
+    signals::watch_child(child.id());
+    let stdout = child.stdout.take().expect("OK to unwrap: stdout was piped");
+    Ok((child, stdout))
+}
+
+/// Waits for `borg extract` (stopped first if writing failed); an interruption, the writing's
+/// failure or borg's, in that order, fails the restore.
+fn finish_extract(mut child: std::process::Child, written: Result<(), Failure>, what: &str) -> Result<(), Failure> {
     if written.is_err() {
-        let _ = child.kill();
+        signals::stop_child();
     }
-    let status = child.wait().map_err(|e| Failure::new(format!("borg extract {repo}::{archive}: {e}")))?;
-    written.map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")))?;
+    let status = child.wait();
+    signals::forget_child();
+    signals::check(INCOMPLETE)?;
+    written?;
+    let status = status.map_err(|e| Failure::new(format!("borg extract {what}: {e}")))?;
     if !status.success() {
-        return Err(Failure::new(format!(
-            "borg extract {repo}::{archive} failed ({status}): the partition is incomplete"
-        )));
+        return Err(Failure::new(format!("borg extract {what} failed ({status}): the disk is incomplete")));
     }
     Ok(())
 }

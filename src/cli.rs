@@ -52,12 +52,20 @@ pub(crate) enum Command {
     /// Check an image stream on stdin against SOURCE: used bytes equal, free bytes zero, exact
     /// length; lists the first differences and exits 1 on any.
     Verify(crate::verify::VerifyArgs),
-    /// Back up a whole disk into a borg repository: one archive per partition, one for the
-    /// table, raw areas and a manifest. A failed run leaves no new archive.
+    /// Back up a whole disk into a borg repository as one archive (a manifest, the raw areas
+    /// outside partitions, one image per partition) that borg reads sparsely: free space is
+    /// never read. A failed or interrupted run leaves no archive.
     BackupDisk(crate::borg::BackupDiskArgs),
     /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
     /// table moved to the new end).
     RestoreDisk(crate::borg::RestoreDiskArgs),
+    /// Show a disk read-only as a directory of sparse files (FUSE, in the foreground): the
+    /// manifest, the raw areas and one image per partition, free space as holes that read as
+    /// zeros. Ends with Ctrl-C, SIGTERM or `umount MOUNTPOINT` (exit 0), unmounting.
+    Mount(crate::view::MountArgs),
+    /// Print the used/zero map of a disk or volume in borg 2's `create --map` format (borg 2
+    /// betas): `START LENGTH data|zero` lines covering the exact size.
+    Map(crate::view::MapArgs),
     /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
     Man(ManArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -204,21 +212,5 @@ impl PolicyArgs {
             deep_check: self.deep_check,
             ..Default::default()
         }
-    }
-
-    /// These options as command-line flags, for a child imgstream.
-    pub(crate) fn flags(&self) -> Vec<String> {
-        let mut flags = vec![format!("--on-unsafe={}", self.on_unsafe)];
-        for (set, flag) in [
-            (self.raw, "--raw"),
-            (self.force, "--force"),
-            (self.drop_pagefile, "--drop-pagefile"),
-            (self.deep_check, "--deep-check"),
-        ] {
-            if set {
-                flags.push(flag.into());
-            }
-        }
-        flags
     }
 }

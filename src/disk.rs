@@ -75,14 +75,6 @@ impl DiskPolicyArgs {
     fn forced(&self, index: u32) -> bool {
         self.common.force || self.force_partition.contains(&index)
     }
-
-    /// These options as command-line flags, for a child `imgstream disk`.
-    pub(crate) fn flags(&self) -> Vec<String> {
-        let mut flags = self.common.flags();
-        flags.extend(self.raw_partition.iter().map(|n| format!("--raw-partition={n}")));
-        flags.extend(self.force_partition.iter().map(|n| format!("--force-partition={n}")));
-        flags
-    }
 }
 
 /// One partition and what its filesystem allows.
@@ -142,6 +134,18 @@ pub(crate) fn plan(
     Ok(DiskPlan { layout, parts, used, map })
 }
 
+/// Prints the table's warnings and those of every partition (or of partition `only`).
+pub(crate) fn print_warnings(plan: &DiskPlan, only: Option<u32>) {
+    for warning in &plan.layout.warnings {
+        warn(warning);
+    }
+    for part in plan.parts.iter().filter(|p| only.is_none_or(|i| i == p.partition.index)) {
+        for warning in &part.volume.warnings {
+            warn(&format!("{}: {warning}", describe(&part.partition)));
+        }
+    }
+}
+
 /// `imgstream_fs::examine` on one partition. A partition whose GPT type holds no filesystem by
 /// design (BIOS boot, Microsoft reserved) and in which nothing was recognised is named by its
 /// type and copied raw without a warning.
@@ -199,14 +203,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         }
     };
     if let Some(plan) = &plan {
-        for warning in &plan.layout.warnings {
-            warn(warning);
-        }
-        for part in plan.parts.iter().filter(|p| args.partition.is_none_or(|i| i == p.partition.index)) {
-            for warning in &part.volume.warnings {
-                warn(&format!("{}: {warning}", describe(&part.partition)));
-            }
-        }
+        print_warnings(plan, args.partition);
     }
     let window = Window::new(source, start, size)?;
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;

@@ -18,6 +18,7 @@ mod restore;
 mod signals;
 mod size;
 mod verify;
+mod view;
 
 use clap::Parser;
 use std::fmt;
@@ -40,6 +41,11 @@ impl Failure {
     /// A usage error (exit status 2).
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self { message: message.into(), code: 2 }
+    }
+
+    /// A failure with its own exit status (128 + N after signal N).
+    pub(crate) fn with_code(message: impl Into<String>, code: u8) -> Self {
+        Self { message: message.into(), code }
     }
 }
 
@@ -87,6 +93,8 @@ fn main() -> ExitCode {
         cli::Command::Verify(args) => verify::run(&args),
         cli::Command::BackupDisk(args) => borg::backup(&args),
         cli::Command::RestoreDisk(args) => borg::restore(&args),
+        cli::Command::Mount(args) => view::mount(&args),
+        cli::Command::Map(args) => view::map(&args),
         cli::Command::Man(args) => generate::man(&args),
         cli::Command::Completions(args) => generate::completions(&args),
     });

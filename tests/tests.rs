@@ -8,6 +8,7 @@
 
 mod util;
 
+mod backup;
 mod cli;
 mod disk;
 mod exfat;
