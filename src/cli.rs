@@ -128,6 +128,9 @@ pub(crate) struct InfoArgs {
     /// Count pagefile.sys, swapfile.sys and hiberfil.sys as elidable (NTFS).
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
+    /// ext4 with metadata_csum: also cross-check the block bitmaps with every inode's blocks.
+    #[arg(long)]
+    pub(crate) deep_check: bool,
     /// What `part` and `disk` would do with a volume unsafe to elide (raw, refuse, force).
     #[arg(long, value_name = "raw|refuse|force", default_value_t)]
     pub(crate) on_unsafe: imgstream_fs::OnUnsafe,
@@ -151,6 +154,10 @@ pub(crate) struct PolicyArgs {
     /// NTFS: also zero pagefile.sys, swapfile.sys and (if not hibernated) hiberfil.sys.
     #[arg(long)]
     pub(crate) drop_pagefile: bool,
+    /// ext4 with metadata_csum: also cross-check the block bitmaps with every inode's blocks
+    /// (always done without metadata_csum, and on NTFS and exFAT).
+    #[arg(long)]
+    pub(crate) deep_check: bool,
 }
 
 /// Options of the streaming engine. The output is identical whatever their values.
@@ -198,6 +205,12 @@ impl PolicyArgs {
     /// The filesystem policy these flags ask for.
     pub(crate) fn policy(&self) -> imgstream_fs::Policy {
         let on_unsafe = if self.force { imgstream_fs::OnUnsafe::Force } else { self.on_unsafe };
-        imgstream_fs::Policy { raw: self.raw, on_unsafe, drop_pagefile: self.drop_pagefile, ..Default::default() }
+        imgstream_fs::Policy {
+            raw: self.raw,
+            on_unsafe,
+            drop_pagefile: self.drop_pagefile,
+            deep_check: self.deep_check,
+            ..Default::default()
+        }
     }
 }

@@ -35,7 +35,12 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
 /// How `info` examines a volume: as if forced, so that an unsafe volume still shows its
 /// numbers; [`volume_report`] then says what `--on-unsafe` would do with it.
 pub(crate) fn examine_policy(args: &InfoArgs) -> Policy {
-    Policy { on_unsafe: OnUnsafe::Force, drop_pagefile: args.drop_pagefile, ..Policy::default() }
+    Policy {
+        on_unsafe: OnUnsafe::Force,
+        drop_pagefile: args.drop_pagefile,
+        deep_check: args.deep_check,
+        ..Policy::default()
+    }
 }
 
 /// A volume mounted read-write may read as corrupt (it changes while read): then its mount,

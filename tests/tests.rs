@@ -19,6 +19,7 @@ mod faults;
 mod journal;
 mod lvm;
 mod md;
+mod mutation;
 mod ntfs;
 mod package;
 mod policy;

@@ -8,17 +8,17 @@ use imgstream_blockio::ReadAt;
 use imgstream_volume::fields::{le32, le64};
 use imgstream_volume::read_at;
 
-const ENTRY_LEN: usize = 32;
+pub(crate) const ENTRY_LEN: usize = 32;
 /// EntryType 0x00: end of directory; every later entry is unused.
-const END_OF_DIRECTORY: u8 = 0x00;
-const ALLOCATION_BITMAP: u8 = 0x81;
-const UPCASE_TABLE: u8 = 0x82;
+pub(crate) const END_OF_DIRECTORY: u8 = 0x00;
+pub(crate) const ALLOCATION_BITMAP: u8 = 0x81;
+pub(crate) const UPCASE_TABLE: u8 = 0x82;
 /// Field offsets shared by the two critical primary entries we read.
 const BITMAP_FLAGS: usize = 1;
-const FIRST_CLUSTER: usize = 20;
-const DATA_LENGTH: usize = 24;
+pub(crate) const FIRST_CLUSTER: usize = 20;
+pub(crate) const DATA_LENGTH: usize = 24;
 /// A directory is at most 256 MiB (§6.2.4.1 "DataLength ... 256MB").
-const MAX_DIRECTORY_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_DIRECTORY_BYTES: u64 = 256 << 20;
 
 /// A contiguous system file named by a root directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! FAT's cluster chains ([`fat`]), the root directory's system entries ([`directory`]) and the
 //! Allocation Bitmap ([`bitmap`]). Its answer, [`analyze`], marks as used everything before the
 //! cluster heap (boot regions, FATs), every cluster the bitmap marks allocated (in any bitmap,
-//! when TexFAT keeps two), and everything after the heap. A volume whose `VolumeDirty` flag is
+//! when TexFAT keeps two), every cluster the directory tree's entries own ([`files`]: kept with a
+//! warning where the bitmap disagrees), and everything after the heap. A volume whose `VolumeDirty` flag is
 //! set is refused, like a dirty NTFS: its bitmap may be stale.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ mod bitmap;
 mod boot_region;
 mod directory;
 mod fat;
+mod files;
 
 pub use boot_region::BootSector;
 /// Why an exFAT volume could not be analysed: the message names the structure and its byte offset.
@@ -106,6 +108,23 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
             ));
         }
     }
+    // The second view: every cluster the directory tree's entries own.
+    let found = files::file_clusters(volume, &boot, &root.clusters)?;
+    let missing = found.clusters.difference(&used);
+    let missing_clusters = missing.total() / boot.cluster_size;
+    let files_detail = if missing_clusters == 0 {
+        format!("{} files and directories, every cluster of theirs marked in the allocation bitmap", found.files)
+    } else {
+        let first = missing.iter().next().map_or(0, |r| 2 + (r.start - boot.heap_start()) / boot.cluster_size);
+        warnings.push(format!(
+            "{missing_clusters} clusters used by files but free in the allocation bitmap (the first is cluster {first}): kept; run fsck.exfat"
+        ));
+        used.union_with(&missing);
+        format!(
+            "{} files and directories, {missing_clusters} clusters of theirs free in the allocation bitmap (kept)",
+            found.files
+        )
+    };
     let heap_used = used.covered_in(boot.heap_start()..boot.heap_end());
     used.insert(boot.heap_end()..size);
 
@@ -131,6 +150,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     detail("cluster heap", format!("bytes {}..{}", boot.heap_start(), boot.heap_end()));
     detail("revision", format!("{}.{:02}", boot.revision.0, boot.revision.1));
     detail("serial", format!("{:04X}-{:04X}", boot.serial >> 16, boot.serial & 0xFFFF));
+    detail("files cross-checked", files_detail);
     detail("dirty", if boot.volume_flags & VOLUME_DIRTY != 0 { "yes".into() } else { "no".into() });
     if boot.percent_in_use != 0xFF {
         detail("percent in use (boot sector)", boot.percent_in_use.to_string());

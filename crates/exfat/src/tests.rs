@@ -215,3 +215,53 @@ fn every_single_byte_corruption_of_the_metadata_is_handled() {
         fix_checksum(&mut image);
     }
 }
+
+/// The byte offset of the allocation bitmap and the heap used per the bitmap alone.
+fn bitmap_offset(image: &[u8], boot: &BootSector) -> usize {
+    let root = root_directory_offset(image);
+    let entry = (0..image.len()).step_by(32).map(|i| root + i).find(|&at| image[at] == 0x81).unwrap();
+    boot.cluster_offset(u64::from(u32::from_le_bytes(image[entry + 20..entry + 24].try_into().unwrap()))) as usize
+}
+
+#[test]
+fn on_clean_fixtures_the_tree_owns_exactly_the_clusters_the_bitmap_marks() {
+    for name in ["exfat-4k", "exfat-512"] {
+        let image = fixture(name);
+        let boot = BootSector::parse(&image[..512], image.len() as u64).unwrap();
+        let root = directory::read_root(&image, &boot).unwrap();
+        let found = files::file_clusters(&image, &boot, &root.clusters).unwrap();
+        let mut bitmap = RangeSet::new();
+        let entry = root.bitmaps.first().unwrap();
+        bitmap::read_into(&image, &boot, entry, &mut bitmap).unwrap();
+        assert_eq!(found.clusters, bitmap, "{name}");
+        assert!(found.files >= 5, "{name}: {} files", found.files);
+        let allocation = analyze(&image).unwrap();
+        assert!(allocation.warnings.is_empty(), "{name}: {:?}", allocation.warnings);
+    }
+}
+
+#[test]
+fn a_file_cluster_cleared_in_the_bitmap_is_kept_with_a_warning() {
+    let good = fixture("exfat-512");
+    let boot = BootSector::parse(&good[..512], good.len() as u64).unwrap();
+    let bitmap = bitmap_offset(&good, &boot);
+    let heap = boot.heap_start()..boot.heap_end();
+    let clean = analyze(&good).unwrap();
+    // The last used cluster of the heap (a file's, not a system file's).
+    let last = clean.used.overlapping(heap.clone()).last().unwrap().end - boot.cluster_size;
+    let bit = ((last - heap.start) / boot.cluster_size) as usize;
+    let mut flipped = good.clone();
+    flipped[bitmap + bit / 8] &= !(1 << (bit % 8));
+    let allocation = analyze(&flipped).unwrap();
+    assert_eq!(allocation.used, clean.used, "the cleared cluster must be kept");
+    let warning = allocation.warnings.join("\n");
+    assert!(
+        warning.contains(&format!(
+            "1 clusters used by files but free in the allocation bitmap (the first is cluster {})",
+            bit + 2
+        )),
+        "{warning}"
+    );
+    let detail = &allocation.details.iter().find(|(k, _)| k == "files cross-checked").unwrap().1;
+    assert!(detail.contains("1 clusters of theirs free"), "{detail}");
+}

@@ -32,6 +32,8 @@ pub(crate) const BG_BLOCK_BITMAP_CSUM_HI: usize = 0x38;
 /// (EXT4_BG_BLOCK_BITMAP_CSUM_HI_END).
 const BLOCK_BITMAP_CSUM_HI_END: u64 = 0x3A;
 
+/// `bg_flags`: the inode bitmap and table were never initialised; no inode is in use.
+pub(crate) const INODE_UNINIT: u16 = 0x1;
 /// `bg_flags`: the block bitmap was never initialised; it must be computed from the layout.
 pub(crate) const BLOCK_UNINIT: u16 = 0x2;
 

@@ -7,7 +7,10 @@
 //! e2fsprogs does so. Everything no bitmap covers is reported used: the bytes before
 //! `s_first_data_block` (block 0 with 1 KiB blocks) and the tail between the end of the
 //! filesystem and the end of the volume. Each group's free count is cross-checked with its
-//! descriptor: a clean filesystem always agrees, so a mismatch is corruption.
+//! descriptor: a clean filesystem always agrees, so a mismatch is corruption. Each group's
+//! backup superblock and descriptor blocks are kept where the layout puts them, whatever its
+//! bitmap says, and the blocks the inodes in use reference ([`inode_scan`]) are kept where a
+//! bitmap marks them free, with a warning (without metadata_csum, or with `--deep-check`).
 //!
 //! When the journal needs recovery, the blocks its committed transactions and fast commits
 //! allocate count as used too ([`recovery`]), and free counts are not cross-checked: the image
@@ -29,6 +32,7 @@ mod checksum;
 mod fast_commit;
 mod features;
 mod group_desc;
+mod inode_scan;
 mod journal;
 mod mmp;
 mod recovery;
@@ -61,8 +65,26 @@ pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
     Ok(u16::from_le_bytes(magic) == superblock::EXT_MAGIC)
 }
 
-/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
+/// Choices that change the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Scan the inodes even with metadata_csum (whose checksummed bitmaps are trusted otherwise).
+    pub deep_check: bool,
+}
+
+/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`, with the
+/// default [`Options`].
 pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
+    analyze_with(volume, &Options::default())
+}
+
+/// Which bytes of the ext volume must be copied, with its hazards and facts for `info`.
+///
+/// The block bitmaps are cross-checked with the blocks the inodes in use reference (the
+/// `inode_scan` module) on every filesystem without metadata_csum, and on all with
+/// [`Options::deep_check`]; blocks that files reference but a bitmap marks free are kept, with a
+/// warning.
+pub fn analyze_with(volume: &dyn ReadAt, options: &Options) -> Result<Allocation, Error> {
     let size = volume.size();
     let superblock_end = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64;
     if size < superblock_end {
@@ -83,16 +105,28 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let recovery =
         if sb.has_incompat(incompat::RECOVER) { Some(journal_view(volume, &sb, &mut unsafe_reasons)?) } else { None };
     let mut warnings = Vec::new();
-    let (used, free_clusters, map_ranges) = used_ranges(volume, &sb, recovery.as_ref(), &mut warnings)?;
+    let (mut used, free_clusters, map_ranges) = used_ranges(volume, &sb, recovery.as_ref(), &mut warnings)?;
+    let (scan_detail, scan_warning) = if recovery.is_some() {
+        // The inodes on disk predate the journal's transactions, which may free and reuse
+        // their blocks (an old indirect block may hold new data): only the replayed view
+        // could be scanned.
+        ("skipped: the journal needs recovery, so the inodes on disk are not current".to_owned(), None)
+    } else if sb.has_ro_compat(ro_compat::METADATA_CSUM) && !options.deep_check {
+        ("skipped: metadata_csum checksums the bitmaps (--deep-check scans anyway)".to_owned(), None)
+    } else {
+        add_file_blocks(volume, &sb, &mut used)?
+    };
 
     let mut allocation = Allocation::new(sb.features.blkid_name(), sb.cluster_size(), used);
     allocation.map_ranges = map_ranges;
     allocation.unsafe_reasons = unsafe_reasons;
     allocation.warnings = warnings;
+    allocation.warnings.extend(scan_warning);
     allocation.details = details(&sb, free_clusters);
     if let Some(recovery) = recovery.filter(|_| allocation.unsafe_reasons.is_empty()) {
         allocation.details.push(("journal".into(), recovery.summary()));
     }
+    allocation.details.push(("inode scan".into(), scan_detail));
     Ok(allocation)
 }
 
@@ -114,6 +148,33 @@ fn journal_view(volume: &dyn ReadAt, sb: &Superblock, reasons: &mut Vec<String>)
         "the journal needs recovery (needs_recovery is set) and cannot be analysed: {why_not}; committed transactions may allocate blocks that the on-disk bitmaps still show as free; mount the filesystem or run e2fsck to replay it first"
     ));
     Ok(Recovery::default())
+}
+
+/// Adds to `used` the clusters that inodes in use reference but the bitmaps mark free. Returns
+/// the `info` detail and, on a mismatch, the warning.
+fn add_file_blocks(
+    volume: &dyn ReadAt,
+    sb: &Superblock,
+    used: &mut RangeSet,
+) -> Result<(String, Option<String>), Error> {
+    let found = inode_scan::file_blocks(volume, sb)?;
+    let missing = found.blocks.difference(used);
+    let inodes = found.inodes;
+    if missing.is_empty() {
+        return Ok((format!("{inodes} inodes in use, every block of theirs marked in the block bitmaps"), None));
+    }
+    let blocks = missing.total() >> sb.block_bits;
+    let first = missing.iter().next().map_or(0, |r| r.start >> sb.block_bits);
+    // The bitmaps count clusters: keep the whole clusters around the missing blocks.
+    let cluster = sb.cluster_size();
+    for range in missing.iter() {
+        used.insert(range.start / cluster * cluster..(range.end.div_ceil(cluster) * cluster).min(volume.size()));
+    }
+    let detail = format!("{inodes} inodes in use, {blocks} blocks of theirs free in the block bitmaps (kept)");
+    let warning = format!(
+        "{blocks} blocks used by files but free in the block bitmaps (the first is block {first}): kept; run e2fsck"
+    );
+    Ok((detail, Some(warning)))
 }
 
 /// The states in which the on-disk bitmaps may not tell the whole truth.
@@ -221,6 +282,14 @@ fn used_ranges(
         map.insert(block_bytes(desc.block_bitmap..desc.block_bitmap + 1));
         for blocks in metadata {
             let bytes = block_bytes(round_to_clusters(blocks));
+            if !from_bitmaps.contains_range(bytes.clone()) {
+                extra.push(bytes);
+            }
+        }
+        // And its backup superblock and descriptor blocks, which the layout places: a bitmap
+        // bit cleared over them must not zero them.
+        for clusters in block_bitmap::uninit_used_clusters(sb, group, &desc).iter() {
+            let bytes = cluster_bytes(clusters);
             if !from_bitmaps.contains_range(bytes.clone()) {
                 extra.push(bytes);
             }

@@ -36,6 +36,8 @@ pub struct Policy {
     pub on_unsafe: OnUnsafe,
     /// NTFS: also zero pagefile.sys, swapfile.sys and a non-hibernated hiberfil.sys.
     pub drop_pagefile: bool,
+    /// ext with metadata_csum: cross-check the bitmaps with an inode scan too (`--deep-check`).
+    pub deep_check: bool,
     /// Metadata that cannot be read does not fail the run: the volume is copied raw (`--rescue`).
     pub rescue: bool,
 }
@@ -204,7 +206,8 @@ fn recognise(volume: &dyn ReadAt, policy: &Policy) -> io::Result<Option<(&'stati
     }
     // ext2/3/4: magic 0xEF53 at byte 1080, in the superblock.
     if imgstream_ext::detect(volume)? {
-        return Ok(Some(("ext", imgstream_ext::analyze(volume).map_err(boxed))));
+        let options = imgstream_ext::Options { deep_check: policy.deep_check };
+        return Ok(Some(("ext", imgstream_ext::analyze_with(volume, &options).map_err(boxed))));
     }
     // Swap last: its magic ends a page (4-64 KiB), where other filesystems hold data.
     if imgstream_swap::detect(volume)? {

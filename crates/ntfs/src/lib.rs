@@ -6,7 +6,9 @@
 //! after the last whole cluster, which holds the backup boot sector, and any space between the
 //! end of the volume and the end of the partition), are what must be copied. Like ntfsclone, it
 //! cross-checks the bitmap against the clusters of `$MFT`, `$MFTMirr`, `$LogFile`, `$Bitmap`
-//! and `$Boot`.
+//! and `$Boot` (a system file's cluster marked free is corruption), and against the runs of
+//! every MFT record in use ([`mft_scan`]): where ntfsclone refuses a cluster a file uses but
+//! `$Bitmap` marks free, we keep it and warn.
 //!
 //! Zeroing free clusters is refused (`unsafe_reasons`) when the `$Volume` dirty flag is set,
 //! when `$LogFile` needs replaying (or cannot be read), and when `hiberfil.sys` shows that
@@ -26,6 +28,7 @@ mod data_runs;
 mod error;
 mod guard;
 mod logfile;
+mod mft_scan;
 mod pagefiles;
 mod root_directory;
 mod system_files;
@@ -33,13 +36,13 @@ mod system_files;
 pub use error::Error;
 
 use boot_sector::BootSector;
-use data_runs::{read_at, unnamed_data};
+use data_runs::{Stream, read_at, stream, unnamed_data};
 use error::Offset;
 use imgstream_blockio::{Cursor, ReadAt};
 use imgstream_volume::{Allocation, RangeSet};
 use logfile::LogState;
-use ntfs::Ntfs;
 use ntfs::structured_values::NtfsVolumeFlags;
+use ntfs::{Ntfs, NtfsAttributeType};
 use pagefiles::Hibernation;
 use std::io;
 
@@ -100,6 +103,11 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     }
     // Outside the bitmap's coverage: the backup boot sector and whatever follows the volume.
     used.insert(boot.bitmap_coverage()..volume.size());
+    let Some((_, _, mft_at, mft_stream)) = stream_of(0) else {
+        return Err(Error::corrupt("$MFT", 0, "not read"));
+    };
+    let (files_detail, files_warning) =
+        add_file_clusters(volume, boot, &ntfs, &mut fs, mft_stream, *mft_at, &mut used)?;
 
     let mut allocation = Allocation::new("ntfs", boot.cluster_size, RangeSet::new());
     allocation.map_ranges = bitmap_stream.allocated_runs().map(|(position, len)| position..position + len).collect();
@@ -109,6 +117,8 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     details.push(("MFT record size".into(), boot.record_size.to_string()));
     details.push(("clusters".into(), boot.total_clusters.to_string()));
     details.push(("volume serial".into(), format!("{:016X}", boot.serial_number)));
+    details.push(("files cross-checked".into(), files_detail));
+    allocation.warnings.extend(files_warning);
 
     // $Volume: label, version, dirty flag.
     // The label is only shown: a damaged one is worth a warning, not a refusal.
@@ -188,6 +198,51 @@ fn analyze_volume(volume: &dyn ReadAt, boot: &BootSector, options: &Options) -> 
     }
     allocation.used = used.clipped(volume.size());
     Ok(allocation)
+}
+
+/// Adds to `used` the clusters that in-use MFT records' runs occupy but `$Bitmap` marks free.
+/// Returns the `info` detail and, on a mismatch, the warning.
+fn add_file_clusters<T: io::Read + io::Seek>(
+    volume: &dyn ReadAt,
+    boot: &BootSector,
+    ntfs: &Ntfs,
+    fs: &mut T,
+    mft: &Stream,
+    mft_at: u64,
+    used: &mut RangeSet,
+) -> Result<(String, Option<String>), Error> {
+    // Bounds the walk and the MFT bitmap below: $MFT cannot be larger than the volume.
+    if mft.data_size() > boot.bitmap_coverage() {
+        return Err(Error::corrupt(
+            "$MFT (MFT record 0)",
+            mft_at,
+            format!("its $DATA is {} bytes, more than the {}-byte volume", mft.data_size(), boot.bitmap_coverage()),
+        ));
+    }
+    let mft_file = ntfs.file(fs, 0).map_err(Error::parse("$MFT (MFT record 0)"))?;
+    let mft_bitmap = match stream(ntfs, volume, &mft_file, fs, NtfsAttributeType::Bitmap, "")? {
+        Some(bitmap) => {
+            let records = mft.data_size() / boot.record_size;
+            let mut bits = vec![0u8; usize::try_from(records.div_ceil(8)).unwrap_or(0)];
+            read_at(volume, &bitmap, 0, &mut bits)?;
+            Some(bits)
+        }
+        None => None,
+    };
+    let found = mft_scan::file_clusters(volume, boot, mft, mft_bitmap.as_deref())?;
+    let missing = found.clusters.difference(used);
+    let clusters = missing.total() / boot.cluster_size;
+    let records = found.records_in_use;
+    if clusters == 0 {
+        return Ok((format!("{records} MFT records in use, every cluster of theirs marked in $Bitmap"), None));
+    }
+    let first = missing.iter().next().map_or(0, |r| r.start / boot.cluster_size);
+    used.union_with(&missing);
+    let detail = format!("{records} MFT records in use, {clusters} clusters of theirs free in $Bitmap (kept)");
+    let warning = format!(
+        "{clusters} clusters used by files but free in $Bitmap (the first is cluster {first}; $MFT at byte {mft_at}): kept; run chkdsk"
+    );
+    Ok((detail, Some(warning)))
 }
 
 #[cfg(test)]
