@@ -1,7 +1,11 @@
-//! The command line, as clap definitions only: no behaviour here.
+//! The command line, as clap definitions only: no behaviour here. Every command's arguments
+//! live here, so the command modules depend on this one and never the other way round.
 
 use crate::progress::ProgressMode;
+use crate::size::parse_size;
 use clap::{Args, Parser, Subcommand};
+use imgstream_fs::{OnUnsafe, Policy};
+use std::ffi::OsString;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
@@ -46,26 +50,26 @@ pub(crate) enum Command {
     Info(InfoArgs),
     /// Stream a whole disk (GPT, MBR or none) to stdout: each partition elided by its filesystem,
     /// everything outside partitions (tables, boot loader gap, EBRs, backup GPT) copied exactly.
-    Disk(crate::disk::DiskArgs),
+    Disk(DiskArgs),
     /// Write a raw image from stdin to a file or block device, optionally sparse.
-    Restore(crate::restore::RestoreArgs),
+    Restore(RestoreArgs),
     /// Check an image stream on stdin against SOURCE: used bytes equal, free bytes zero, exact
     /// length; lists the first differences and exits 1 on any.
-    Verify(crate::verify::VerifyArgs),
+    Verify(VerifyArgs),
     /// Back up a whole disk into a borg repository as one archive (a manifest, the raw areas
     /// outside partitions, one image per partition) that borg reads sparsely: free space is
     /// never read. A failed or interrupted run leaves no archive.
-    BackupDisk(crate::borg::BackupDiskArgs),
+    BackupDisk(BackupDiskArgs),
     /// Restore a backup-disk backup onto a disk or file (a larger GPT disk gets its backup
     /// table moved to the new end).
-    RestoreDisk(crate::borg::RestoreDiskArgs),
+    RestoreDisk(RestoreDiskArgs),
     /// Show a disk read-only as a directory of sparse files (FUSE, in the foreground): the
     /// manifest, the raw areas and one image per partition, free space as holes that read as
     /// zeros. Ends with Ctrl-C, SIGTERM or `umount MOUNTPOINT` (exit 0), unmounting.
-    Mount(crate::view::MountArgs),
+    Mount(MountArgs),
     /// Print the used/zero map of a disk or volume in borg 2's `create --map` format (borg 2
     /// betas): `START LENGTH data|zero` lines covering the exact size.
-    Map(crate::view::MapArgs),
+    Map(MapArgs),
     /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
     Man(ManArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -102,7 +106,7 @@ pub(crate) struct PartArgs {
     pub(crate) engine: EngineArgs,
     /// Reading a dying disk.
     #[command(flatten)]
-    pub(crate) rescue: crate::rescue::RescueArgs,
+    pub(crate) rescue: RescueArgs,
     /// Where to write the image.
     #[command(flatten)]
     pub(crate) output: OutputArgs,
@@ -213,4 +217,248 @@ impl PolicyArgs {
             ..Default::default()
         }
     }
+}
+
+/// The files of a backup, shared by both helps.
+macro_rules! layout_help {
+    () => {
+        "\
+  manifest.json        disk size, sector size, table type, every partition's index, start, size,
+                       type, filesystem, used bytes, elision, file; every raw area's offset, size, file
+  raw-<offset>.bin     each area outside the partitions (MBR/GPT, boot loader gap, EBRs, backup GPT)
+  partN.img            partition N as a raw image, free space zeroed (unpartitioned source: part1.img)
+"
+    };
+}
+
+/// How to restore a backup, with or without imgstream, shared by both helps.
+macro_rules! restore_help {
+    () => {
+        "\
+Restore the whole disk:   imgstream restore-disk --repo REPO --name NAME /dev/sdX
+Restore one partition:    borg extract --stdout REPO::NAME part2.img | imgstream restore --sparse /dev/sdX2
+With plain borg and dd:   borg extract REPO::NAME manifest.json   (offsets and starts are in it)
+                          for each raw area and partition FILE at byte OFFSET (0 included):
+                            borg extract --stdout REPO::NAME FILE | dd of=/dev/sdX bs=4M seek=OFFSET oflag=seek_bytes conv=notrunc,fsync
+                          (dd writes every zero; on a larger GPT disk, run `sgdisk -e` afterwards
+                          to move the backup GPT to the end)"
+    };
+}
+
+/// How a backup is made and laid out in the repository, and how to restore it.
+const BACKUP_HELP: &str = concat!(
+    "A backup named NAME (default: SOURCE's file name and the UTC time) is one archive NAME:\n",
+    layout_help!(),
+    "\
+It is made with `borg create --read-special --sparse --files-cache=disabled --chunker-params
+fixed,4194304 REPO::NAME FILES...` inside a read-only FUSE view of the disk, so borg never reads
+free space; without /dev/fuse (or with --no-fuse) with `borg import-tar REPO::NAME -` from a tar stream
+(same files). Add borg options after --. A read error, a failing borg, SIGINT or SIGTERM leave
+no archive, no checkpoint and no mount. One backup is one archive, so
+  borg prune --keep-daily 7 --glob-archives 'laptop-*' REPO
+keeps whole backups. Encrypted repository: set BORG_PASSPHRASE or BORG_PASSCOMMAND (a backup
+asks once). Nightly, with systemd (the default NAME is sda-<UTC time>):
+  /etc/systemd/system/imgstream-backup.service
+    [Service]
+    Type=oneshot
+    Environment=BORG_PASSCOMMAND=\"cat /root/.borg-passphrase\"
+    ExecStart=/usr/bin/imgstream backup-disk --quiet /dev/sda --repo /backup
+    ExecStartPost=/usr/bin/borg prune --keep-daily 7 --keep-weekly 4 --glob-archives 'sda-*' /backup
+  /etc/systemd/system/imgstream-backup.timer
+    [Timer]
+    OnCalendar=daily
+    Persistent=true
+    [Install]
+    WantedBy=timers.target
+  systemctl enable --now imgstream-backup.timer
+
+",
+    restore_help!()
+);
+
+/// How `restore-disk` reads a backup, and the alternatives.
+const RESTORE_HELP: &str = concat!(
+    "A backup NAME is one archive NAME holding:\n",
+    layout_help!(),
+    "\n",
+    restore_help!(),
+    "\nrestore-disk also restores backups of earlier versions (archives NAME-partN and NAME-table)."
+);
+
+/// `imgstream backup-disk`.
+#[derive(Debug, Args)]
+#[command(after_help = BACKUP_HELP)]
+pub(crate) struct BackupDiskArgs {
+    /// Disk to back up: block device or image file (never written).
+    pub(crate) source: PathBuf,
+    /// The borg repository (must exist: `borg init`).
+    #[arg(long)]
+    pub(crate) repo: String,
+    /// Archive name [default: the source's file name and the UTC time].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Do not mount a FUSE view: stream a tar archive into `borg import-tar` (free space then
+    /// travels as zeros). The default without /dev/fuse.
+    #[arg(long)]
+    pub(crate) no_fuse: bool,
+    /// How to treat each partition's filesystem.
+    #[command(flatten)]
+    pub(crate) policy: DiskPolicyArgs,
+    /// How to stream (the tar stream of --no-fuse).
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+    /// Extra arguments for `borg create` / `borg import-tar` (e.g. `-- --compression zstd,3`).
+    #[arg(last = true, value_name = "BORG ARGS")]
+    pub(crate) borg_args: Vec<OsString>,
+}
+
+/// `imgstream restore-disk`.
+#[derive(Debug, Args)]
+#[command(after_help = RESTORE_HELP)]
+pub(crate) struct RestoreDiskArgs {
+    /// The borg repository.
+    #[arg(long)]
+    pub(crate) repo: String,
+    /// The backup's name [default: the latest archive in REPO].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Disk to write: a block device not in use, or a file (created with the disk's size, or
+    /// an existing file at least that large, truncated first).
+    pub(crate) target: PathBuf,
+    /// Block device only: it already reads as zeros, so zero runs are skipped.
+    #[arg(long)]
+    pub(crate) assume_zeroed: bool,
+    /// Progress on stderr.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) progress: ProgressMode,
+    /// Extra arguments for every `borg extract`.
+    #[arg(last = true, value_name = "BORG ARGS")]
+    pub(crate) borg_args: Vec<OsString>,
+}
+
+/// `imgstream disk`.
+#[derive(Debug, Args)]
+pub(crate) struct DiskArgs {
+    /// Disk: block device or image file to read (never written).
+    pub(crate) source: PathBuf,
+    /// Stream only partition N (its number in the table, as `info` lists it).
+    #[arg(long, value_name = "N")]
+    pub(crate) partition: Option<u32>,
+    /// How to treat each partition's filesystem.
+    #[command(flatten)]
+    pub(crate) policy: DiskPolicyArgs,
+    /// How to stream.
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+    /// Reading a dying disk.
+    #[command(flatten)]
+    pub(crate) rescue: RescueArgs,
+    /// Where to write the image.
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// The policy options of `disk` and `backup-disk`: the common ones, and per partition.
+#[derive(Debug, Args)]
+pub(crate) struct DiskPolicyArgs {
+    /// For every partition.
+    #[command(flatten)]
+    pub(crate) common: PolicyArgs,
+    /// Copy partition N raw, without parsing it (repeatable): --raw for one partition.
+    #[arg(long, value_name = "N")]
+    pub(crate) raw_partition: Vec<u32>,
+    /// --force for partition N only (repeatable): elide it even if unsafe, image it even if
+    /// mounted read-write.
+    #[arg(long, value_name = "N")]
+    pub(crate) force_partition: Vec<u32>,
+}
+
+impl DiskPolicyArgs {
+    /// The policy for partition `index`.
+    pub(crate) fn policy(&self, index: u32) -> Policy {
+        let mut policy = self.common.policy();
+        policy.raw |= self.raw_partition.contains(&index);
+        if self.forced(index) {
+            policy.on_unsafe = OnUnsafe::Force;
+        }
+        policy
+    }
+
+    /// Whether partition `index` is forced: elided even if unsafe, imaged even if mounted read-write.
+    pub(crate) fn forced(&self, index: u32) -> bool {
+        self.common.force || self.force_partition.contains(&index)
+    }
+}
+
+/// `imgstream restore`.
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// File or block device to write. A file is created or truncated; a device must not be in use.
+    pub(crate) target: PathBuf,
+    /// Zero blocks become holes in a file, or BLKZEROOUT on a device, instead of written zeros.
+    #[arg(long)]
+    pub(crate) sparse: bool,
+    /// Block device only: it already reads as zeros (new thin volume, discarded SSD), so zero
+    /// runs are skipped. Wrong if it holds old data: that data would show through.
+    #[arg(long)]
+    pub(crate) assume_zeroed: bool,
+    /// The exact stream length [default: a device's size; a file takes whatever arrives].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) size: Option<u64>,
+    /// Replace an existing non-empty file (refused otherwise).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Progress on stderr.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) progress: ProgressMode,
+}
+
+/// `imgstream verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The partition, image or (with --disk) disk the stream was made from (never written).
+    pub(crate) source: PathBuf,
+    /// The stream is a `disk` image (partition table and every partition) instead of `part`'s.
+    #[arg(long)]
+    pub(crate) disk: bool,
+    /// How the filesystem (each partition's, with --disk) was treated when the stream was made.
+    #[command(flatten)]
+    pub(crate) policy: DiskPolicyArgs,
+    /// How to read.
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+/// `imgstream mount`.
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// Disk, partition or image file to show (never written).
+    pub(crate) source: PathBuf,
+    /// An empty directory to mount it on.
+    pub(crate) mountpoint: PathBuf,
+    /// How to treat each partition's filesystem.
+    #[command(flatten)]
+    pub(crate) policy: DiskPolicyArgs,
+}
+
+/// `imgstream map`.
+#[derive(Debug, Args)]
+pub(crate) struct MapArgs {
+    /// Disk, partition or image file (never written).
+    pub(crate) source: PathBuf,
+    /// How to treat each partition's filesystem.
+    #[command(flatten)]
+    pub(crate) policy: DiskPolicyArgs,
+}
+
+/// `--rescue` and its map.
+#[derive(Debug, Args)]
+pub(crate) struct RescueArgs {
+    /// Dying disk: retry a failed read sector by sector and write unreadable sectors as zeros,
+    /// listed in the --rescue-map file. Unreadable metadata: the volume is copied raw.
+    #[arg(long, requires = "rescue_map")]
+    pub(crate) rescue: bool,
+    /// Where --rescue writes its GNU ddrescue map of the image (replaced if it exists).
+    #[arg(long, value_name = "FILE", requires = "rescue")]
+    pub(crate) rescue_map: Option<PathBuf>,
 }

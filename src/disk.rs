@@ -10,72 +10,17 @@
 //! warning (`--on-unsafe`), one mounted read-write (through any stack of loop, dm or md
 //! devices) is refused by name, and `--raw-partition` / `--force-partition` apply to one only.
 
-use crate::cli::{EngineArgs, InfoArgs, OutputArgs, PolicyArgs};
+use crate::cli::{DiskArgs, DiskPolicyArgs, InfoArgs};
 use crate::output::Output;
 use crate::size::{human, percent};
 use crate::{Failure, note, progress, warn};
-use clap::Args;
 use imgstream_blockio::mounts::{self, Mount};
 use imgstream_blockio::{ReadAt, Source, SourceKind, Window};
 use imgstream_extents::RangeSet;
-use imgstream_fs::{Elision, OnUnsafe, Policy, Volume};
+use imgstream_fs::{Elision, Policy, Volume};
 use imgstream_ptable::{DiskLayout, Partition, TableKind};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::PathBuf;
-
-/// `imgstream disk`.
-#[derive(Debug, Args)]
-pub(crate) struct DiskArgs {
-    /// Disk: block device or image file to read (never written).
-    pub(crate) source: PathBuf,
-    /// Stream only partition N (its number in the table, as `info` lists it).
-    #[arg(long, value_name = "N")]
-    pub(crate) partition: Option<u32>,
-    /// How to treat each partition's filesystem.
-    #[command(flatten)]
-    pub(crate) policy: DiskPolicyArgs,
-    /// How to stream.
-    #[command(flatten)]
-    pub(crate) engine: EngineArgs,
-    /// Reading a dying disk.
-    #[command(flatten)]
-    pub(crate) rescue: crate::rescue::RescueArgs,
-    /// Where to write the image.
-    #[command(flatten)]
-    pub(crate) output: OutputArgs,
-}
-
-/// The policy options of `disk` and `backup-disk`: the common ones, and per partition.
-#[derive(Debug, Args)]
-pub(crate) struct DiskPolicyArgs {
-    /// For every partition.
-    #[command(flatten)]
-    pub(crate) common: PolicyArgs,
-    /// Copy partition N raw, without parsing it (repeatable): --raw for one partition.
-    #[arg(long, value_name = "N")]
-    pub(crate) raw_partition: Vec<u32>,
-    /// --force for partition N only (repeatable): elide it even if unsafe, image it even if
-    /// mounted read-write.
-    #[arg(long, value_name = "N")]
-    pub(crate) force_partition: Vec<u32>,
-}
-
-impl DiskPolicyArgs {
-    /// The policy for partition `index`.
-    fn policy(&self, index: u32) -> Policy {
-        let mut policy = self.common.policy();
-        policy.raw |= self.raw_partition.contains(&index);
-        if self.forced(index) {
-            policy.on_unsafe = OnUnsafe::Force;
-        }
-        policy
-    }
-
-    fn forced(&self, index: u32) -> bool {
-        self.common.force || self.force_partition.contains(&index)
-    }
-}
 
 /// One partition and what its filesystem allows.
 pub(crate) struct PartPlan {

@@ -6,24 +6,11 @@
 //! ddrescue itself can retry just the bad areas from the same device with it.
 
 use crate::Failure;
+use crate::cli::RescueArgs;
 use crate::size::human;
-use clap::Args;
 use imgstream_blockio::{ReadAt, Rescue};
 use std::fmt::Write as _;
 use std::ops::Range;
-use std::path::PathBuf;
-
-/// `--rescue` and its map.
-#[derive(Debug, Args)]
-pub(crate) struct RescueArgs {
-    /// Dying disk: retry a failed read sector by sector and write unreadable sectors as zeros,
-    /// listed in the --rescue-map file. Unreadable metadata: the volume is copied raw.
-    #[arg(long, requires = "rescue_map")]
-    pub(crate) rescue: bool,
-    /// Where --rescue writes its GNU ddrescue map of the image (replaced if it exists).
-    #[arg(long, value_name = "FILE", requires = "rescue")]
-    pub(crate) rescue_map: Option<PathBuf>,
-}
 
 impl RescueArgs {
     /// The source as the stream reads it: through [`Rescue`] if asked for.

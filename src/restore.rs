@@ -1,37 +1,13 @@
 //! `imgstream restore`: a raw image on stdin written to a file or block device.
 
-use crate::size::{human, parse_size};
+use crate::cli::RestoreArgs;
+use crate::size::human;
 use crate::{Failure, progress, signals};
-use clap::Args;
 use imgstream_restore::{OpenOptions, Target, TargetKind, ZeroMode};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 /// The pipe buffer asked for on stdin (the default unprivileged maximum, /proc/sys/fs/pipe-max-size).
 const PIPE_SIZE: i32 = 1 << 20;
-
-/// `imgstream restore`.
-#[derive(Debug, Args)]
-pub(crate) struct RestoreArgs {
-    /// File or block device to write. A file is created or truncated; a device must not be in use.
-    pub(crate) target: PathBuf,
-    /// Zero blocks become holes in a file, or BLKZEROOUT on a device, instead of written zeros.
-    #[arg(long)]
-    pub(crate) sparse: bool,
-    /// Block device only: it already reads as zeros (new thin volume, discarded SSD), so zero
-    /// runs are skipped. Wrong if it holds old data: that data would show through.
-    #[arg(long)]
-    pub(crate) assume_zeroed: bool,
-    /// The exact stream length [default: a device's size; a file takes whatever arrives].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub(crate) size: Option<u64>,
-    /// Replace an existing non-empty file (refused otherwise).
-    #[arg(long)]
-    pub(crate) force: bool,
-    /// Progress on stderr.
-    #[arg(long, value_enum, default_value_t)]
-    pub(crate) progress: progress::ProgressMode,
-}
 
 pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     let stdin = std::io::stdin();

@@ -4,37 +4,18 @@
 //! streaming engine into a sink that compares instead of writing, so verify sees exactly what
 //! `part` would emit; free blocks are never read from SOURCE.
 
-use crate::cli::EngineArgs;
-use crate::disk::DiskPolicyArgs;
+use crate::cli::VerifyArgs;
 use crate::part::ChangeCheck;
 use crate::size::human;
 use crate::{Failure, note, progress, warn};
-use clap::Args;
 use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
 use imgstream_stream::Sink;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
-use std::path::PathBuf;
 
 /// Differences listed before the rest are only counted.
 const SHOWN_DIFFERENCES: usize = 10;
-
-/// `imgstream verify`.
-#[derive(Debug, Args)]
-pub(crate) struct VerifyArgs {
-    /// The partition, image or (with --disk) disk the stream was made from (never written).
-    pub(crate) source: PathBuf,
-    /// The stream is a `disk` image (partition table and every partition) instead of `part`'s.
-    #[arg(long)]
-    pub(crate) disk: bool,
-    /// How the filesystem (each partition's, with --disk) was treated when the stream was made.
-    #[command(flatten)]
-    pub(crate) policy: DiskPolicyArgs,
-    /// How to read.
-    #[command(flatten)]
-    pub(crate) engine: EngineArgs,
-}
 
 pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let stdin = io::stdin();

@@ -7,15 +7,15 @@
 //! partition, a filesystem image) shows one image, `part1.img`. The partitions' verdicts come
 //! from [`disk::plan`], the planning `imgstream disk` uses, so its policy applies here too.
 
-use crate::disk::{self, DiskPlan, DiskPolicyArgs};
+use crate::cli::{DiskPolicyArgs, MapArgs, MountArgs};
+use crate::disk::{self, DiskPlan};
 use crate::size::human;
 use crate::{Failure, note, signals};
-use clap::Args;
 use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
 use imgstream_view::{Content, View, ViewFile};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,28 +23,6 @@ use std::time::Duration;
 pub(crate) const MANIFEST_FORMAT: &str = "imgstream-disk-2";
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "manifest.json";
-
-/// `imgstream mount`.
-#[derive(Debug, Args)]
-pub(crate) struct MountArgs {
-    /// Disk, partition or image file to show (never written).
-    pub(crate) source: PathBuf,
-    /// An empty directory to mount it on.
-    pub(crate) mountpoint: PathBuf,
-    /// How to treat each partition's filesystem.
-    #[command(flatten)]
-    pub(crate) policy: DiskPolicyArgs,
-}
-
-/// `imgstream map`.
-#[derive(Debug, Args)]
-pub(crate) struct MapArgs {
-    /// Disk, partition or image file (never written).
-    pub(crate) source: PathBuf,
-    /// How to treat each partition's filesystem.
-    #[command(flatten)]
-    pub(crate) policy: DiskPolicyArgs,
-}
 
 /// The file name of partition `index`.
 pub(crate) fn part_file(index: u32) -> String {
