@@ -1,18 +1,21 @@
 //! `imgstream info`: what a source holds and how much `part` would elide.
 
-use crate::Failure;
 use crate::cli::InfoArgs;
+use crate::disk;
 use crate::size::{human, percent};
+use crate::{Failure, warn};
 use imgstream_blockio::mounts::{Mount, mounts_over};
 use imgstream_blockio::{ReadAt, Source, SourceKind};
 use imgstream_fs::{Elision, OnUnsafe, Policy, Volume};
+use imgstream_ptable::TableKind;
 use serde_json::{Value, json};
 use std::io::Write;
 
 pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
-    if let Some(text) = crate::disk::info(&source, args)? {
-        return crate::disk::print(&text);
+    if let Some(text) = disk_report(&source, args)? {
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(());
     }
     let mounts = mounts_over(&source)?;
     let mounts: Vec<&Mount> = mounts.iter().collect();
@@ -192,4 +195,122 @@ fn table(report: &Value) -> String {
     let mut lines: String = rows.iter().map(|(label, value)| format!("{label:<width$}{value}\n")).collect();
     container_rows(volume, "", &mut lines);
     lines
+}
+
+/// `info` on a source with a partition table: the table, each partition's filesystem, size,
+/// used and elidable bytes, and totals. `None` if the source has no table (one volume).
+fn disk_report(source: &Source, args: &InfoArgs) -> Result<Option<String>, Failure> {
+    let layout = match imgstream_ptable::read_layout(source, disk::sector_size_hint(source)) {
+        Ok(layout) if layout.table != TableKind::None => layout,
+        Ok(_) => return Ok(None),
+        // `info` still describes it as one volume; `disk` would refuse it.
+        Err(e) => {
+            warn(&format!("not read as a partitioned disk: {e}"));
+            return Ok(None);
+        }
+    };
+    let mounts = mounts_over(source)?;
+    let mut partitions = Vec::new();
+    let (mut used, mut elidable) = (layout.raw.total(), 0u64);
+    let all = disk::examine_partitions(source, &layout, |_| examine_policy(args));
+    for (partition, examined) in layout.partitions.iter().zip(all) {
+        let over: Vec<&Mount> = mounts.iter().filter(|m| m.overlaps(&partition.range())).collect();
+        let examined = unless_mounted(examined, partition.len, &over)?;
+        let volume = volume_report(&examined, &over, args.on_unsafe);
+        // What the image keeps: all of a partition that is not elided, whatever it uses.
+        let partition_elidable = volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
+        used += partition.len - partition_elidable;
+        elidable += partition_elidable;
+        let type_name = imgstream_ptable::gpt_type(&partition.type_id).map(|t| t.name);
+        partitions.push(json!({
+            "index": partition.index,
+            "start": partition.start,
+            "size": partition.len,
+            "type": partition.type_id,
+            "type_name": type_name,
+            "name": partition.name,
+            "uuid": partition.uuid,
+            "bootable": partition.bootable,
+            "volume": volume,
+        }));
+    }
+    let report = json!({
+        "source": source.path().display().to_string(),
+        "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
+        "size": layout.size,
+        "table": {
+            "type": layout.table.name(),
+            "sector_size": layout.sector_size,
+            "id": layout.disk_id,
+            "extended": layout.extended.as_ref().map(|r| json!({"start": r.start, "size": r.end - r.start})),
+            "structures": layout.structures.iter().map(|s| json!({"what": s.what, "start": s.range.start, "size": s.range.end - s.range.start})).collect::<Vec<_>>(),
+            "warnings": layout.warnings,
+        },
+        "partitions": partitions,
+        "raw": layout.raw.total(),
+        "total": { "size": layout.size, "used": used, "elidable": elidable },
+    });
+    Ok(Some(if args.json {
+        serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
+    } else {
+        disk_table(&report)
+    }))
+}
+
+fn disk_table(report: &Value) -> String {
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let text_of = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let table = &report["table"];
+    let mut text = format!(
+        "source      {} ({}, {} bytes, {})\ntable       {}, {}-byte sectors, id {}\n",
+        text_of(&report["source"]),
+        text_of(&report["kind"]),
+        number(&report["size"]),
+        human(number(&report["size"])),
+        text_of(&table["type"]),
+        number(&table["sector_size"]),
+        text_of(&table["id"])
+    );
+    for warning in table["warnings"].as_array().into_iter().flatten() {
+        text.push_str(&format!("warning     {}\n", text_of(warning)));
+    }
+    text.push_str(&format!(
+        "\n{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}\n",
+        "#", "start", "size", "filesystem", "used", "elidable", "type / status"
+    ));
+    for p in report["partitions"].as_array().into_iter().flatten() {
+        let v = &p["volume"];
+        let status = match v["status"].as_str().unwrap_or("") {
+            "elided" => String::new(),
+            status => format!(" [{status}: {}]", text_of(&v["reason"])),
+        };
+        let type_name = p["type_name"].as_str().map_or_else(|| text_of(&p["type"]), str::to_owned);
+        let name = if text_of(&p["name"]).is_empty() { String::new() } else { format!(" \"{}\"", text_of(&p["name"])) };
+        text.push_str(&format!(
+            "{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}{name}{status}\n",
+            number(&p["index"]),
+            number(&p["start"]),
+            human(number(&p["size"])),
+            text_of(&v["filesystem"]),
+            human(number(&v["used"])),
+            human(number(&v["elidable"])),
+            type_name,
+        ));
+        for warning in v["warnings"].as_array().into_iter().flatten() {
+            text.push_str(&format!("    warning: {}\n", text_of(warning)));
+        }
+        container_rows(v, "    ", &mut text);
+    }
+    let total = &report["total"];
+    let size = number(&total["size"]);
+    text.push_str(&format!(
+        "\nraw areas   {} (table, gaps, boot loader; copied verbatim)\ntotal       {}: used {} ({:.1}%), elidable {} ({:.1}%)\n",
+        human(number(&report["raw"])),
+        human(size),
+        human(number(&total["used"])),
+        percent(number(&total["used"]), size),
+        human(number(&total["elidable"])),
+        percent(number(&total["elidable"]), size)
+    ));
+    text
 }
