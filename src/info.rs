@@ -11,6 +11,30 @@ use imgstream_ptable::TableKind;
 use serde_json::{Value, json};
 use std::io::Write;
 
+/// The version of `info --json`'s shape, documented in `docs/info-schema.json`: a removed or
+/// renamed key, or a changed meaning, bumps it.
+const SCHEMA: u32 = 1;
+
+/// "block device" or "image file".
+fn kind_name(source: &Source) -> &'static str {
+    match source.kind() {
+        SourceKind::BlockDevice => "block device",
+        SourceKind::ImageFile => "image file",
+    }
+}
+
+/// A details label as a stable JSON key: "cluster size" -> "cluster_size".
+fn snake_case(label: &str) -> String {
+    let words: Vec<String> =
+        label.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    words.join("_")
+}
+
+/// Text or null: JSON says "absent" with null, never with an empty string.
+fn text_or_null(text: &str) -> Value {
+    if text.is_empty() { Value::Null } else { Value::from(text) }
+}
+
 pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
     if let Some(text) = disk_report(&source, args)? {
@@ -20,11 +44,18 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let mounts = mounts_over(&source)?;
     let mounts: Vec<&Mount> = mounts.iter().collect();
     let examined = unless_mounted(imgstream_fs::examine(&source, &examine_policy(args)), source.size(), &mounts)?;
+    let volume = volume_report(&examined, &mounts, args.on_unsafe);
+    let (size, used, elidable) = (source.size(), volume.get("used").cloned(), volume.get("elidable").cloned());
     let report = json!({
+        "schema": SCHEMA,
         "source": args.source.display().to_string(),
-        "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
-        "size": source.size(),
-        "volume": volume_report(&examined, &mounts, args.on_unsafe),
+        "kind": kind_name(&source),
+        "size": size,
+        "table": null,
+        "partitions": [],
+        "volume": volume,
+        "raw": 0,
+        "total": { "size": size, "used": used, "elidable": elidable },
     });
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("OK to unwrap: a Value always serialises") + "\n"
@@ -86,7 +117,7 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
     // Only what `part` would really zero counts: a raw or refused volume elides nothing.
     let elidable = if matches!(status, "elided" | "forced") { examined.size - used } else { 0 };
     let mut details: serde_json::Map<String, Value> = allocation
-        .map(|a| a.details.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
+        .map(|a| a.details.iter().map(|(k, v)| (snake_case(k), Value::from(v.clone()))).collect())
         .unwrap_or_default();
     for mount in mounts.iter().filter(|m| !m.writable) {
         details.insert("mounted".into(), Value::from(mount.describe()));
@@ -109,14 +140,14 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
         json!({ "kind": c.kind, "volumes": volumes })
     });
     json!({
-        "filesystem": examined.filesystem(),
-        "unit": allocation.map_or(0, |a| a.unit),
+        "filesystem": allocation.map(|a| a.filesystem.clone()),
+        "unit": allocation.map(|a| a.unit),
         "size": examined.size,
         "used": used,
         "free": examined.size - used,
         "elidable": elidable,
         "status": status,
-        "reason": reason,
+        "reason": text_or_null(&reason),
         "warnings": allocation.map(|a| a.warnings.clone()).unwrap_or_default(),
         "details": details,
         "container": container,
@@ -141,7 +172,7 @@ pub(crate) fn container_rows(volume: &Value, indent: &str, text: &mut String) {
             "{indent}  {:<20} {:<10} {:<10} {:>10} used {:>10} elidable {:>10}{status}\n",
             text_of(&inner["name"]),
             text_of(&inner["type"]),
-            text_of(&inner["filesystem"]),
+            inner["filesystem"].as_str().unwrap_or("unknown"),
             human(number(&inner["size"])),
             human(number(&inner["used"])),
             human(number(&inner["elidable"])),
@@ -160,7 +191,7 @@ fn table(report: &Value) -> String {
             "source".into(),
             format!("{} ({}, {} bytes)", text(&report["source"]), text(&report["kind"]), number(&report["size"])),
         ),
-        ("filesystem".into(), text(&volume["filesystem"])),
+        ("filesystem".into(), volume["filesystem"].as_str().unwrap_or("unknown").to_owned()),
     ];
     if number(&volume["unit"]) > 0 {
         rows.push(("unit".into(), format!("{} bytes", number(&volume["unit"]))));
@@ -185,8 +216,8 @@ fn table(report: &Value) -> String {
             _ => format!("none, copied raw: {reason}"),
         },
     ));
-    for (label, value) in volume["details"].as_object().into_iter().flatten() {
-        rows.push((label.clone(), text(value)));
+    for (key, value) in volume["details"].as_object().into_iter().flatten() {
+        rows.push((key.replace('_', " "), text(value)));
     }
     for warning in volume["warnings"].as_array().into_iter().flatten() {
         rows.push(("warning".into(), text(warning)));
@@ -228,25 +259,27 @@ fn disk_report(source: &Source, args: &InfoArgs) -> Result<Option<String>, Failu
             "size": partition.len,
             "type": partition.type_id,
             "type_name": type_name,
-            "name": partition.name,
-            "uuid": partition.uuid,
+            "name": text_or_null(&partition.name),
+            "uuid": text_or_null(&partition.uuid),
             "bootable": partition.bootable,
             "volume": volume,
         }));
     }
     let report = json!({
+        "schema": SCHEMA,
         "source": source.path().display().to_string(),
-        "kind": match source.kind() { SourceKind::BlockDevice => "block device", SourceKind::ImageFile => "image file" },
+        "kind": kind_name(source),
         "size": layout.size,
         "table": {
             "type": layout.table.name(),
             "sector_size": layout.sector_size,
-            "id": layout.disk_id,
+            "id": text_or_null(&layout.disk_id),
             "extended": layout.extended.as_ref().map(|r| json!({"start": r.start, "size": r.end - r.start})),
             "structures": layout.structures.iter().map(|s| json!({"what": s.what, "start": s.range.start, "size": s.range.end - s.range.start})).collect::<Vec<_>>(),
             "warnings": layout.warnings,
         },
         "partitions": partitions,
+        "volume": null,
         "raw": layout.raw.total(),
         "total": { "size": layout.size, "used": used, "elidable": elidable },
     });
@@ -291,7 +324,7 @@ fn disk_table(report: &Value) -> String {
             number(&p["index"]),
             number(&p["start"]),
             human(number(&p["size"])),
-            text_of(&v["filesystem"]),
+            v["filesystem"].as_str().unwrap_or("unknown"),
             human(number(&v["used"])),
             human(number(&v["elidable"])),
             type_name,

@@ -401,7 +401,7 @@ fn root_btrfs_raid0_and_raid10_devices_each_keep_their_own_extents() {
             assert_equal_or_zero(&output.stdout, &source);
             // Every data and metadata block group, striped ones included, refined by the extent tree.
             let info: Value = serde_json::from_slice(&imgstream_ok(&["info", "--json", path_str(device)])).unwrap();
-            let refined = info["volume"]["details"]["refined block groups"].as_str().unwrap().to_owned();
+            let refined = info["volume"]["details"]["refined_block_groups"].as_str().unwrap().to_owned();
             let (done, rest) = refined.split_once(" of ").unwrap();
             assert!(rest.starts_with(&format!("{done} ")) && done != "0", "device {devid}: {refined}");
             assert!(info["volume"]["used"].as_u64().unwrap() < source.len() as u64 / 2, "{info}");

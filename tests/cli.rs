@@ -192,3 +192,59 @@ fn quiet_prints_nothing_on_success_and_one_line_on_failure() {
     let stderr = run_fails(imgstream().args(["part", "--quiet", "/nonexistent/disk.img"]), 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// Validates `document` against `docs/info-schema.json` with Debian's python3-jsonschema (an
+/// implementation of JSON Schema we did not write); returns the errors it lists.
+fn schema_errors(document: &serde_json::Value) -> String {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/info-schema.json");
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(json.load(sys.stdin)):\n\
+        \x20   print(e.json_path, e.message)\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), document).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the validator failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn info_json_validates_against_the_documented_schema() {
+    let have_validator =
+        Command::new("/usr/bin/python3").args(["-c", "import jsonschema"]).status().is_ok_and(|s| s.success());
+    if !have_validator {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but python3-jsonschema is missing");
+        eprintln!("SKIPPED: python3-jsonschema is not installed");
+        return;
+    }
+    let dir = scratch();
+    let noise = dir.path().join("noise.img");
+    noise_image(&noise, 1 << 20);
+    let sources =
+        [fixture("ext-ext4", dir.path()), fixture("disk-gpt", dir.path()), fixture("disk-mbr", dir.path()), noise];
+    for source in &sources {
+        let info: serde_json::Value =
+            serde_json::from_slice(&imgstream_ok(&["info", "--json", source.to_str().unwrap()])).unwrap();
+        assert_eq!(info["schema"], 1);
+        let errors = schema_errors(&info);
+        assert!(errors.is_empty(), "{}: info --json does not match docs/info-schema.json:\n{errors}", source.display());
+    }
+    let unrecognised: serde_json::Value =
+        serde_json::from_slice(&imgstream_ok(&["info", "--json", sources[3].to_str().unwrap()])).unwrap();
+    assert!(unrecognised["volume"]["filesystem"].is_null() && unrecognised["table"].is_null(), "{unrecognised}");
+    // The validator does reject what the schema forbids.
+    let mut broken = unrecognised;
+    broken["volume"]["reason"] = serde_json::Value::from("");
+    broken["partitions"] = serde_json::json!([{ "index": 0 }]);
+    assert!(
+        schema_errors(&broken).lines().count() >= 2,
+        "the schema should reject an empty reason and a bare partition"
+    );
+}

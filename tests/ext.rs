@@ -204,17 +204,17 @@ fn ext_names_and_details_match_blkid_and_dumpe2fs() {
         let header = dumpe2fs_header(&image);
         let details = &volume["details"];
         for (ours, theirs) in [
-            ("block size", "Block size"),
-            ("block count", "Block count"),
-            ("free blocks", "Free blocks"),
-            ("UUID", "Filesystem UUID"),
+            ("block_size", "Block size"),
+            ("block_count", "Block count"),
+            ("free_blocks", "Free blocks"),
+            ("uuid", "Filesystem UUID"),
             ("label", "Filesystem volume name"),
             ("features", "Filesystem features"),
         ] {
             assert_eq!(details[ours].as_str(), header.get(theirs).map(String::as_str), "{name}: {ours}");
         }
         let cluster = header.get("Cluster size").filter(|_| header["Filesystem features"].contains("bigalloc"));
-        assert_eq!(details["cluster size"].as_str(), cluster.map(String::as_str), "{name}: cluster size");
+        assert_eq!(details["cluster_size"].as_str(), cluster.map(String::as_str), "{name}: cluster size");
         let free = volume["free"].as_u64().unwrap();
         let dumpe2fs_free_bytes: usize = dumpe2fs_free(&image).iter().map(|r| r.len()).sum();
         assert_eq!(free, dumpe2fs_free_bytes as u64, "{name}: free bytes");

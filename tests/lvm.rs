@@ -651,7 +651,7 @@ fn root_lvm_metadata_text_wrapping_around_the_buffer() {
     let (_, stderr) = stream_against_oracle("part", &pv, dir, &image, &free, &[(&keep, &filesystems[0])]);
     assert!(!stderr.contains("warning"), "{stderr}");
     let info = info_json(&pv);
-    assert_eq!(info["volume"]["details"]["metadata text"], "wraps around its circular buffer", "{info}");
+    assert_eq!(info["volume"]["details"]["metadata_text"], "wraps around its circular buffer", "{info}");
 }
 
 /// Acceptance 2: `--pvmetadatacopies 2` puts a second metadata area at the end of the PV; both

@@ -211,7 +211,7 @@ fn info_reports_ntfsinfos_geometry_and_free_clusters() {
         assert_eq!(volume["status"], "elided", "{name}");
         // Used: the clusters $Bitmap marks, plus everything after the last whole cluster.
         assert_eq!(volume["used"].as_u64(), Some((clusters - free) * cluster + (size - clusters * cluster)), "{name}");
-        assert_eq!(volume["details"]["cluster size"], cluster.to_string(), "{name}");
+        assert_eq!(volume["details"]["cluster_size"], cluster.to_string(), "{name}");
         assert_eq!(volume["details"]["dirty"], "no", "{name}");
     }
 }
@@ -240,7 +240,7 @@ fn drop_pagefile_zeroes_exactly_the_clusters_ntfsinfo_lists_and_keeps_every_othe
         }
         assert_same_bytes(&format!("{name} --drop-pagefile"), &ours, &expected);
         let volume = &info_json(&image, &["--drop-pagefile"])["volume"];
-        assert_eq!(volume["details"]["bytes --drop-pagefile would save"], saved.to_string(), "{name}");
+        assert_eq!(volume["details"]["bytes_drop_pagefile_would_save"], saved.to_string(), "{name}");
         for file in files(&image, FIXTURE_FILES) {
             if dropped.contains(&file.as_str()) {
                 continue;

@@ -29,6 +29,7 @@ declare -A why=(
     [fuse3]="fusermount3 for nbdfuse (fault tests)"
     [gddrescue]="ddrescuelog: judges --rescue's map (fault tests)"
     [man-db]="rendering the generated man pages (package test)"
+    [python3-jsonschema]="validating info --json against docs/info-schema.json"
     [xfsprogs]="mkfs.xfs, xfs_db, xfs_repair, xfs_logprint: the XFS oracles; XFS mounted through stacked loop devices (policy tests); a reflink scratch XFS for crash-consistent copies of a live ext4 (journal tests)"
     [btrfs-progs]="mkfs.btrfs, btrfs check, dump-tree: the btrfs oracles"
     [f2fs-tools]="mkfs.f2fs: F2FS named (policy tests)"
