@@ -72,7 +72,8 @@ fn assert_info_matches_sfdisk(source: &Path, oracle: &Sfdisk) {
         .iter()
         .map(|p| {
             let start = p["start"].as_u64().unwrap();
-            let text = |key: &str| p[key].as_str().unwrap().to_owned();
+            // MBR partitions have no name or uuid: null, as sfdisk's empty field.
+            let text = |key: &str| p[key].as_str().unwrap_or("").to_owned();
             (
                 p["index"].as_u64().unwrap(),
                 start..start + p["size"].as_u64().unwrap(),
