@@ -308,7 +308,7 @@ fn disk_table(report: &Value) -> String {
         text.push_str(&format!("warning     {}\n", text_of(warning)));
     }
     text.push_str(&format!(
-        "\n{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}\n",
+        "\n{:>4} {:>10} {:>10} {:<10} {:>10} {:>10}  {}\n",
         "#", "start", "size", "filesystem", "used", "elidable", "type / status"
     ));
     for p in report["partitions"].as_array().into_iter().flatten() {
@@ -320,9 +320,11 @@ fn disk_table(report: &Value) -> String {
         let type_name = p["type_name"].as_str().map_or_else(|| text_of(&p["type"]), str::to_owned);
         let name = if text_of(&p["name"]).is_empty() { String::new() } else { format!(" \"{}\"", text_of(&p["name"])) };
         text.push_str(&format!(
-            "{:>3} {:>12} {:>10} {:<10} {:>10} {:>10}  {}{name}{status}\n",
+            "{:>3}{} {:>10} {:>10} {:<10} {:>10} {:>10}  {}{name}{status}\n",
             number(&p["index"]),
-            number(&p["start"]),
+            // `*` marks the MBR active (GPT legacy BIOS bootable) partition, as fdisk does.
+            if p["bootable"].as_bool() == Some(true) { "*" } else { " " },
+            human(number(&p["start"])),
             human(number(&p["size"])),
             v["filesystem"].as_str().unwrap_or("unknown"),
             human(number(&v["used"])),
