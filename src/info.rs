@@ -140,7 +140,8 @@ pub(crate) fn volume_report(examined: &Volume, mounts: &[&Mount], on_unsafe: OnU
         json!({ "kind": c.kind, "volumes": volumes })
     });
     json!({
-        "filesystem": allocation.map(|a| a.filesystem.clone()),
+        // What a crate parsed or a signature named; null when nothing was recognised.
+        "filesystem": examined.allocation.as_ref().map(|a| a.filesystem.as_str()).or(examined.recognised_as),
         "unit": allocation.map(|a| a.unit),
         "size": examined.size,
         "used": used,
