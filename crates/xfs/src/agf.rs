@@ -2,15 +2,13 @@
 //! by-block-number free-space B+tree starts, how deep it is, and how many blocks it holds.
 //!
 //! Offsets and rules: libxfs/xfs_format.h (`struct xfs_agf`) and xfs_alloc.c (`xfs_agf_verify`).
-//! The free list (AGFL) ring is bounded here but its blocks are not read: they are not in the
-//! B+tree, so they are kept like every other block it does not list. That also sidesteps the
-//! ring-size quirk of v5 filesystems written by kernels before 4.5 on 64-bit machines, which
-//! sized the AGFL header as 40 bytes instead of 36 and so wrapped the ring one slot early.
+//! The free list (AGFL) ring's first, last and count are bounded here; [`crate::agfl`] reads it.
 
+use crate::agfl;
 use crate::superblock::Superblock;
 use crate::{Error, checksum};
 use imgstream_blockio::ReadAt;
-use imgstream_volume::fields::{array, be32};
+use imgstream_volume::fields::be32;
 use imgstream_volume::read_at;
 
 /// "XAGF".
@@ -18,8 +16,6 @@ const XFS_AGF_MAGIC: u32 = 0x5841_4746;
 const XFS_AGF_VERSION: u32 = 1;
 /// Deepest B+tree the kernel ever builds (`XFS_BTREE_MAXLEVELS` before it became per-tree).
 pub(crate) const MAX_LEVELS: u32 = 9;
-/// Bytes of the v5 AGFL header (magic, seqno, uuid, lsn, crc); v4 has none.
-const AGFL_V5_HEADER: u32 = 36;
 
 pub(crate) const AGF_MAGICNUM: usize = 0;
 pub(crate) const AGF_VERSIONNUM: usize = 4;
@@ -43,6 +39,10 @@ pub(crate) struct Agf {
     pub(crate) bno_levels: u32,
     /// Free blocks the B+trees hold (`agf_freeblks`; AGFL blocks are not counted).
     pub(crate) free_blocks: u32,
+    /// The free list ring: first slot, last slot and number of blocks.
+    pub(crate) fl_first: u32,
+    pub(crate) fl_last: u32,
+    pub(crate) fl_count: u32,
 }
 
 /// Reads and validates the AGF of AG `agno`.
@@ -61,12 +61,8 @@ pub(crate) fn read(volume: &dyn ReadAt, sb: &Superblock, agno: u32) -> Result<Ag
         ));
     }
     if sb.v5 {
-        if let Err((stored, computed)) = checksum::verify(&raw, AGF_CRC) {
-            return Err(corrupt(AGF_CRC, format!("checksum 0x{stored:08x}, computed 0x{computed:08x}")));
-        }
-        if array::<16>(&raw, AGF_UUID) != sb.metadata_uuid {
-            return Err(corrupt(AGF_UUID, "UUID differs from the superblock's".into()));
-        }
+        checksum::verify_header(&raw, AGF_CRC, AGF_UUID, sb.metadata_uuid)
+            .map_err(|(field, problem)| corrupt(field, problem))?;
     }
     let version = be32(&raw, AGF_VERSIONNUM);
     if version != XFS_AGF_VERSION {
@@ -98,7 +94,7 @@ pub(crate) fn read(volume: &dyn ReadAt, sb: &Superblock, agno: u32) -> Result<Ag
             format!("free-space B+tree of {bno_levels} levels (expected 1 to {MAX_LEVELS})"),
         ));
     }
-    let agfl_slots = (sb.sector_size - if sb.v5 { AGFL_V5_HEADER } else { 0 }) / 4;
+    let agfl_slots = agfl::slots(sb);
     for (field, name) in [(AGF_FLFIRST, "first"), (AGF_FLLAST, "last"), (AGF_FLCOUNT, "count")] {
         let value = be32(&raw, field);
         let limit = if field == AGF_FLCOUNT { agfl_slots + 1 } else { agfl_slots };
@@ -110,5 +106,6 @@ pub(crate) fn read(volume: &dyn ReadAt, sb: &Superblock, agno: u32) -> Result<Ag
     if free_blocks > length {
         return Err(corrupt(AGF_FREEBLKS, format!("{free_blocks} free blocks in an AG of {length}")));
     }
-    Ok(Agf { offset, bno_root, bno_levels, free_blocks })
+    let (fl_first, fl_last, fl_count) = (be32(&raw, AGF_FLFIRST), be32(&raw, AGF_FLLAST), be32(&raw, AGF_FLCOUNT));
+    Ok(Agf { offset, bno_root, bno_levels, free_blocks, fl_first, fl_last, fl_count })
 }

@@ -3,7 +3,7 @@
 //! is big-endian (`xfs_start_cksum_update`/`xfs_end_cksum` in libxfs/xfs_cksum.h).
 
 use crc::{CRC_32_ISCSI, Crc};
-use imgstream_volume::fields::le32;
+use imgstream_volume::fields::{array, le32};
 
 const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
@@ -21,6 +21,23 @@ pub(crate) fn compute(bytes: &[u8], field: usize) -> u32 {
 pub(crate) fn verify(bytes: &[u8], field: usize) -> Result<(), (u32, u32)> {
     let (stored, computed) = (le32(bytes, field), compute(bytes, field));
     if stored == computed { Ok(()) } else { Err((stored, computed)) }
+}
+
+/// Checks a v5 AG header sector: its checksum at `crc_field`, then its UUID at `uuid_field`
+/// against the superblock's `metadata_uuid`; `Err` carries the bad field's offset and the problem.
+pub(crate) fn verify_header(
+    raw: &[u8],
+    crc_field: usize,
+    uuid_field: usize,
+    metadata_uuid: [u8; 16],
+) -> Result<(), (usize, String)> {
+    if let Err((stored, computed)) = verify(raw, crc_field) {
+        return Err((crc_field, format!("checksum 0x{stored:08x}, computed 0x{computed:08x}")));
+    }
+    if array::<16>(raw, uuid_field) != metadata_uuid {
+        return Err((uuid_field, "UUID differs from the superblock's".into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! XFS (v4 and v5): which bytes of a volume are in use.
 //!
 //! Free means listed in an allocation group's by-block-number free-space B+tree (bnobt), the
-//! map the kernel allocates from; everything else is used: the superblock and AG headers of
-//! every AG, the free list (AGFL) and its blocks, inode chunks, every B+tree, the internal log,
-//! file data, and any tail of the volume past the filesystem. This is partclone.xfs's rule
-//! (minus its zeroing of AGFL blocks), with checks it lacks: checksums and self-describing
-//! fields of v5 metadata, B+tree depth, pointers and loops, and each AG's free count against
-//! its AGF.
+//! map the kernel allocates from, or on its free list (AGFL: blocks held back for B+tree
+//! splits, referenced by nothing, overwritten when taken; only with a clean log and no other
+//! hazard, else they are kept); everything else is used: the superblock and AG headers of
+//! every AG, inode chunks, every B+tree, the internal log, file data, and any tail of the
+//! volume past the filesystem. This is partclone.xfs's rule and xfs_db `freesp -d`'s, with
+//! checks they lack: checksums and self-describing fields of v5 metadata, B+tree depth,
+//! pointers and loops, free list block numbers, and each AG's free count against its AGF.
 //!
 //! Hazards go to [`Allocation::unsafe_reasons`]: a dirty log (its transactions may allocate
 //! blocks the on-disk B+trees still show free; see [`log`]), an external log device (whose
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod agf;
+mod agfl;
 mod bnobt;
 mod checksum;
 mod log;
@@ -56,6 +58,7 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let block_size = u64::from(sb.block_size);
 
     let mut free = RangeSet::new();
+    let mut agfs = Vec::new();
     let mut extent_count = 0usize;
     for agno in 0..sb.ag_count {
         let agf = agf::read(volume, &sb, agno)?;
@@ -64,31 +67,61 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
         for extent in extents {
             free.insert(sb.byte_of(agno, extent.start)..sb.byte_of(agno, extent.end));
         }
+        agfs.push(agf);
     }
 
     let log_state = match sb.log {
         Some((start, blocks)) => {
-            let log_bytes = start * block_size..(start + u64::from(blocks)) * block_size;
-            if free.overlapping(log_bytes.clone()).next().is_some() {
-                return Err(Error::corrupt(
-                    "superblock",
-                    superblock::SB_LOGSTART as u64,
-                    format!("the internal log (bytes {}..{}) overlaps free space", log_bytes.start, log_bytes.end),
-                ));
-            }
+            check_log_not_free(&sb, &free)?;
             Some(log::state(volume, &sb, start, blocks)?)
         }
         None => None,
     };
 
+    let unsafe_reasons = hazards(&sb, log_state.as_ref());
+    // A dirty log may hold AGF and AGFL updates not yet written back: the free list is read
+    // (and trusted) only when nothing else is in doubt.
+    let mut warnings = Vec::new();
+    if unsafe_reasons.is_empty() {
+        for (agno, agf) in (0..sb.ag_count).zip(&agfs) {
+            match agfl::blocks(volume, &sb, agno, agf)? {
+                Some(blocks) => {
+                    for agbno in blocks {
+                        free.insert(sb.byte_of(agno, agbno)..sb.byte_of(agno, agbno + 1));
+                    }
+                }
+                None => warnings.push(format!(
+                    "the free list of XFS AG {agno} does not match its ring size (written by a kernel before 4.5?): its {} blocks are kept",
+                    agf.fl_count
+                )),
+            }
+        }
+        check_log_not_free(&sb, &free)?;
+    }
     let used = free.complement(0..volume.size());
     let mut allocation = Allocation::new("xfs", block_size, used);
     // Each AG's header sectors (superblock, AGF, AGI, AGFL): an allocation rewrites its AGF.
     let headers = 4 * u64::from(sb.sector_size);
     allocation.map_ranges = (0..sb.ag_count).map(|agno| sb.byte_of(agno, 0)..sb.byte_of(agno, 0) + headers).collect();
-    allocation.unsafe_reasons = hazards(&sb, log_state.as_ref());
+    allocation.unsafe_reasons = unsafe_reasons;
+    allocation.warnings = warnings;
     allocation.details = details(&sb, &free, extent_count, log_state.as_ref());
     Ok(allocation)
+}
+
+/// Refuses a volume whose internal log overlaps the free space found so far.
+fn check_log_not_free(sb: &Superblock, free: &RangeSet) -> Result<(), Error> {
+    let Some((start, blocks)) = sb.log else { return Ok(()) };
+    let block_size = u64::from(sb.block_size);
+    let log_bytes = start * block_size..(start + u64::from(blocks)) * block_size;
+    if free.overlapping(log_bytes.clone()).next().is_some() {
+        return Err(Error::corrupt(
+            "superblock",
+            superblock::SB_LOGSTART as u64,
+            format!("the internal log (bytes {}..{}) overlaps free space", log_bytes.start, log_bytes.end),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the primary superblock: its first 512 bytes give the sector size, over which v5

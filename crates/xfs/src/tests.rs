@@ -6,7 +6,10 @@
 #![allow(clippy::indexing_slicing)] // tests index known fixtures; a panic is a failure
 
 use super::*;
-use crate::agf::{AGF_BNO_LEVEL, AGF_BNO_ROOT, AGF_CRC, AGF_FREEBLKS, AGF_LENGTH, AGF_MAGICNUM, AGF_SEQNO};
+use crate::agf::{
+    AGF_BNO_LEVEL, AGF_BNO_ROOT, AGF_CRC, AGF_FLCOUNT, AGF_FLFIRST, AGF_FLLAST, AGF_FREEBLKS, AGF_LENGTH, AGF_MAGICNUM,
+    AGF_SEQNO,
+};
 use crate::bnobt::{BB_CRC, BB_NUMRECS};
 use crate::superblock::*;
 use imgstream_volume::{Classify, ErrorClass};
@@ -101,10 +104,129 @@ fn clean_fixtures_keep_their_headers_and_log_and_free_most_of_the_rest() {
 }
 
 #[test]
-fn a_log_copied_while_mounted_is_dirty() {
-    let allocation = analyze_bytes(&fixture("xfsbad-dirty")).unwrap();
+fn a_log_copied_while_mounted_is_dirty_and_keeps_the_free_list() {
+    let img = fixture("xfsbad-dirty");
+    let allocation = analyze_bytes(&img).unwrap();
     assert_eq!(allocation.unsafe_reasons.len(), 1, "{:?}", allocation.unsafe_reasons);
     assert!(allocation.unsafe_reasons[0].starts_with("XFS log is dirty ("), "{:?}", allocation.unsafe_reasons);
+    let blocks = free_list(&img, 0);
+    assert!(!blocks.is_empty(), "the fixture's AG 0 has an empty free list");
+    for range in blocks {
+        assert!(allocation.used.contains_range(range.clone()), "free list block {range:?} zeroed with a dirty log");
+    }
+}
+
+/// Byte offset of AG `agno`'s AGFL (512-byte sectors in every fixture).
+fn agfl_at(img: &[u8], agno: usize) -> usize {
+    agf_at(img, agno) + 2 * 512
+}
+
+/// The byte offset of the first AGFL slot: after the 36-byte header on v5, none on v4.
+fn agfl_slots_at(img: &[u8], agno: usize) -> usize {
+    agfl_at(img, agno) + if img[SB_VERSIONNUM + 1] & 0xf == 5 { 36 } else { 0 }
+}
+
+/// The number of slots of an AGFL ring.
+fn agfl_slot_count(img: &[u8]) -> usize {
+    (agfl_at(img, 0) + 512 - agfl_slots_at(img, 0)) / 4
+}
+
+/// The blocks (AG-relative) on AG `agno`'s free list, read independently of the crate.
+fn free_list_agbnos(img: &[u8], agno: usize) -> Vec<u32> {
+    let (agf, slots_at, slot_count) = (agf_at(img, agno), agfl_slots_at(img, agno), agfl_slot_count(img));
+    let (first, count) = (get32(img, agf + AGF_FLFIRST) as usize, get32(img, agf + AGF_FLCOUNT) as usize);
+    (0..count).map(|i| get32(img, slots_at + 4 * ((first + i) % slot_count))).collect()
+}
+
+/// The byte ranges of the blocks on AG `agno`'s free list.
+fn free_list(img: &[u8], agno: usize) -> Vec<std::ops::Range<u64>> {
+    let (block, ag_blocks) = geometry(img);
+    let start = |agbno: u32| ((agno * ag_blocks + agbno as usize) * block) as u64;
+    free_list_agbnos(img, agno).into_iter().map(|agbno| start(agbno)..start(agbno + 1)).collect()
+}
+
+/// Writes `value` into AG `agno`'s AGFL slot `slot` and re-seals it on v5.
+fn set_agfl_slot(img: &mut [u8], agno: usize, slot: usize, value: u32) {
+    put32(img, agfl_slots_at(img, agno) + 4 * slot, value);
+    if agfl_slots_at(img, agno) != agfl_at(img, agno) {
+        seal(img, agfl_at(img, agno), 512, 32);
+    }
+}
+
+#[test]
+fn free_list_blocks_are_free_with_a_clean_log_even_when_the_ring_wraps() {
+    for name in ["xfs-v5", "xfs-v4-1k"] {
+        let img = fixture(name);
+        let allocation = analyze_bytes(&img).unwrap();
+        let blocks = free_list(&img, 1);
+        assert!(blocks.len() >= 2, "{name}: AG 1's free list is too short to wrap");
+        for range in &blocks {
+            assert!(!allocation.used.contains(range.start), "{name}: free list block {range:?} kept");
+        }
+
+        // The same blocks, moved so that the ring wraps past its last slot; every other slot
+        // holds NULLAGBNO, which the crate would refuse if it read it.
+        let slot_count = agfl_slot_count(&img);
+        let agbnos = free_list_agbnos(&img, 1);
+        let mut wrapped = img.clone();
+        for slot in 0..slot_count {
+            set_agfl_slot(&mut wrapped, 1, slot, u32::MAX);
+        }
+        let first = slot_count - 1;
+        for (i, agbno) in agbnos.iter().enumerate() {
+            set_agfl_slot(&mut wrapped, 1, (first + i) % slot_count, *agbno);
+        }
+        set_agf32(&mut wrapped, 1, AGF_FLFIRST, first as u32);
+        set_agf32(&mut wrapped, 1, AGF_FLLAST, ((first + agbnos.len() - 1) % slot_count) as u32);
+        let wrapped_allocation = analyze_bytes(&wrapped).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(wrapped_allocation.used, allocation.used, "{name}");
+        assert!(wrapped_allocation.warnings.is_empty(), "{name}: {:?}", wrapped_allocation.warnings);
+    }
+}
+
+#[test]
+fn free_list_corruptions_are_named_and_a_ring_of_another_size_is_kept() {
+    let img = fixture("xfs-v5");
+    let (at, slots_at) = (agfl_at(&img, 1), agfl_slots_at(&img, 1));
+    let agfl = "AGFL of AG 1";
+    let first = get32(&img, agf_at(&img, 1) + AGF_FLFIRST) as usize;
+    let ag_length = get32(&img, agf_at(&img, 1) + AGF_LENGTH);
+    for (agbno, problem) in [(0, "free list block 0 is outside the AG"), (ag_length, "is outside the AG")] {
+        let mut bad = img.clone();
+        set_agfl_slot(&mut bad, 1, first, agbno);
+        assert_error(&bad, ErrorClass::Corrupt, agfl, slots_at + 4 * first, problem);
+    }
+    // A free list block inside the internal log.
+    let (block, ag_blocks) = geometry(&img);
+    let log_block = log_bytes(&img).start / block;
+    let (log_ag, log_agbno) = (log_block / ag_blocks, (log_block % ag_blocks) as u32);
+    let log_first = get32(&img, agf_at(&img, log_ag) + AGF_FLFIRST) as usize;
+    let mut bad = img.clone();
+    set_agfl_slot(&mut bad, log_ag, log_first, log_agbno);
+    assert_error(&bad, ErrorClass::Corrupt, "superblock", SB_LOGSTART, "overlaps free space");
+
+    let mut bad = img.clone();
+    put32(&mut bad, at, 0);
+    seal(&mut bad, at, 512, 32);
+    assert_error(&bad, ErrorClass::Corrupt, agfl, at, "bad magic");
+    let mut bad = img.clone();
+    put32(&mut bad, at + 4, 0);
+    seal(&mut bad, at, 512, 32);
+    assert_error(&bad, ErrorClass::Corrupt, agfl, at + 4, "sequence number 0");
+    let mut bad = img.clone();
+    bad[at + 500] ^= 1;
+    assert_error(&bad, ErrorClass::Corrupt, agfl, at + 32, "checksum");
+
+    // First, last and count that only fit a ring of another size (the pre-4.5 header quirk):
+    // the blocks are kept, with a warning.
+    let mut odd = img.clone();
+    let last = get32(&img, agf_at(&img, 1) + AGF_FLLAST);
+    set_agf32(&mut odd, 1, AGF_FLLAST, last + 1);
+    let allocation = analyze_bytes(&odd).unwrap();
+    assert!(allocation.warnings.len() == 1 && allocation.warnings[0].contains("AG 1"), "{:?}", allocation.warnings);
+    for range in free_list(&img, 1) {
+        assert!(allocation.used.contains_range(range.clone()), "free list block {range:?} zeroed");
+    }
 }
 
 /// The byte range of the fixture's internal log.
