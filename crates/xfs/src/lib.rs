@@ -57,31 +57,23 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     let sb = read_superblock(volume)?;
     let block_size = u64::from(sb.block_size);
 
-    let mut free = RangeSet::new();
-    let mut agfs = Vec::new();
-    let mut extent_count = 0usize;
-    for agno in 0..sb.ag_count {
-        let agf = agf::read(volume, &sb, agno)?;
-        let extents = bnobt::free_extents(volume, &sb, agno, &agf)?;
-        extent_count += extents.len();
-        for extent in extents {
-            free.insert(sb.byte_of(agno, extent.start)..sb.byte_of(agno, extent.end));
-        }
-        agfs.push(agf);
-    }
-
-    let log_state = match sb.log {
-        Some((start, blocks)) => {
-            check_log_not_free(&sb, &free)?;
-            Some(log::state(volume, &sb, start, blocks)?)
-        }
-        None => None,
-    };
-
+    // The log first: a copy taken while mounted may hold AGFs and B+trees that disagree, which
+    // is then the dirty log's doing, not corruption.
+    let log_state = sb.log.map(|(start, blocks)| log::state(volume, &sb, start, blocks)).transpose()?;
     let unsafe_reasons = hazards(&sb, log_state.as_ref());
+    let mut warnings = Vec::new();
+    let (mut free, agfs, extent_count) = match free_space(volume, &sb) {
+        Ok(found) => found,
+        Err(error @ Error::Corrupt { .. }) if !unsafe_reasons.is_empty() => {
+            warnings.push(format!("the free-space trees do not add up ({error}): every block is kept"));
+            (RangeSet::new(), Vec::new(), 0)
+        }
+        Err(error) => return Err(error),
+    };
+    check_log_not_free(&sb, &free)?;
+
     // A dirty log may hold AGF and AGFL updates not yet written back: the free list is read
     // (and trusted) only when nothing else is in doubt.
-    let mut warnings = Vec::new();
     if unsafe_reasons.is_empty() {
         for (agno, agf) in (0..sb.ag_count).zip(&agfs) {
             match agfl::blocks(volume, &sb, agno, agf)? {
@@ -107,6 +99,24 @@ pub fn analyze(volume: &dyn ReadAt) -> Result<Allocation, Error> {
     allocation.warnings = warnings;
     allocation.details = details(&sb, &free, extent_count, log_state.as_ref());
     Ok(allocation)
+}
+
+/// Every AG's AGF and the free extents of its by-block B+tree (volume byte ranges), with the
+/// number of extents.
+fn free_space(volume: &dyn ReadAt, sb: &Superblock) -> Result<(RangeSet, Vec<agf::Agf>, usize), Error> {
+    let mut free = RangeSet::new();
+    let mut agfs = Vec::new();
+    let mut extent_count = 0usize;
+    for agno in 0..sb.ag_count {
+        let agf = agf::read(volume, sb, agno)?;
+        let extents = bnobt::free_extents(volume, sb, agno, &agf)?;
+        extent_count += extents.len();
+        for extent in extents {
+            free.insert(sb.byte_of(agno, extent.start)..sb.byte_of(agno, extent.end));
+        }
+        agfs.push(agf);
+    }
+    Ok((free, agfs, extent_count))
 }
 
 /// Refuses a volume whose internal log overlaps the free space found so far.
