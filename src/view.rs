@@ -139,5 +139,6 @@ pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
 
 pub(crate) fn map(args: &MapArgs) -> Result<(), Failure> {
     let (reader, plan) = open_and_plan(&args.source, &args.policy)?;
-    disk::print(&imgstream_view::map::borg_map(&plan.used, reader.size()))
+    let data = imgstream_view::without_holes(&plan.used, &reader, 0, reader.size());
+    disk::print(&imgstream_view::map::borg_map(&data, reader.size()))
 }

@@ -35,6 +35,16 @@ pub trait ReadAt: Send + Sync {
     /// Advice: `range` was read and will not be read again soon, so the page cache may drop it
     /// (a backup of a large disk would otherwise evict everything else). No-op by default.
     fn drop_cache(&self, _range: Range<u64>) {}
+
+    /// Advice: `range` will be read soon, so the kernel may start reading it now (a reader that
+    /// asks for one piece at a time then still keeps the device busy). No-op by default.
+    fn prefetch(&self, _range: Range<u64>) {}
+
+    /// The parts of `range` that may hold anything but zeros: all of it, unless the source
+    /// knows its holes (a sparse image file's holes read as zeros, and need no reading).
+    fn data_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        vec![range]
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -46,6 +56,12 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn drop_cache(&self, range: Range<u64>) {
         (**self).drop_cache(range);
+    }
+    fn prefetch(&self, range: Range<u64>) {
+        (**self).prefetch(range);
+    }
+    fn data_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        (**self).data_in(range)
     }
 }
 

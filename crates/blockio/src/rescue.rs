@@ -72,6 +72,12 @@ impl<R: ReadAt> ReadAt for Rescue<R> {
     fn drop_cache(&self, range: Range<u64>) {
         self.inner.drop_cache(range);
     }
+    fn prefetch(&self, range: Range<u64>) {
+        self.inner.prefetch(range);
+    }
+    fn data_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        self.inner.data_in(range)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Opening a block device or image file read-only.
 
 use crate::{ReadAt, ioctl};
+use nix::errno::Errno;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::unistd::{Whence, lseek};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -103,9 +105,78 @@ impl ReadAt for Source {
         self.size
     }
     fn drop_cache(&self, range: Range<u64>) {
-        // Advice only: a failure leaves pages cached, nothing more.
-        if let (Ok(start), Ok(len)) = (i64::try_from(range.start), i64::try_from(range.end - range.start)) {
-            let _ = posix_fadvise(&self.file, start, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        self.advise(range, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    }
+    fn prefetch(&self, range: Range<u64>) {
+        self.advise(range, PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+    }
+    fn data_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        match self.kind {
+            // A device has no holes to ask about.
+            SourceKind::BlockDevice => vec![range],
+            // A filesystem that cannot answer (or an error) leaves all of it data: never less safe.
+            SourceKind::ImageFile => self.file_data_in(range.clone()).unwrap_or_else(|_| vec![range]),
         }
+    }
+}
+
+impl Source {
+    /// The data extents of an image file inside `range`, from `lseek(SEEK_DATA / SEEK_HOLE)`
+    /// (which move the file offset: harmless, every read is positional).
+    fn file_data_in(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+        let seek = |offset: u64, whence: Whence| -> io::Result<Option<u64>> {
+            let offset = i64::try_from(offset).map_err(io::Error::other)?;
+            match lseek(&self.file, offset, whence) {
+                Ok(found) => Ok(Some(u64::try_from(found).map_err(io::Error::other)?)),
+                Err(Errno::ENXIO) => Ok(None), // only a hole from `offset` to the end
+                Err(e) => Err(e.into()),
+            }
+        };
+        let mut data = Vec::new();
+        let mut offset = range.start;
+        // Each step passes one data extent: bounded by the file's extent count.
+        while offset < range.end {
+            let Some(start) = seek(offset, Whence::SeekData)?.filter(|&start| start < range.end) else { break };
+            let end = seek(start, Whence::SeekHole)?.unwrap_or(range.end).min(range.end);
+            if end <= start.max(offset) {
+                return Err(io::Error::other("lseek(SEEK_HOLE) did not move forward"));
+            }
+            data.push(start.max(offset)..end);
+            offset = end;
+        }
+        Ok(data)
+    }
+
+    /// Advice only: a failure leaves the page cache as it was, nothing more.
+    fn advise(&self, range: Range<u64>, advice: PosixFadviseAdvice) {
+        if let (Ok(start), Ok(len)) = (i64::try_from(range.start), i64::try_from(range.end.saturating_sub(range.start)))
+        {
+            let _ = posix_fadvise(&self.file, start, len, advice);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
+mod tests {
+    use super::*;
+    use crate::Window;
+
+    #[test]
+    fn a_sparse_files_holes_are_not_data_and_a_window_shifts_them() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(8 << 20).unwrap();
+        file.as_file().write_all_at(&[7u8; 4096], 4 << 20).unwrap();
+        let source = Source::open(file.path()).unwrap();
+        let data = source.data_in(0..8 << 20);
+        // The filesystem may round to its blocks, never drop the written bytes.
+        assert!(data.iter().any(|r| r.start <= 4 << 20 && r.end >= (4 << 20) + 4096), "{data:?}");
+        assert!(data.iter().all(|r| r.start >= 1 << 20 && r.end <= 7 << 20), "holes reported as data: {data:?}");
+        let window = Window::new(&source, 3 << 20, 2 << 20).unwrap();
+        let shifted = window.data_in(0..2 << 20);
+        assert!(shifted.iter().any(|r| r.start <= 1 << 20 && r.end >= (1 << 20) + 4096), "{shifted:?}");
+        assert!(source.data_in(0..1 << 20).is_empty());
+        let inside = 4 << 20..(4 << 20) + 100;
+        assert_eq!(source.data_in(inside.clone()), vec![inside]);
     }
 }

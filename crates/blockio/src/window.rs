@@ -28,6 +28,12 @@ impl<R: ReadAt> Window<R> {
     pub fn start(&self) -> u64 {
         self.start
     }
+
+    /// `range`, clipped to the window, in `inner`'s offsets (advice only: never an error).
+    fn inner_range(&self, range: Range<u64>) -> Option<Range<u64>> {
+        let end = range.end.min(self.len);
+        (range.start < end).then(|| self.start + range.start..self.start + end)
+    }
 }
 
 impl<R: ReadAt> ReadAt for Window<R> {
@@ -41,9 +47,17 @@ impl<R: ReadAt> ReadAt for Window<R> {
         self.len
     }
     fn drop_cache(&self, range: Range<u64>) {
-        let end = range.end.min(self.len);
-        if range.start < end {
-            self.inner.drop_cache(self.start + range.start..self.start + end);
+        if let Some(inner) = self.inner_range(range) {
+            self.inner.drop_cache(inner);
         }
+    }
+    fn prefetch(&self, range: Range<u64>) {
+        if let Some(inner) = self.inner_range(range) {
+            self.inner.prefetch(inner);
+        }
+    }
+    fn data_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let Some(inner) = self.inner_range(range) else { return Vec::new() };
+        self.inner.data_in(inner).into_iter().map(|r| r.start - self.start..r.end - self.start).collect()
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`View`] is a list of [`ViewFile`]s: small in-memory files (the manifest) and windows of
 //! the source with their used [`RangeSet`] (raw areas, partitions). Reading a file copies its
-//! used ranges from the source and gives zeros elsewhere; [`View::seek_data`] and
+//! used ranges from the source (less the source's own holes, when it is a sparse image file)
+//! and gives zeros elsewhere; [`View::seek_data`] and
 //! [`View::seek_hole`] answer `lseek(SEEK_DATA/SEEK_HOLE)` from the used set, so a reader that
 //! skips holes (borg `create --sparse`) never touches free space. Every read error is recorded
 //! ([`View::errors`]): borg only warns about a file it could not read and commits anyway, so
@@ -21,6 +22,7 @@ use imgstream_blockio::ReadAt;
 use imgstream_extents::RangeSet;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// What a file of the view holds.
@@ -56,24 +58,50 @@ impl ViewFile {
         }
     }
 
-    /// The ranges that hold data (everything, for in-memory bytes).
-    fn used(&self) -> RangeSet {
+    /// The ranges that hold data: everything, for in-memory bytes; for a window of `source`,
+    /// its used ranges less the source's own holes (a sparse image's holes read as zeros).
+    fn used_in(&self, source: &dyn ReadAt) -> RangeSet {
         match &self.content {
             Content::Bytes(bytes) => RangeSet::from_range(0..bytes.len() as u64),
-            Content::Source { used, len, .. } => used.clipped(*len),
+            Content::Source { start, len, used } => without_holes(used, source, *start, *len),
         }
     }
 }
+
+/// `used` (relative to `start`, clipped to `len`) less the holes of `source` there: a sparse
+/// image file's holes read as zeros, so they need no reading and are holes of the view too.
+pub fn without_holes(used: &RangeSet, source: &dyn ReadAt, start: u64, len: u64) -> RangeSet {
+    let mut data = RangeSet::new();
+    for range in source.data_in(start..start.saturating_add(len)) {
+        data.insert(range.start - start..range.end - start);
+    }
+    used.clipped(len).difference(&data.complement(0..len))
+}
+
+/// How far past a read the source is asked to read ahead: a reader that asks for one piece at
+/// a time (a FUSE request, a tar member's next block) then still keeps many device reads in
+/// flight, and a cold disk is read at its sequential speed.
+const PREFETCH: u64 = 32 << 20;
+
+/// The source's pages are dropped behind the reader in steps this large and this far behind
+/// it: a drop costs a flush of every CPU's page lists, and the server threads answer reads a
+/// little out of order.
+const DROP_STEP: u64 = 16 << 20;
 
 /// The directory: files in a fixed order, over one source.
 pub struct View {
     source: Box<dyn ReadAt>,
     files: Vec<ViewFile>,
-    /// Each file's used ranges, clipped to its length (computed once: lseek asks often).
+    /// Each file's ranges that hold data: used, inside the file, and not a hole of the source
+    /// (computed once: lseek asks often).
     used: Vec<RangeSet>,
     /// Modification and change time of every file: the moment the view was made, so that a
     /// cache keyed on ctime (borg's files cache) never mistakes one mount for another.
     created: SystemTime,
+    /// Per file: how far (relative to the file) the source has been asked to read ahead.
+    prefetched: Vec<AtomicU64>,
+    /// Per file: up to where the source's pages have been dropped.
+    dropped: Vec<AtomicU64>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -90,8 +118,18 @@ impl View {
                 }
             }
         }
-        let used = files.iter().map(ViewFile::used).collect();
-        Ok(Self { source, files, used, created: SystemTime::now(), errors: Mutex::new(Vec::new()) })
+        let used = files.iter().map(|file| file.used_in(&*source)).collect();
+        let marks = || files.iter().map(|_| AtomicU64::new(0)).collect();
+        let (prefetched, dropped) = (marks(), marks());
+        Ok(Self {
+            source,
+            files,
+            used,
+            created: SystemTime::now(),
+            prefetched,
+            dropped,
+            errors: Mutex::new(Vec::new()),
+        })
     }
 
     /// The files, in directory order.
@@ -117,25 +155,63 @@ impl View {
                 let from = bytes.get(offset as usize..end as usize).unwrap_or_default();
                 buf.copy_from_slice(from);
             }
-            Content::Source { start, used, .. } => {
-                buf.fill(0);
+            Content::Source { start, .. } => {
+                let used = self.used.get(index).ok_or_else(|| io::Error::other("no used set"))?;
+                self.prefetch(index, *start, used, end);
+                let at = |position: u64| (position - offset) as usize;
+                let mut filled = offset;
                 for range in used.overlapping(offset..end) {
-                    let part = buf.get_mut((range.start - offset) as usize..(range.end - offset) as usize);
-                    let part = part.unwrap_or_default();
-                    if let Err(e) = self.source.read_exact_at(part, start + range.start) {
+                    buf.get_mut(at(filled)..at(range.start)).unwrap_or_default().fill(0);
+                    let part = buf.get_mut(at(range.start)..at(range.end)).unwrap_or_default();
+                    let from = start + range.start..start + range.end;
+                    if let Err(e) = self.source.read_exact_at(part, from.start) {
                         let message = format!(
                             "{}: read of {} bytes at byte {} of the source failed: {e}",
                             file.name,
                             part.len(),
-                            start + range.start
+                            from.start
                         );
                         self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(message.clone());
                         return Err(io::Error::new(e.kind(), message));
                     }
+                    filled = range.end;
                 }
+                buf.get_mut(at(filled)..).unwrap_or_default().fill(0);
+                self.drop_behind(index, *start, offset);
             }
         }
         Ok(())
+    }
+
+    /// Asks the source to read ahead the used bytes of the next [`PREFETCH`] bytes of file
+    /// `index` after `end`, once the advice given so far runs less than half that far ahead.
+    fn prefetch(&self, index: usize, start: u64, used: &RangeSet, end: u64) {
+        let Some(ahead) = self.prefetched.get(index) else { return };
+        let (mark, to) = (ahead.load(Ordering::Relaxed), end.saturating_add(PREFETCH));
+        // A mark behind the read, or beyond the window (the reader went back), starts anew.
+        let from = if (end..=to).contains(&mark) { mark } else { end };
+        // Of concurrent readers, only the one that moves the mark gives the advice.
+        if from >= end.saturating_add(PREFETCH / 2)
+            || ahead.compare_exchange(mark, to, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        for range in used.overlapping(from..to) {
+            self.source.prefetch(start + range.start..start + range.end);
+        }
+    }
+
+    /// Drops the source's pages of file `index` up to [`DROP_STEP`] before `offset`, once a
+    /// whole step has gathered: the reader keeps its own copy (the FUSE file's page cache,
+    /// borg's chunk), and the source's pages would only crowd out what the machine uses.
+    fn drop_behind(&self, index: usize, start: u64, offset: u64) {
+        let Some(dropped) = self.dropped.get(index) else { return };
+        let (mark, until) = (dropped.load(Ordering::Relaxed), offset.saturating_sub(DROP_STEP));
+        if until >= mark.saturating_add(DROP_STEP)
+            && dropped.compare_exchange(mark, until, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.source.drop_cache(start + mark..start + until);
+        }
     }
 
     /// Whether file `index` has no used byte in `offset..end` (it reads as zeros there).
@@ -162,7 +238,7 @@ impl View {
         }
     }
 
-    /// File `index`'s used ranges, clipped to its length.
+    /// File `index`'s ranges that hold data (used, inside the file, not a hole of the source).
     pub fn used(&self, index: usize) -> Option<&RangeSet> {
         self.used.get(index)
     }

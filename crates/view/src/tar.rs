@@ -75,13 +75,13 @@ impl View {
         between: &dyn Fn() -> io::Result<()>,
     ) -> io::Result<()> {
         let mtime = self.created().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        for file in self.files() {
+        for (file, used) in self.files().iter().zip(&self.used) {
             between()?;
             let size = file.size();
             sink.write_data(&header(&file.name, size, mtime)?)?;
             match &file.content {
                 Content::Bytes(bytes) => sink.write_data(bytes)?,
-                Content::Source { start, len, used } => {
+                Content::Source { start, len, .. } => {
                     let window = Window::new(&*self.source, *start, *len)?;
                     imgstream_stream::stream(&window, used, sink, options, &NoProgress).map_err(|e| {
                         // A closed pipe stays one: the caller then asks the consumer why.

@@ -139,3 +139,87 @@ fn the_borg_map_covers_the_exact_size_with_alternating_states() {
     assert_eq!(map::borg_map(&RangeSet::from_range(0..50), 10), "0 10 data\n");
     assert_eq!(map::borg_map(&RangeSet::new(), 0), "");
 }
+
+/// A 128 MiB source of ones that records the advice it is given.
+#[derive(Default)]
+struct Advised {
+    prefetched: Mutex<Vec<std::ops::Range<u64>>>,
+    dropped: Mutex<Vec<std::ops::Range<u64>>>,
+}
+impl ReadAt for Advised {
+    fn read_exact_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        buf.fill(1);
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        128 << 20
+    }
+    fn drop_cache(&self, range: std::ops::Range<u64>) {
+        self.dropped.lock().unwrap().push(range);
+    }
+    fn prefetch(&self, range: std::ops::Range<u64>) {
+        self.prefetched.lock().unwrap().push(range);
+    }
+}
+
+#[test]
+fn reads_ahead_the_used_bytes_once_and_drops_well_behind_the_reader() {
+    // Leaked: the view owns a `'static` reader, and the test reads the record after.
+    let source: &'static Advised = Box::leak(Box::default());
+    let mut used = RangeSet::new();
+    used.insert(4096..12288);
+    used.insert(20000..20010);
+    used.insert(40 << 20..41 << 20);
+    let files =
+        vec![ViewFile { name: "part1.img".into(), content: Content::Source { start: 1024, len: 64 << 20, used } }];
+    let view = View::new(Box::new(source), files).expect("view");
+    let mut buf = vec![0u8; 6000];
+    view.read_at(0, 0, &mut buf).expect("read");
+    // Ahead of the read: the rest of the first used range and the second, in source offsets;
+    // the third is beyond the window.
+    assert_eq!(*source.prefetched.lock().unwrap(), [7024..13312, 21024..21034]);
+    // The next read is still inside the window advised: no new advice.
+    view.read_at(0, 6000, &mut buf).expect("read");
+    assert_eq!(source.prefetched.lock().unwrap().len(), 2);
+    assert!(source.dropped.lock().unwrap().is_empty(), "nothing dropped so close to the reader");
+    // Far ahead: the window moves there, and everything up to a step behind is dropped.
+    view.read_at(0, 40 << 20, &mut buf).expect("read");
+    let (ahead, behind) = (1024 + (40 << 20) + 6000..1024 + (41 << 20), 1024..1024 + (24 << 20));
+    assert_eq!(source.prefetched.lock().unwrap()[2..], vec![ahead]);
+    assert_eq!(*source.dropped.lock().unwrap(), vec![behind]);
+}
+
+/// A 64 KiB source of ones whose bytes 16384..32768 are a hole (a sparse image file).
+struct Sparse;
+impl ReadAt for Sparse {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        for (i, byte) in buf.iter_mut().enumerate() {
+            *byte = u8::from(!(16384..32768).contains(&(offset + i as u64)));
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        65536
+    }
+    fn data_in(&self, range: std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
+        [0..16384, 32768..65536]
+            .into_iter()
+            .map(|r| r.start.max(range.start)..r.end.min(range.end))
+            .filter(|r| r.start < r.end)
+            .collect()
+    }
+}
+
+#[test]
+fn the_sources_own_holes_are_holes_of_the_view_and_still_read_as_zeros() {
+    let used = RangeSet::from_range(0..40000);
+    let files = vec![ViewFile { name: "part1.img".into(), content: Content::Source { start: 8192, len: 40000, used } }];
+    let view = View::new(Box::new(Sparse), files).expect("view");
+    // File byte 8192 is source byte 16384: the hole runs to file byte 24576.
+    assert_eq!(view.used(0).map(|u| u.iter().collect::<Vec<_>>()), Some(vec![0..8192, 24576..40000]));
+    assert_eq!(view.seek_hole(0, 0), Some(8192));
+    assert_eq!(view.seek_data(0, 8192), Some(24576));
+    let mut buf = vec![0xffu8; 40000];
+    view.read_at(0, 0, &mut buf).expect("read");
+    assert!(buf.iter().enumerate().all(|(i, &b)| b == u8::from(!(8192..24576).contains(&i))));
+}
