@@ -12,11 +12,15 @@
 #   into borg:     the same producers piped into borg create --chunker-params fixed,4194304 -
 #                  (and borg's default chunker for NTFS), with the deduplicated repository size.
 # backup: imgstream backup-disk (FUSE view + borg create --sparse, and --no-fuse's tar stream)
-# against borg --sparse on a sparse file of the same elided image (the ideal: borg reads only
-# data) and ntfsclone -s | borg, cold and warm, with imgstream's own CPU time (the FUSE server);
-# DISK_SIZE (default 16G) and NTFS_SIZE (default 4G) set the images' sizes.
-# Prints tables of times, rates and speed ratios to each table's first row (the `cat` baseline). Everything lives under WORK
-# (default a new dir in /var/tmp) and is removed on exit.
+# against borg --sparse on two sparse files of the same elided image (the ideal: borg reads only
+# data): one with every zero block a hole (`imgstream disk > FILE`), one whose holes are exactly
+# the elided ranges (what the view shows); and ntfsclone -s | borg; cold and warm, with
+# imgstream's own CPU time (the FUSE server). DISK_SIZE (default 16G) and NTFS_SIZE (default 4G)
+# set the images' sizes.
+# REPEAT=N runs every row N times and reports the median (default 1). borg repositories live
+# in /dev/shm when it has room (REPOS_ON_DISK=1: under WORK).
+# Prints tables of times, rates and speed ratios to each table's first row. Everything lives
+# under WORK (default a new dir in /var/tmp) and is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +30,16 @@ filesystems=("$@")
 [ ${#filesystems[@]} -gt 0 ] || filesystems=(ext4 ntfs)
 
 WORK=$(mktemp -d "${WORK_PARENT:-/var/tmp}/imgstream-peers.XXXXXX")
+# borg repositories go to RAM (/dev/shm) when it has 4 GiB free: on the images' own disk,
+# borg's writes and their writeback would compete with the reads being compared, run to run.
+REPOS=$WORK
+if [ -z "${REPOS_ON_DISK:-}" ] && [ "$(df --output=avail -B1G /dev/shm 2>/dev/null | tail -1)" -ge 4 ] 2>/dev/null; then
+    REPOS=$(mktemp -d /dev/shm/imgstream-peers-repos.XXXXXX)
+fi
 cleanup() {
     mountpoint -q "$WORK/mnt" 2>/dev/null && umount "$WORK/mnt"
     for loop in $(losetup -n -O NAME -j "$WORK/disk.img" 2>/dev/null); do losetup -d "$loop"; done
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$REPOS"
 }
 trap cleanup EXIT
 
@@ -44,16 +54,47 @@ drop_caches() {
     else echo "peers: not root: page cache NOT dropped, disk read times are meaningless" >&2; fi
 }
 
-# timed LABEL COMMAND: runs COMMAND (a bash string) after dropping caches; records seconds.
+# timed LABEL COMMAND [SETUP]: runs COMMAND (a bash string) REPEAT times (default 1), each
+# after SETUP (untimed, e.g. a fresh repository), a sync (no earlier run's writeback lands in
+# this one) and, unless WARM, dropping the page cache; records the median seconds.
 declare -a LABELS=() SECONDS_TAKEN=() EXTRA=()
 timed() {
-    local label=$1 command=$2 start end
-    [ -n "${WARM:-}" ] || drop_caches
-    start=$(date +%s.%N)
-    bash -o pipefail -c "$command"
-    end=$(date +%s.%N)
-    LABELS+=("$label"); SECONDS_TAKEN+=("$(echo "$end - $start" | bc -l)"); EXTRA+=("${3:-}")
+    local label=$1 command=$2 setup=${3:-} runs=() run start end
+    for ((run = 0; run < ${REPEAT:-1}; run++)); do
+        [ -z "$setup" ] || bash -c "$setup"
+        if [ -n "${WARM:-}" ]; then sync; else drop_caches; fi
+        start=$(date +%s.%N)
+        bash -o pipefail -c "$command"
+        end=$(date +%s.%N)
+        runs+=("$(echo "$end - $start" | bc -l)")
+    done
+    LABELS+=("$label")
+    SECONDS_TAKEN+=("$(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(( (${#runs[@]} + 1) / 2 ))p")")
+    EXTRA+=("")
 }
+
+# warm_up FILE...: reads the data of each file into the page cache (a sparse file's holes
+# are skipped: reading 16 GiB of them would take longer than the runs timed).
+warm_up() {
+    python3 -c '
+import os, sys
+for path in sys.argv[1:]:
+    fd, offset = os.open(path, os.O_RDONLY), 0
+    while True:
+        try:
+            offset = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:
+            break
+        end = os.lseek(fd, offset, os.SEEK_HOLE)
+        while offset < end:
+            offset += len(os.pread(fd, min(end - offset, 1 << 24), offset))
+    os.close(fd)
+' "$@"
+}
+export -f warm_up
+
+# fresh_repo REPO: the setup that gives each timed run an empty repository.
+fresh_repo() { echo "rm -rf '$1' && borg init -e none '$1' >/dev/null 2>&1"; }
 
 # borg_size REPO: deduplicated (unique, compressed) bytes stored in REPO.
 borg_size() { borg info --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cache"]["stats"]["unique_csize"])'; }
@@ -61,9 +102,8 @@ borg_size() { borg info --json "$1" | python3 -c 'import json,sys; print(json.lo
 # borg_row LABEL PRODUCER [CHUNKER]: producer | borg create into a fresh repo; records time and size.
 borg_row() {
     local label=$1 producer=$2 chunker=${3:-fixed,4194304} repo
-    repo="$WORK/repo-$RANDOM"
-    borg init -e none "$repo" >/dev/null 2>&1
-    timed "$label" "$producer | borg create --chunker-params $chunker $repo::a -"
+    repo="$REPOS/repo-$RANDOM"
+    timed "$label" "$producer | borg create --chunker-params $chunker $repo::a -" "$(fresh_repo "$repo")"
     EXTRA[-1]="$(numfmt --to=iec "$(borg_size "$repo")") in repo"
     rm -rf "$repo"
 }
@@ -294,30 +334,54 @@ aged_gpt_disk() {
 # cpu_of LOG: imgstream's own CPU time (its summary line), for the FUSE server's cost.
 cpu_of() { sed -n 's/.*imgstream CPU \([0-9.]*\) s.*/\1 s imgstream CPU/p' "$1" | tail -1; }
 
+# map_sparse IMG OUT: a sparse file of IMG's elided image whose holes are exactly the ranges
+# `imgstream map` calls zero (used blocks that hold zeros stay data, as the FUSE view shows them).
+map_sparse() {
+    "$IMGSTREAM" map "$1" | python3 -c '
+import os, sys
+src, out = os.open(sys.argv[1], os.O_RDONLY), os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for line in sys.stdin:
+    start, length, kind = line.split()
+    start, length = int(start), int(length)
+    if kind == "data":
+        done = 0
+        while done < length:
+            n = os.copy_file_range(src, out, min(length - done, 1 << 30), start + done, start + done)
+            if n <= 0: raise SystemExit(f"copy of {sys.argv[1]} at byte {start + done} failed")
+            done += n
+    os.ftruncate(out, start + length)
+' "$1" "$2"
+}
+
 # backup_rows IMG LABEL: the backup rows for one image, cold (page cache dropped) or warm.
 backup_rows() {
-    local img=$1 what=$2 warm=$3 sparse="$WORK/elided.img" repo
+    local img=$1 what=$2 warm=$3 sparse="$WORK/elided.img" mapped="$WORK/mapped.img" repo setup
     "$IMGSTREAM" disk "$img" > "$sparse" 2>/dev/null
-    for run in ideal fuse tar pipe; do
-        repo="$WORK/repo-$run"; rm -rf "$repo"; borg init -e none "$repo" >/dev/null 2>&1
-        # Warm: the image and the sparse file in the page cache, nothing dropped.
-        if [ "$warm" = warm ]; then cat "$img" "$sparse" > /dev/null; WARM=1; else WARM=; fi
+    map_sparse "$img" "$mapped"
+    for run in ideal mapped fuse tar pipe; do
+        repo="$REPOS/repo-$run"
+        setup=$(fresh_repo "$repo")
+        # Warm: the image and the sparse files in the page cache before every run (imgstream
+        # drops the source pages it has read), nothing dropped.
+        if [ "$warm" = warm ]; then setup="warm_up '$img' '$sparse' '$mapped'; $setup"; WARM=1; else WARM=; fi
         case $run in
-            ideal) timed "borg create --read-special --sparse on the elided sparse file" \
-                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$sparse'" ;;
+            ideal) timed "borg --sparse on the elided image, every zero block a hole" \
+                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$sparse'" "$setup" ;;
+            mapped) timed "borg --sparse on the elided image, elided ranges as holes" \
+                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$mapped'" "$setup" ;;
             fuse) timed "imgstream backup-disk IMG (FUSE view, borg --sparse)" \
-                "'$IMGSTREAM' backup-disk --repo $repo --name a '$img' 2> '$WORK/log'" ;;
+                "'$IMGSTREAM' backup-disk --repo $repo --name a '$img' 2> '$WORK/log'" "$setup" ;;
             tar) timed "imgstream backup-disk --no-fuse IMG (tar, borg import-tar)" \
-                "'$IMGSTREAM' backup-disk --no-fuse --repo $repo --name a '$img' 2> '$WORK/log'" ;;
+                "'$IMGSTREAM' backup-disk --no-fuse --repo $repo --name a '$img' 2> '$WORK/log'" "$setup" ;;
             pipe) timed "imgstream disk IMG | borg create (fixed 4 MiB)" \
-                "'$IMGSTREAM' disk '$img' 2>/dev/null | borg create --chunker-params fixed,4194304 $repo::a -" ;;
+                "'$IMGSTREAM' disk '$img' 2>/dev/null | borg create --chunker-params fixed,4194304 $repo::a -" "$setup" ;;
         esac
         [ "$run" = fuse ] || [ "$run" = tar ] && EXTRA[-1]="$(cpu_of "$WORK/log"); " || true
         EXTRA[-1]="${EXTRA[-1]}$(numfmt --to=iec "$(borg_size "$repo")") in repo"
         rm -rf "$repo"
     done
     WARM=
-    rm -f "$sparse"
+    rm -f "$sparse" "$mapped"
 }
 
 bench_backup() {
@@ -338,7 +402,7 @@ bench_backup() {
     bytes=$(stat -c %s "$ntfs")
     used=$("$IMGSTREAM" info --json "$ntfs" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
     for warmth in cold warm; do
-        [ "$warmth" = warm ] && cat "$ntfs" > /dev/null && WARM=1
+        [ "$warmth" = warm ] && warm_up "$ntfs" && WARM=1
         borg_row "ntfsclone -s -o - IMG | borg create (fixed 4 MiB)" "ntfsclone -f -s -o - '$ntfs' 2>/dev/null"
         backup_rows "$ntfs" "NTFS" "$warmth"
         print_table "backup-disk: ${NTFS_SIZE:-4G} NTFS image, ${used}% used, $warmth cache" "$bytes"
