@@ -132,20 +132,25 @@ fn a_backup_in_the_earlier_multi_archive_layout_still_restores() {
     assert_same_bytes("the earlier layout restored", &std::fs::read(&target).unwrap(), &stream);
 }
 
-/// Acceptance 6: an encrypted repository asks for its passphrase once per backup.
+/// Acceptance 6, and restore-disk too (four borg runs): an encrypted repository's passphrase
+/// is found once per run, from BORG_PASSCOMMAND (run once), BORG_PASSPHRASE_FD (read once: a
+/// second borg would find the pipe empty) or the terminal (asked once and not echoed; a wrong
+/// one is asked again).
 #[test]
-fn an_encrypted_repository_asks_for_the_passphrase_once_per_backup() {
-    if !have_tool("borg") {
+fn an_encrypted_repository_asks_for_the_passphrase_once_per_backup_and_per_restore() {
+    if !have_tool("borg") || !have_tool("script") {
         return;
     }
     let dir = scratch();
     let disk = fixture("disk-gpt", dir.path());
+    let stream = run_ok(imgstream().arg("disk").arg(&disk)).stdout;
     let count = dir.path().join("asked");
     let passcommand = format!("sh -c 'echo asked >> {}; echo secret'", count.display());
     let borg = Borg::at(dir.path());
     let with_passcommand = |command: &mut Command| {
         borg.env(command).env_remove("BORG_PASSPHRASE").env("BORG_PASSCOMMAND", &passcommand);
     };
+    let asked = || std::fs::read_to_string(&count).unwrap().lines().count();
     let mut init = borg.command();
     with_passcommand(init.args(["init", "-e", "repokey"]).arg(&borg.repo));
     run_ok(&mut init);
@@ -154,12 +159,41 @@ fn an_encrypted_repository_asks_for_the_passphrase_once_per_backup() {
         let mut command = backup(&borg, mode, mode.trim_start_matches('-'), &disk, &[]);
         with_passcommand(&mut command);
         run_ok(&mut command);
-        assert_eq!(
-            std::fs::read_to_string(&count).unwrap().lines().count(),
-            1,
-            "{mode}: passphrase asked more than once"
-        );
+        assert_eq!(asked(), 1, "{mode}: passphrase asked more than once");
     }
+    let restore_disk = |target: &Path| {
+        let exe = env!("CARGO_BIN_EXE_imgstream");
+        format!("{exe} restore-disk --name fuse --repo {} {}", borg.repo.display(), target.display())
+    };
+    let restored = |target: &Path, how: &str| assert_same_bytes(how, &std::fs::read(target).unwrap(), &stream);
+
+    std::fs::write(&count, "").unwrap();
+    let target = dir.path().join("passcommand.img");
+    let mut restore = borg.imgstream(&["restore-disk", "--name", "fuse"]);
+    with_passcommand(restore.arg(&target));
+    run_ok(&mut restore);
+    assert_eq!(asked(), 1, "restore-disk ran BORG_PASSCOMMAND more than once");
+    restored(&target, "restore-disk with BORG_PASSCOMMAND");
+
+    let target = dir.path().join("fd.img");
+    let from_fd = format!("exec 3< <(printf 'secret\\n'); BORG_PASSPHRASE_FD=3 exec {}", restore_disk(&target));
+    run_ok(borg.env(Command::new("bash").args(["-c", &from_fd])).env_remove("BORG_PASSPHRASE"));
+    restored(&target, "restore-disk with BORG_PASSPHRASE_FD");
+
+    let target = dir.path().join("typed.img");
+    let mut terminal = Terminal::spawn(&restore_disk(&target), |command| {
+        borg.env(command).env_remove("BORG_PASSPHRASE");
+    });
+    let prompt = format!("Enter passphrase for {}: ", borg.repo.display());
+    terminal.wait_for(&prompt, 1);
+    terminal.type_keys(b"wrong\n");
+    terminal.wait_for(&prompt, 2);
+    terminal.type_keys(b"secret\n");
+    let (status, text) = terminal.finish();
+    assert!(status.success(), "{text:?}");
+    assert_eq!(text.matches(&prompt).count(), 2, "{text:?}");
+    assert!(text.contains("Incorrect passphrase") && !text.contains("secret") && !text.contains("wrong"), "{text:?}");
+    restored(&target, "restore-disk with the passphrase typed");
 }
 
 /// A GPT disk image with one ext4 partition holding `random_mib` MiB of random data, built with

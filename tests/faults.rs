@@ -549,36 +549,13 @@ fn ctrl_c_on_a_terminal_clears_the_progress_bar() {
     let fifo = dir.path().join("out.fifo");
     run_ok(Command::new("mkfifo").arg(&fifo));
     let command = format!("{} part {} > {}", env!("CARGO_BIN_EXE_imgstream"), image.display(), fifo.display());
-    let mut script = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start script");
+    let mut terminal = Terminal::spawn(&command, |_| {});
     let mut output = std::fs::File::open(&fifo).unwrap();
     output.read_exact(&mut vec![0u8; 65536]).unwrap();
-    // The terminal's transcript, collected as it comes.
-    let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut terminal = script.stdout.take().unwrap();
-    let collected = transcript.clone();
-    let collector = std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n @ 1..) = terminal.read(&mut buffer) {
-            collected.lock().unwrap().extend_from_slice(&buffer[..n]);
-        }
-    });
-    let started = Instant::now();
-    while !String::from_utf8_lossy(&transcript.lock().unwrap()).contains("ETA") {
-        assert!(started.elapsed() < Duration::from_secs(30), "no progress bar was drawn");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut keyboard = script.stdin.take().unwrap();
-    keyboard.write_all(b"\x03").unwrap();
+    terminal.wait_for("ETA", 1);
+    terminal.type_keys(b"\x03");
     std::io::copy(&mut output, &mut std::io::sink()).unwrap();
-    let status = script.wait().unwrap();
-    collector.join().unwrap();
-    let text = String::from_utf8_lossy(&transcript.lock().unwrap()).into_owned();
+    let (status, text) = terminal.finish();
     assert_eq!(status.code(), Some(130), "{text:?}");
     // After the last drawing of the bar: the erase-line sequence, then only the error line.
     let after_bar = &text[text.rfind("ETA").unwrap()..];

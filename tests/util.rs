@@ -130,3 +130,67 @@ pub fn assert_same_bytes(what: &str, actual: &[u8], expected: &[u8]) {
         String::from_utf8_lossy(&expected[line..end]),
     );
 }
+
+/// A shell command on a terminal of its own (script(1) gives it a pty): what it writes is
+/// collected as it comes, and keys can be typed at it.
+pub struct Terminal {
+    script: std::process::Child,
+    transcript: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    collector: std::thread::JoinHandle<()>,
+}
+
+impl Terminal {
+    /// Starts `command` (a shell command line) under `script` with `setup`'s environment.
+    pub fn spawn(command: &str, setup: impl FnOnce(&mut Command)) -> Self {
+        use std::io::Read;
+        let mut script = Command::new("script");
+        script.args(["-qfec", command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        setup(&mut script);
+        let mut script = script.spawn().expect("start script");
+        let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut terminal = script.stdout.take().unwrap();
+        let collected = transcript.clone();
+        let collector = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = terminal.read(&mut buffer) {
+                collected.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Self { script, transcript, collector }
+    }
+
+    /// What the terminal has shown so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.transcript.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (30 s at most) until `text` has been shown `times` times.
+    pub fn wait_for(&self, text: &str, times: usize) {
+        let started = std::time::Instant::now();
+        while self.text().matches(text).count() < times {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "never shown {times}x: {text:?} in {:?}",
+                self.text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Types `keys`.
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.script.stdin.as_mut().unwrap().write_all(keys).unwrap();
+    }
+
+    /// Waits for the command to end: its status and the whole transcript.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.script.wait().unwrap();
+        let text = {
+            let Self { collector, transcript, .. } = self;
+            collector.join().unwrap();
+            String::from_utf8_lossy(&transcript.lock().unwrap()).into_owned()
+        };
+        (status, text)
+    }
+}

@@ -68,6 +68,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     };
     let view = Arc::new(view::disk_view(reader, &plan, &args.source, &name)?);
     let repo = absolute_repo(&args.repo);
+    super::passphrase::find(&repo)?;
     let fuse = !args.no_fuse && Path::new("/dev/fuse").exists();
     note(&format!(
         "{} ({}) -> {}::{name}, {}",

@@ -5,6 +5,7 @@
 //! earlier multi-archive layout).
 
 mod backup;
+mod passphrase;
 mod restore;
 
 pub(crate) use backup::backup;
@@ -16,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The borg program: `$IMGSTREAM_BORG` or `borg`.
+/// The borg program (`$IMGSTREAM_BORG` or `borg`), with the passphrase found for this run.
 pub(super) fn borg() -> Command {
     let mut command = Command::new(std::env::var_os("IMGSTREAM_BORG").unwrap_or_else(|| "borg".into()));
     command.stdin(Stdio::null());
+    passphrase::apply(&mut command);
     command
 }
 

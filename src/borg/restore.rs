@@ -145,6 +145,7 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
     signals::catch()?;
     let started = Instant::now();
     let repo = absolute_repo(&args.repo);
+    super::passphrase::find(&repo)?;
     let backup = find_backup(&repo, args.name.as_deref())?;
     let (name, manifest_archive, manifest_files) = match &backup {
         Backup::Single(name) => (name.clone(), name.clone(), vec![MANIFEST]),
