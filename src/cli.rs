@@ -68,7 +68,7 @@ pub(crate) enum Command {
     /// zeros. Ends with Ctrl-C, SIGTERM or `umount MOUNTPOINT` (exit 0), unmounting.
     Mount(MountArgs),
     /// Print the used/zero map of a disk or volume in borg 2's `create --map` format (borg 2
-    /// betas): `START LENGTH data|zero` lines covering the exact size.
+    /// betas): `START LENGTH data|zero` lines covering the exact size (a sparse image's holes are zero).
     Map(MapArgs),
     /// Write the man pages (imgstream.1, imgstream-part.1, ...) into a directory.
     Man(ManArgs),

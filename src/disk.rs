@@ -95,7 +95,7 @@ pub(crate) fn examine_partitions(
         .zip(examined)
         .map(|(partition, volume)| {
             let volume = volume.map_err(|e| Failure::new(format!("{}: {e}", describe(partition))))?;
-            match imgstream_ptable::gpt_type(&partition.type_id) {
+            match imgstream_ptable::partition_type(&partition.type_id) {
                 Some(known)
                     if known.no_filesystem && !policy_of(partition.index).raw && volume.filesystem() == "unknown" =>
                 {

@@ -253,7 +253,7 @@ fn disk_report(source: &Source, args: &InfoArgs) -> Result<Option<String>, Failu
         let partition_elidable = volume.get("elidable").and_then(Value::as_u64).unwrap_or(0);
         used += partition.len - partition_elidable;
         elidable += partition_elidable;
-        let type_name = imgstream_ptable::gpt_type(&partition.type_id).map(|t| t.name);
+        let type_name = imgstream_ptable::partition_type(&partition.type_id).map(|t| t.name);
         partitions.push(json!({
             "index": partition.index,
             "start": partition.start,

@@ -253,6 +253,14 @@ fn one_partition_of_a_disk_streams_alone_and_equals_its_slice_of_the_disk_stream
     }
     let stderr = run_fails(imgstream().args(["disk", "--partition", "3"]).arg(&disk), 2);
     assert!(stderr.contains("no partition 3 (partitions: 1, 5, 6)"), "{stderr}");
+    // MBR system ids are named as fdisk names them.
+    let names: Vec<(&str, &str)> = info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["type"].as_str().unwrap(), p["type_name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("83", "Linux"); 3]);
 }
 
 #[test]

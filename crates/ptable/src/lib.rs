@@ -15,12 +15,12 @@
 
 mod bytes;
 mod gpt;
-mod gpt_types;
 mod mbr;
+mod types;
 mod vbr;
 
 pub use gpt::{Relocation, move_backup_to_end};
-pub use gpt_types::{GptType, gpt_type};
+pub use types::{PartitionType, partition_type};
 
 use imgstream_blockio::ReadAt;
 use imgstream_extents::RangeSet;
