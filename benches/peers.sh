@@ -54,22 +54,32 @@ drop_caches() {
     else echo "peers: not root: page cache NOT dropped, disk read times are meaningless" >&2; fi
 }
 
-# timed LABEL COMMAND [SETUP]: runs COMMAND (a bash string) REPEAT times (default 1), each
-# after SETUP (untimed, e.g. a fresh repository), a sync (no earlier run's writeback lands in
-# this one) and, unless WARM, dropping the page cache; records the median seconds.
+# run_once COMMAND [SETUP]: SETUP (untimed, e.g. a fresh repository), a sync (no earlier run's
+# writeback lands in this one) and, unless WARM, dropping the page cache; then COMMAND (a bash
+# string, its output on stderr), timed: prints its seconds.
+run_once() {
+    local start end
+    [ -z "${2:-}" ] || bash -c "$2"
+    if [ -n "${WARM:-}" ]; then sync; else drop_caches; fi
+    start=$(date +%s.%N)
+    bash -o pipefail -c "$1" >&2
+    end=$(date +%s.%N)
+    echo "$end - $start" | bc -l
+}
+
+# median SECONDS...: the middle value (the upper one of an even count).
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( $# / 2 + 1 ))p"; }
+
+# timed LABEL COMMAND [SETUP]: runs COMMAND REPEAT times (default 1) with run_once; records
+# the median seconds.
 declare -a LABELS=() SECONDS_TAKEN=() EXTRA=()
 timed() {
-    local label=$1 command=$2 setup=${3:-} runs=() run start end
+    local label=$1 command=$2 setup=${3:-} runs=() run
     for ((run = 0; run < ${REPEAT:-1}; run++)); do
-        [ -z "$setup" ] || bash -c "$setup"
-        if [ -n "${WARM:-}" ]; then sync; else drop_caches; fi
-        start=$(date +%s.%N)
-        bash -o pipefail -c "$command"
-        end=$(date +%s.%N)
-        runs+=("$(echo "$end - $start" | bc -l)")
+        runs+=("$(run_once "$command" "$setup")")
     done
     LABELS+=("$label")
-    SECONDS_TAKEN+=("$(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(( (${#runs[@]} + 1) / 2 ))p")")
+    SECONDS_TAKEN+=("$(median "${runs[@]}")")
     EXTRA+=("")
 }
 
@@ -113,10 +123,10 @@ print_table() {
     echo
     echo "### $title"
     echo
-    printf '| %-58s | %8s | %10s | %9s | %s |\n' "run" "seconds" "MB/s" "speed vs row 1" "notes"
-    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" "----------" "------------" "-----------" "------"
+    printf '| %-72s | %8s | %10s | %9s | %s |\n' "run" "seconds" "MB/s" "speed vs row 1" "notes"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..74})" "----------" "------------" "-----------" "------"
     for i in "${!LABELS[@]}"; do
-        printf '| %-58s | %8.2f | %10.0f | %8.2fx | %s |\n' "${LABELS[$i]}" "${SECONDS_TAKEN[$i]}" \
+        printf '| %-72s | %8.2f | %10.0f | %8.2fx | %s |\n' "${LABELS[$i]}" "${SECONDS_TAKEN[$i]}" \
             "$(echo "$bytes / ${SECONDS_TAKEN[$i]} / 1000000" | bc -l)" \
             "$(echo "$baseline / ${SECONDS_TAKEN[$i]}" | bc -l)" "${EXTRA[$i]}"
     done
@@ -353,33 +363,43 @@ for line in sys.stdin:
 ' "$1" "$2"
 }
 
-# backup_rows IMG LABEL: the backup rows for one image, cold (page cache dropped) or warm.
+# backup_rows IMG WARMTH [LABEL COMMAND]: the backup rows for one image, cold (page cache
+# dropped) or warm, after an optional first row of the caller's (@REPO@: its repository). The
+# rows take turns, REPEAT rounds, so that a drift in the machine's speed touches every row alike.
 backup_rows() {
-    local img=$1 what=$2 warm=$3 sparse="$WORK/elided.img" mapped="$WORK/mapped.img" repo setup
+    local img=$1 warm=$2 sparse="$WORK/elided.img" mapped="$WORK/mapped.img" warmup="" round i repo
+    local -a labels=() commands=() times=()
+    [ $# -lt 4 ] || { labels+=("$3"); commands+=("$4"); }
+    labels+=("borg --sparse on the elided image, every zero block a hole"
+        "borg --sparse on the elided image, holes where imgstream map says zero"
+        "imgstream backup-disk IMG (FUSE view, borg --sparse)"
+        "imgstream backup-disk --no-fuse IMG (tar, borg import-tar)"
+        "imgstream disk IMG | borg create (fixed 4 MiB)")
+    commands+=("borg create --read-special --sparse --chunker-params fixed,4194304 @REPO@::a '$sparse'"
+        "borg create --read-special --sparse --chunker-params fixed,4194304 @REPO@::a '$mapped'"
+        "'$IMGSTREAM' backup-disk --repo @REPO@ --name a '$img' 2> '$WORK/log-fuse'"
+        "'$IMGSTREAM' backup-disk --no-fuse --repo @REPO@ --name a '$img' 2> '$WORK/log-tar'"
+        "'$IMGSTREAM' disk '$img' 2>/dev/null | borg create --chunker-params fixed,4194304 @REPO@::a -")
     "$IMGSTREAM" disk "$img" > "$sparse" 2>/dev/null
     map_sparse "$img" "$mapped"
-    for run in ideal mapped fuse tar pipe; do
-        repo="$REPOS/repo-$run"
-        setup=$(fresh_repo "$repo")
-        # Warm: the image and the sparse files in the page cache before every run (imgstream
-        # drops the source pages it has read), nothing dropped.
-        if [ "$warm" = warm ]; then setup="warm_up '$img' '$sparse' '$mapped'; $setup"; WARM=1; else WARM=; fi
-        case $run in
-            ideal) timed "borg --sparse on the elided image, every zero block a hole" \
-                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$sparse'" "$setup" ;;
-            mapped) timed "borg --sparse on the elided image, elided ranges as holes" \
-                "borg create --read-special --sparse --chunker-params fixed,4194304 $repo::a '$mapped'" "$setup" ;;
-            fuse) timed "imgstream backup-disk IMG (FUSE view, borg --sparse)" \
-                "'$IMGSTREAM' backup-disk --repo $repo --name a '$img' 2> '$WORK/log'" "$setup" ;;
-            tar) timed "imgstream backup-disk --no-fuse IMG (tar, borg import-tar)" \
-                "'$IMGSTREAM' backup-disk --no-fuse --repo $repo --name a '$img' 2> '$WORK/log'" "$setup" ;;
-            pipe) timed "imgstream disk IMG | borg create (fixed 4 MiB)" \
-                "'$IMGSTREAM' disk '$img' 2>/dev/null | borg create --chunker-params fixed,4194304 $repo::a -" "$setup" ;;
-        esac
-        [ "$run" = fuse ] || [ "$run" = tar ] && EXTRA[-1]="$(cpu_of "$WORK/log"); " || true
-        EXTRA[-1]="${EXTRA[-1]}$(numfmt --to=iec "$(borg_size "$repo")") in repo"
-        rm -rf "$repo"
+    # Warm: the image and the sparse files in the page cache before every run (imgstream drops
+    # the source pages it has read), nothing dropped.
+    if [ "$warm" = warm ]; then warmup="warm_up '$img' '$sparse' '$mapped'; "; WARM=1; else WARM=; fi
+    for ((round = 0; round < ${REPEAT:-1}; round++)); do
+        for i in "${!commands[@]}"; do
+            repo="$REPOS/repo-$i"
+            times[i]+="$(run_once "${commands[i]//@REPO@/$repo}" "$warmup$(fresh_repo "$repo")") "
+        done
     done
+    for i in "${!commands[@]}"; do
+        LABELS+=("${labels[i]}")
+        # shellcheck disable=SC2086 # the times are words
+        SECONDS_TAKEN+=("$(median ${times[i]})")
+        EXTRA+=("$(numfmt --to=iec "$(borg_size "$REPOS/repo-$i")") in repo")
+        rm -rf "$REPOS/repo-$i"
+    done
+    EXTRA[-3]="$(cpu_of "$WORK/log-fuse"); ${EXTRA[-3]}"
+    EXTRA[-2]="$(cpu_of "$WORK/log-tar"); ${EXTRA[-2]}"
     WARM=
     rm -f "$sparse" "$mapped"
 }
@@ -390,7 +410,7 @@ bench_backup() {
     bytes=$(stat -c %s "$disk")
     used=$("$IMGSTREAM" info --json "$disk" | python3 -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(round(100*t["used"]/t["size"]))')
     for warmth in cold warm; do
-        backup_rows "$disk" "GPT disk" "$warmth"
+        backup_rows "$disk" "$warmth"
         print_table "backup-disk: ${DISK_SIZE:-16G} GPT disk (ESP + ext4 + NTFS, aged), ${used}% used, $warmth cache" "$bytes"
     done
     rm -f "$disk"
@@ -402,9 +422,8 @@ bench_backup() {
     bytes=$(stat -c %s "$ntfs")
     used=$("$IMGSTREAM" info --json "$ntfs" | python3 -c 'import json,sys; v=json.load(sys.stdin)["volume"]; print(round(100*v["used"]/v["size"]))')
     for warmth in cold warm; do
-        [ "$warmth" = warm ] && warm_up "$ntfs" && WARM=1
-        borg_row "ntfsclone -s -o - IMG | borg create (fixed 4 MiB)" "ntfsclone -f -s -o - '$ntfs' 2>/dev/null"
-        backup_rows "$ntfs" "NTFS" "$warmth"
+        backup_rows "$ntfs" "$warmth" "ntfsclone -s -o - IMG | borg create (fixed 4 MiB)" \
+            "ntfsclone -f -s -o - '$ntfs' 2>/dev/null | borg create --chunker-params fixed,4194304 @REPO@::a -"
         print_table "backup-disk: ${NTFS_SIZE:-4G} NTFS image, ${used}% used, $warmth cache" "$bytes"
     done
     rm -f "$ntfs"

@@ -279,7 +279,15 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
+        // SIGTERM first: imgstream then unmounts what it mounted, so a test that fails midway
+        // leaves no mount on the machine; SIGKILL for what is left after 5 s.
+        let group = Pid::from_raw(self.0.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let started = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
