@@ -13,6 +13,7 @@ use crate::size::human;
 use crate::{Failure, note, signals};
 use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
+use imgstream_view::fuse::Reading;
 use imgstream_view::{Content, View, ViewFile};
 use serde_json::json;
 use std::path::Path;
@@ -120,7 +121,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
     let (reader, plan) = open_and_plan(&args.source, &args.policy)?;
     let name = args.source.file_name().map_or("disk".into(), |n| n.to_string_lossy().into_owned());
     let view = Arc::new(disk_view(reader, &plan, &args.source, &name)?);
-    let mounted = imgstream_view::fuse::mount(Arc::clone(&view), &args.mountpoint)
+    let mounted = imgstream_view::fuse::mount(Arc::clone(&view), &args.mountpoint, Reading::Cached)
         .map_err(|e| Failure::new(format!("cannot mount on {}: {e}", args.mountpoint.display())))?;
     note(&format!(
         "{} ({}) mounted read-only at {}; Ctrl-C, SIGTERM or `umount {}` ends it",

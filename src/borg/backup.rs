@@ -14,6 +14,7 @@ use crate::view;
 use crate::{Failure, note, signals};
 use imgstream_stream::PipeSink;
 use imgstream_view::View;
+use imgstream_view::fuse::Reading;
 use nix::fcntl::{FcntlArg, fcntl};
 use std::ffi::OsString;
 use std::fs;
@@ -129,7 +130,7 @@ fn create_on_mount(view: &Arc<View>, repo: &str, name: &str, args: &BackupDiskAr
         Ok(dir) => dir,
         Err(e) => return failed(e),
     };
-    let mounted = match imgstream_view::fuse::mount(Arc::clone(view), &mountpoint.path) {
+    let mounted = match imgstream_view::fuse::mount(Arc::clone(view), &mountpoint.path, Reading::Streamed) {
         Ok(mounted) => mounted,
         Err(e) => {
             let hint = "use --no-fuse to stream a tar archive into borg import-tar instead";

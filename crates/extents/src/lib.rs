@@ -156,8 +156,13 @@ impl RangeSet {
 
     /// Whether `offset` lies in the set.
     pub fn contains(&self, offset: u64) -> bool {
+        self.containing(offset).is_some()
+    }
+
+    /// The (merged) range that holds `offset`, if any.
+    pub fn containing(&self, offset: u64) -> Option<Range<u64>> {
         let index = self.ranges.partition_point(|r| r.end <= offset);
-        self.ranges.get(index).is_some_and(|r| r.start <= offset)
+        self.ranges.get(index).filter(|r| r.start <= offset).cloned()
     }
 
     /// Whether every byte of `range` lies in the set.

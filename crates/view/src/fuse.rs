@@ -3,11 +3,14 @@
 //!
 //! fuser mounts with `mount(2)` itself when run as root (no libfuse, no helper), else through
 //! `fusermount3`. `lseek(SEEK_DATA/SEEK_HOLE)` is answered from the used set: the kernel passes
-//! both to the server, so borg `--sparse` learns the holes and reads only data. Reads go through
-//! the page cache, two server threads answer them, and the mount's readahead is raised to 4 MiB
-//! (its own backing device only), so the source is read ahead while borg hashes.
+//! both to the server, so borg `--sparse` learns the holes and reads only data. Two server
+//! threads answer reads, in one of two ways ([`Reading`]).
+
+mod ahead;
+mod idle;
 
 use crate::View;
+use ahead::ReadAhead;
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner,
     MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyLseek, ReplyOpen, Request,
@@ -18,11 +21,12 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The files never change while mounted.
 const TTL: Duration = Duration::from_secs(3600);
-/// Readahead for the mount's backing device: borg reads 4 MiB chunks.
+/// Readahead for a cached mount's backing device: borg reads 4 MiB chunks.
 const READ_AHEAD_KB: u32 = 4096;
 /// Requests wholly inside a hole are answered from here, without a copy into a buffer.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -32,10 +36,25 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How the kernel reads the mounted files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Through its page cache, which it fills ahead of the reader (the mount's readahead is
+    /// raised to 4 MiB, on its own backing device only): any access pattern, mmap too.
+    Cached,
+    /// Once, front to back, as a backup reads: direct I/O, each request answered from blocks
+    /// that a thread reads ahead while the reader works. The copy into FUSE's page cache, and
+    /// the reader's copy out of it, are saved; a reader that skips holes (borg `--sparse`) is
+    /// not stalled at the start of every data range, as the kernel's readahead stalls it.
+    Streamed,
+}
+
 /// A mounted view; dropping it unmounts.
 pub struct Mounted {
     session: Option<BackgroundSession>,
     path: PathBuf,
+    /// A streamed mount's read-ahead, and its thread.
+    ahead: Option<(Arc<ReadAhead>, JoinHandle<()>)>,
 }
 
 impl Mounted {
@@ -51,22 +70,32 @@ impl Mounted {
 
     /// Unmounts (lazily: a process still inside loses access) and waits for the server.
     pub fn unmount(mut self) -> io::Result<()> {
+        self.stop_read_ahead();
         self.session.take().map_or(Ok(()), BackgroundSession::umount_and_join)
+    }
+
+    fn stop_read_ahead(&mut self) {
+        if let Some((ahead, thread)) = self.ahead.take() {
+            ahead.stop();
+            let _ = thread.join();
+        }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        self.stop_read_ahead();
         if let Some(session) = self.session.take() {
             let _ = session.umount_and_join();
         }
     }
 }
 
-/// Mounts `view` read-only on the empty directory `mountpoint`.
-pub fn mount(view: Arc<View>, mountpoint: &Path) -> io::Result<Mounted> {
+/// Mounts `view` read-only on the empty directory `mountpoint`, read as `reading` says.
+pub fn mount(view: Arc<View>, mountpoint: &Path, reading: Reading) -> io::Result<Mounted> {
     let owner = std::fs::metadata(mountpoint)?;
-    let filesystem = ViewFs { view, uid: owner.uid(), gid: owner.gid() };
+    let ahead = (reading == Reading::Streamed).then(|| Arc::new(ReadAhead::default()));
+    let filesystem = ViewFs { view: Arc::clone(&view), ahead: ahead.clone(), uid: owner.uid(), gid: owner.gid() };
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -78,8 +107,18 @@ pub fn mount(view: Arc<View>, mountpoint: &Path) -> io::Result<Mounted> {
     config.n_threads = Some(2);
     config.clone_fd = true;
     let session = fuser::spawn_mount(filesystem, mountpoint, &config)?;
-    let mounted = Mounted { session: Some(session), path: mountpoint.to_owned() };
-    raise_read_ahead(mountpoint);
+    let mut mounted = Mounted { session: Some(session), path: mountpoint.to_owned(), ahead: None };
+    match ahead {
+        Some(ahead) => {
+            let thread_ahead = Arc::clone(&ahead);
+            let thread = std::thread::Builder::new().name("read-ahead".into()).spawn(move || {
+                idle::run_when_idle();
+                thread_ahead.run(&view);
+            })?;
+            mounted.ahead = Some((ahead, thread));
+        }
+        None => raise_read_ahead(mountpoint),
+    }
     Ok(mounted)
 }
 
@@ -97,6 +136,8 @@ fn raise_read_ahead(mountpoint: &Path) {
 
 struct ViewFs {
     view: Arc<View>,
+    /// A streamed mount's read-ahead.
+    ahead: Option<Arc<ReadAhead>>,
     uid: u32,
     gid: u32,
 }
@@ -160,6 +201,7 @@ impl Filesystem for ViewFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match Self::index(ino).filter(|&i| i < self.view.files().len()) {
+            Some(_) if self.ahead.is_some() => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
             Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             None => reply.error(Errno::EISDIR),
         }
@@ -181,8 +223,12 @@ impl Filesystem for ViewFs {
         };
         let end = offset.saturating_add(u64::from(size)).min(file.size());
         let len = end.saturating_sub(offset) as usize;
-        if self.view.is_hole(index, offset, end) && len <= ZEROS.len() {
+        let hole = self.view.is_hole(index, offset, end);
+        if hole && len <= ZEROS.len() {
             return reply.data(ZEROS.get(..len).unwrap_or_default());
+        }
+        if let Some(lent) = self.ahead.as_ref().filter(|_| !hole).and_then(|a| a.lend(&self.view, index, offset..end)) {
+            return reply.data(lent.bytes());
         }
         BUFFER.with_borrow_mut(|buffer| {
             buffer.resize(len, 0);
