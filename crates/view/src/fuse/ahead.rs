@@ -95,7 +95,7 @@ impl ReadAhead {
             return state.ready.pop_front().map(|block| Lent { ahead: self, block: Some(block), range, generation });
         }
         if !state.expects(index, range.start) {
-            state.restart(index, block_start(view, index, range.start));
+            state.restart(index, block_holding(view, index, range.start).map(|block| block.start));
         }
         self.wake.notify_one();
         None
@@ -116,7 +116,8 @@ impl ReadAhead {
             }
             let wanted = state.ready.len() < DEPTH;
             let block = state.file.zip(state.next.filter(|_| wanted));
-            let Some((index, range)) = block.and_then(|(index, start)| Some((index, block_at(view, index, start)?)))
+            let Some((index, range)) =
+                block.and_then(|(index, start)| Some((index, block_holding(view, index, start)?)))
             else {
                 state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
@@ -174,16 +175,11 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// The start of the block of file `index` that holds `offset`: its used range's start plus
-/// whole [`BLOCK`]s. None if `offset` is not used.
-fn block_start(view: &View, index: usize, offset: u64) -> Option<u64> {
+/// The block of file `index` that holds `offset`: whole [`BLOCK`]s from its used range's
+/// start, the last one cut at the range's end. None if `offset` is not used.
+fn block_holding(view: &View, index: usize, offset: u64) -> Option<Range<u64>> {
     let used = view.used(index)?.containing(offset)?;
-    Some(used.start + (offset - used.start) / BLOCK * BLOCK)
-}
-
-/// The block of file `index` that starts at `start`: up to [`BLOCK`] bytes of its used range.
-fn block_at(view: &View, index: usize, start: u64) -> Option<Range<u64>> {
-    let used = view.used(index)?.containing(start)?;
+    let start = used.start + (offset - used.start) / BLOCK * BLOCK;
     Some(start..used.end.min(start.saturating_add(BLOCK)))
 }
 
