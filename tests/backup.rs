@@ -434,3 +434,25 @@ fn root_mount_shows_files_whose_bytes_and_holes_match_disk_and_map() {
     assert!(status.success(), "mount after SIGTERM: {status}");
     assert!(mounts_under(&mountpoint).is_empty(), "still mounted");
 }
+
+/// `umount MOUNTPOINT`, the other way the help and the README give to end `imgstream mount`:
+/// exit 0, and no error about an unmount that someone else already did.
+#[test]
+fn root_mount_ends_cleanly_when_unmounted_by_umount() {
+    if !is_root() || !have_tool("umount") {
+        return;
+    }
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mut child = Group::spawn(imgstream().arg("mount").arg(&disk).arg(&mountpoint));
+    let lines = stderr_lines(&mut child.0);
+    wait_for_line(&lines, "mounted read-only");
+    run_ok(Command::new("umount").arg(&mountpoint));
+    let status = child.0.wait().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "mount after umount: {status}; stderr {rest:?}");
+    assert!(rest.iter().all(|l| !l.contains("error")), "stderr {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("unmounted")), "stderr {rest:?}");
+}

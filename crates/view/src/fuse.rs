@@ -71,7 +71,15 @@ impl Mounted {
     /// Unmounts (lazily: a process still inside loses access) and waits for the server.
     pub fn unmount(mut self) -> io::Result<()> {
         self.stop_read_ahead();
-        self.session.take().map_or(Ok(()), BackgroundSession::umount_and_join)
+        let Some(session) = self.session.take() else { return Ok(()) };
+        // Unmounted by someone else (`umount MOUNTPOINT`): fuser 0.18 does not notice (its
+        // mount check reads the device's POLLERR the wrong way round) and unmounts again,
+        // which finds nothing mounted there.
+        let unmounted_already = session.guard.is_finished();
+        match session.umount_and_join() {
+            Err(e) if unmounted_already && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            result => result,
+        }
     }
 
     fn stop_read_ahead(&mut self) {
