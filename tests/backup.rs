@@ -456,3 +456,27 @@ fn root_mount_ends_cleanly_when_unmounted_by_umount() {
     assert!(rest.iter().all(|l| !l.contains("error")), "stderr {rest:?}");
     assert!(rest.iter().any(|l| l.contains("unmounted")), "stderr {rest:?}");
 }
+
+/// SIGTERM while another process still has its working directory inside the mount (umount says
+/// EBUSY): the mount is detached anyway, so that no mount stays behind, and imgstream exits 0.
+#[test]
+fn root_mount_detaches_a_busy_mount_on_sigterm() {
+    if !is_root() {
+        return;
+    }
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mut child = Group::spawn(imgstream().arg("mount").arg(&disk).arg(&mountpoint));
+    let lines = stderr_lines(&mut child.0);
+    wait_for_line(&lines, "mounted read-only");
+    let mut inside = Group::spawn(Command::new("sleep").arg("60").current_dir(&mountpoint));
+    child.signal(Signal::SIGTERM, false);
+    let status = child.0.wait().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    let _ = inside.0.kill();
+    let _ = inside.0.wait();
+    assert!(mounts_under(&mountpoint).is_empty(), "still mounted; stderr {rest:?}");
+    assert!(status.success(), "mount after SIGTERM: {status}; stderr {rest:?}");
+}

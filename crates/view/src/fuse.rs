@@ -15,6 +15,7 @@ use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner,
     MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyLseek, ReplyOpen, Request,
 };
+use nix::mount::{MntFlags, umount2};
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
@@ -68,18 +69,10 @@ impl Mounted {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
-    /// Unmounts (lazily: a process still inside loses access) and waits for the server.
+    /// Unmounts and waits for the server; a busy mount is detached, so none stays behind.
     pub fn unmount(mut self) -> io::Result<()> {
         self.stop_read_ahead();
-        let Some(session) = self.session.take() else { return Ok(()) };
-        // Unmounted by someone else (`umount MOUNTPOINT`): fuser 0.18 does not notice (its
-        // mount check reads the device's POLLERR the wrong way round) and unmounts again,
-        // which finds nothing mounted there.
-        let unmounted_already = session.guard.is_finished();
-        match session.umount_and_join() {
-            Err(e) if unmounted_already && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-            result => result,
-        }
+        self.session.take().map_or(Ok(()), |session| unmount(session, &self.path))
     }
 
     fn stop_read_ahead(&mut self) {
@@ -94,8 +87,24 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop_read_ahead();
         if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
+            let _ = unmount(session, &self.path);
         }
+    }
+}
+
+/// Unmounts `session`'s mount at `path` and waits for its server.
+/// - Busy (a process has a file open or its working directory inside): detached instead
+///   (`MNT_DETACH`), so that no mount stays behind; the server then answers that process until
+///   this one exits, and it loses access then.
+/// - Already unmounted by someone else (`umount MOUNTPOINT`): fuser 0.18 does not notice (its
+///   mount check reads the device's POLLERR the wrong way round) and unmounts again, which
+///   finds nothing mounted there.
+fn unmount(session: BackgroundSession, path: &Path) -> io::Result<()> {
+    let unmounted_already = session.guard.is_finished();
+    match session.umount_and_join() {
+        Err(e) if unmounted_already && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(umount2(path, MntFlags::MNT_DETACH)?),
+        result => result,
     }
 }
 
