@@ -204,6 +204,5 @@ pub(crate) fn elision_name(elision: &Elision) -> &'static str {
 
 /// Writes `text` to stdout.
 pub(crate) fn print(text: &str) -> Result<(), Failure> {
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(())
+    std::io::stdout().write_all(text.as_bytes()).map_err(|e| Failure::new(format!("stdout: write failed: {e}")))
 }

@@ -9,7 +9,6 @@ use imgstream_blockio::{ReadAt, Source, SourceKind};
 use imgstream_fs::{Elision, OnUnsafe, Policy, Volume};
 use imgstream_ptable::TableKind;
 use serde_json::{Value, json};
-use std::io::Write;
 
 /// The version of `info --json`'s shape, documented in `docs/info-schema.json`: a removed or
 /// renamed key, or a changed meaning, bumps it.
@@ -38,8 +37,7 @@ fn text_or_null(text: &str) -> Value {
 pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
     if let Some(text) = disk_report(&source, args)? {
-        std::io::stdout().write_all(text.as_bytes())?;
-        return Ok(());
+        return disk::print(&text);
     }
     let mounts = mounts_over(&source)?;
     let mounts: Vec<&Mount> = mounts.iter().collect();
@@ -62,8 +60,7 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     } else {
         table(&report)
     };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(())
+    disk::print(&text)
 }
 
 /// How `info` examines a volume: as if forced, so that an unsafe volume still shows its

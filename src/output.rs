@@ -109,7 +109,8 @@ fn stdout_sink() -> Result<Box<dyn Sink>, Failure> {
             "refusing to write an image to a terminal: redirect stdout, use -o FILE, or pipe it to borg",
         ));
     }
-    Ok(sink_for(File::from(stdout.as_fd().try_clone_to_owned()?))?)
+    let stdout = stdout.as_fd().try_clone_to_owned().map_err(|e| Failure::new(format!("stdout: {e}")))?;
+    Ok(sink_for(File::from(stdout))?)
 }
 
 /// An empty regular file (not in append mode) gets holes for zero runs; a pipe is enlarged and

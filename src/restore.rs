@@ -20,7 +20,9 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
     // Advice only: a smaller pipe is slower, not wrong.
     let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     // Unbuffered: blocks are large, and the reader thread needs a `Send` handle.
-    let mut input = std::fs::File::from(std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned()?);
+    let stdin =
+        std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().map_err(|e| Failure::new(format!("stdin: {e}")))?;
+    let mut input = std::fs::File::from(stdin);
     let expected = known_length(args, &mut input)?;
     let existing = match std::fs::metadata(&args.target) {
         Ok(metadata) => Some(metadata),
@@ -65,9 +67,10 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
 /// The stream length, as far as it is known before the first write: `--size`, or what is left
 /// of stdin when it is a regular file. Both given must agree.
 fn known_length(args: &RestoreArgs, input: &mut std::fs::File) -> Result<Option<u64>, Failure> {
-    let metadata = input.metadata()?;
+    let stdin_failed = |e: std::io::Error| Failure::new(format!("stdin: {e}"));
+    let metadata = input.metadata().map_err(stdin_failed)?;
     let in_file = if metadata.is_file() {
-        Some(metadata.len().saturating_sub(std::io::Seek::stream_position(input)?))
+        Some(metadata.len().saturating_sub(std::io::Seek::stream_position(input).map_err(stdin_failed)?))
     } else {
         None
     };

@@ -24,7 +24,9 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
             "refusing to read an image from a terminal: pipe it in (borg extract --stdout ... | imgstream verify SOURCE)",
         ));
     }
-    let input = File::from(std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned()?);
+    let stdin =
+        std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().map_err(|e| Failure::new(format!("stdin: {e}")))?;
+    let input = File::from(stdin);
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
     let (used, map) = if args.disk {

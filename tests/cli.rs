@@ -51,6 +51,19 @@ fn a_consumer_that_closes_early_fails_the_run() {
     assert_eq!(stderr.lines().filter(|l| l.contains("error:")).count(), 1, "one error line: {stderr}");
 }
 
+/// A report that cannot be written (a full disk: /dev/full) fails naming stdout, not with the
+/// bare error of the system.
+#[test]
+fn reports_that_cannot_be_written_fail_naming_stdout() {
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    for args in [&["map"][..], &["info"], &["info", "--json"]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let stderr = run_fails(imgstream().args(args).arg(&disk).stdout(full), 1);
+        assert!(stderr.contains("stdout: write failed: No space left on device"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     let stderr = run_fails(imgstream().args(["part", "--block-size", "3M", "x"]), 2);

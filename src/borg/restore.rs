@@ -372,7 +372,8 @@ fn restore_single(
             signals::check(INCOMPLETE)?;
             let mut file = (&mut stdout).take(*size);
             let Some(piece) = piece_of(path) else {
-                let skipped = io::copy(&mut file, &mut io::sink())?;
+                let skipped = io::copy(&mut file, &mut io::sink())
+                    .map_err(|e| Failure::new(format!("{}::{name} {path}: {e}", args.repo)))?;
                 if skipped != *size {
                     return Err(Failure::new(format!("{}::{name} {path}: the stream ended early", args.repo)));
                 }

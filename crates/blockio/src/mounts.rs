@@ -51,15 +51,19 @@ impl Mount {
     }
 }
 
+/// Where the kernel lists this process's mounts.
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
 /// Every mount of `source`, of its partitions, and of anything stacked on them.
 pub fn mounts_over(source: &Source) -> io::Result<Vec<Mount>> {
-    let metadata = source.file().metadata()?;
+    let in_context = |what: &dyn std::fmt::Display, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let metadata = source.file().metadata().map_err(|e| in_context(&source.path().display(), e))?;
     let start = match source.kind() {
         SourceKind::BlockDevice => Node::Block(dev_numbers(metadata.rdev())),
         SourceKind::ImageFile => Node::File(metadata.dev(), metadata.ino()),
     };
     let stacks = Sysfs::new(Path::new("/sys")).stacks(start, source.size());
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let mountinfo = fs::read_to_string(MOUNTINFO).map_err(|e| in_context(&MOUNTINFO, e))?;
     Ok(mounts_of(&mountinfo, &stacks))
 }
 
