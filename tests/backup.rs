@@ -363,6 +363,33 @@ fn root_interrupted_or_failing_backups_leave_no_archive_no_checkpoint_and_no_mou
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "restore-disk left its staging directory");
 }
 
+/// A source whose allocation map changes while borg reads it (a live disk: here debugfs
+/// writes a file into it as borg starts) fails the backup, as it fails `imgstream disk`: exit
+/// 1, no archive.
+#[test]
+fn a_source_that_changes_during_the_backup_leaves_no_archive() {
+    if !have_tool("borg") || !have_tool("debugfs") {
+        return;
+    }
+    let dir = scratch();
+    let borg = Borg::init(dir.path());
+    let before = borg.archives();
+    let changing_borg = dir.path().join("borg-after-a-change");
+    std::fs::write(
+        &changing_borg,
+        "#!/bin/sh\ncase $1 in create|import-tar) debugfs -w -R 'write /etc/hostname changed' \"$SOURCE\" >/dev/null 2>&1 ;; esac\nexec borg \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&changing_borg, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for mode in MODES {
+        let volume = fixture("ext-ext4", dir.path());
+        let mut command = backup(&borg, mode, "live", &volume, &[]);
+        let stderr = run_fails(command.env("IMGSTREAM_BORG", &changing_borg).env("SOURCE", &volume), 1);
+        assert!(stderr.contains("changed while it was read"), "{mode}: {stderr}");
+        assert_eq!(borg.archives(), before, "{mode}: an archive remains: {stderr}");
+    }
+}
+
 /// Python's `os.lseek` walk of a file's data ranges (SEEK_DATA, then SEEK_HOLE, until ENXIO).
 const LSEEK_WALK: &str = "
 import os, sys

@@ -9,6 +9,7 @@
 
 use super::{TempDir, absolute_repo, borg, run_watched};
 use crate::cli::BackupDiskArgs;
+use crate::part::ChangeCheck;
 use crate::size::human;
 use crate::view;
 use crate::{Failure, note, signals};
@@ -60,6 +61,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let started = Instant::now();
     // Everything is examined before borg runs: a refused partition fails the run here.
     let (reader, plan) = view::open_and_plan(&args.source, &args.policy)?;
+    let change = ChangeCheck::start(&reader, plan.map.clone())?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => {
@@ -87,8 +89,10 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
         Some((failure.to_string(), 1))
     } else if let Err(failure) = view::read_errors(&view, "in the source") {
         Some((failure.to_string(), 1))
+    } else if let Some(status) = outcome.status.filter(|s| !s.success()) {
+        Some((format!("borg failed ({status})"), 1))
     } else {
-        outcome.status.filter(|s| !s.success()).map(|s| (format!("borg failed ({s})"), 1))
+        change.finish(view.source(), &args.source).err().map(|failure| (failure.to_string(), 1))
     };
     if let Some((message, code)) = failure {
         let cleanup = remove_archive(&repo, &name, committed);

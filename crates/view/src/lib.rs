@@ -133,6 +133,11 @@ impl View {
         })
     }
 
+    /// The source the files show.
+    pub fn source(&self) -> &dyn ReadAt {
+        &*self.source
+    }
+
     /// The files, in directory order.
     pub fn files(&self) -> &[ViewFile] {
         &self.files
