@@ -295,7 +295,7 @@ pub(crate) struct BackupDiskArgs {
     #[arg(long)]
     pub(crate) repo: String,
     /// Archive name [default: the source's file name and the UTC time].
-    #[arg(long)]
+    #[arg(long, value_parser = parse_archive_name)]
     pub(crate) name: Option<String>,
     /// Do not mount a FUSE view: stream a tar archive into `borg import-tar` (free space then
     /// travels as zeros). The default without /dev/fuse.
@@ -307,9 +307,57 @@ pub(crate) struct BackupDiskArgs {
     /// How to stream (the tar stream of --no-fuse).
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
-    /// Extra arguments for `borg create` / `borg import-tar` (e.g. `-- --compression zstd,3`).
-    #[arg(last = true, value_name = "BORG ARGS")]
+    /// Extra arguments for `borg create` / `borg import-tar` (e.g. `-- --compression zstd,3`);
+    /// not those that would leave files out (`--exclude`, `--pattern`, ...) or commit nothing
+    /// (`--dry-run`).
+    #[arg(last = true, value_name = "BORG ARGS", value_parser = parse_backup_borg_arg)]
     pub(crate) borg_args: Vec<OsString>,
+}
+
+/// A name imgstream can clean up after: borg expands `{placeholders}` (imgstream would then look
+/// for the wrong archive), and names a checkpoint `NAME.checkpoint` or `NAME.checkpoint.N`
+/// (which a failed run deletes, and `borg prune` treats as a checkpoint).
+fn parse_archive_name(name: &str) -> Result<String, String> {
+    let checkpoint = name.rsplit_once(".checkpoint").is_some_and(|(_, rest)| {
+        rest.is_empty()
+            || rest.strip_prefix('.').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let problem = if name.trim().is_empty() {
+        "an archive needs a name"
+    } else if name.contains('/') {
+        "borg forbids '/' in archive names"
+    } else if name.contains(['{', '}']) {
+        "borg would expand the {placeholders}; the default name already ends with the UTC time"
+    } else if checkpoint {
+        "borg names its checkpoints so"
+    } else {
+        return Ok(name.to_owned());
+    };
+    Err(problem.to_owned())
+}
+
+/// Refuses a borg option that makes a backup that is not whole: files left out, or nothing
+/// committed while imgstream reports success.
+fn parse_backup_borg_arg(arg: &str) -> Result<OsString, String> {
+    const PARTIAL: [&str; 8] = [
+        "--dry-run",
+        "--exclude",
+        "--exclude-from",
+        "--pattern",
+        "--patterns-from",
+        "--exclude-caches",
+        "--exclude-if-present",
+        "--exclude-nodump",
+    ];
+    let long = arg.split_once('=').map_or(arg, |(option, _)| option);
+    // A cluster of short flags ("-sn"); a value follows -C (compression) directly.
+    let short = arg.strip_prefix('-').filter(|flags| !flags.starts_with('-')).unwrap_or_default();
+    let short_partial = short.chars().take_while(|&c| c != 'C').any(|c| c == 'n' || c == 'e');
+    if PARTIAL.contains(&long) || short_partial {
+        Err("it would make a backup that is not whole (files left out, or nothing committed)".to_owned())
+    } else {
+        Ok(arg.into())
+    }
 }
 
 /// `imgstream restore-disk`.

@@ -64,6 +64,41 @@ fn reports_that_cannot_be_written_fail_naming_stdout() {
     }
 }
 
+/// backup-disk refuses, before anything runs, an archive name it could not clean up after
+/// (borg placeholders, a checkpoint's name, '/') and borg options that make a backup that is
+/// not whole (files left out, or nothing committed while imgstream reports success).
+#[test]
+fn backup_disk_refuses_names_and_borg_options_that_break_all_or_nothing() {
+    let backup = |name: &str, extra: &[&str]| {
+        let mut command = imgstream();
+        command.args(["backup-disk", "--repo", "/nonexistent/repo", "--name", name, "/nonexistent/disk.img", "--"]);
+        command.args(extra);
+        command
+    };
+    for name in ["", "a/b", "laptop-{now}", "daily.checkpoint", "daily.checkpoint.2"] {
+        let stderr = run_fails(&mut backup(name, &[]), 2);
+        assert!(stderr.contains("--name"), "{name:?}: {stderr}");
+    }
+    for option in [
+        &["--dry-run"][..],
+        &["-n"],
+        &["-sn"],
+        &["--exclude", "part2.img"],
+        &["--exclude=part2.img"],
+        &["-e", "x"],
+        &["--patterns-from", "f"],
+    ] {
+        let stderr = run_fails(&mut backup("fine", option), 2);
+        assert!(stderr.contains("not whole"), "{option:?}: {stderr}");
+    }
+    // Allowed through: the source then fails to open (exit 1), after argument parsing.
+    for option in [&["--compression", "zstd,3"][..], &["-Cnone"], &["--stats"], &["--chunker-params", "fixed,1048576"]]
+    {
+        let stderr = run_fails(&mut backup("daily.checkpointed", option), 1);
+        assert!(stderr.contains("/nonexistent/disk.img"), "{option:?}: {stderr}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     let stderr = run_fails(imgstream().args(["part", "--block-size", "3M", "x"]), 2);
