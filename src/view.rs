@@ -22,6 +22,8 @@ use std::time::Duration;
 
 /// The manifest format this version writes (`imgstream-disk-1` was the multi-archive layout).
 pub(crate) const MANIFEST_FORMAT: &str = "imgstream-disk-2";
+/// The device FUSE mounts go through.
+pub(crate) const FUSE_DEVICE: &str = "/dev/fuse";
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "manifest.json";
 
@@ -118,6 +120,7 @@ pub(crate) fn read_errors(view: &View, what: &str) -> Result<(), Failure> {
 
 pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
     signals::catch()?;
+    check_mountpoint(&args.mountpoint)?;
     let (reader, plan) = open_and_plan(&args.source, &args.policy)?;
     let name = args.source.file_name().map_or("disk".into(), |n| n.to_string_lossy().into_owned());
     let view = Arc::new(disk_view(reader, &plan, &args.source, &name)?);
@@ -136,6 +139,21 @@ pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
     mounted.unmount().map_err(|e| Failure::new(format!("cannot unmount {}: {e}", args.mountpoint.display())))?;
     note(&format!("{} unmounted", args.mountpoint.display()));
     read_errors(&view, "while mounted")
+}
+
+/// The mount point must be an empty directory: a mount over files (or over /proc, or over an
+/// earlier view) hides them until it ends. FUSE must be there.
+fn check_mountpoint(path: &Path) -> Result<(), Failure> {
+    let entries = std::fs::read_dir(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    if entries.into_iter().next().is_some() {
+        return Err(Failure::usage(format!("{}: not empty; mount on an empty directory", path.display())));
+    }
+    if !Path::new(FUSE_DEVICE).exists() {
+        return Err(Failure::new(format!(
+            "cannot mount: {FUSE_DEVICE} does not exist (no FUSE in this kernel or container)"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn map(args: &MapArgs) -> Result<(), Failure> {

@@ -484,6 +484,23 @@ fn root_mount_ends_cleanly_when_unmounted_by_umount() {
     assert!(rest.iter().any(|l| l.contains("unmounted")), "stderr {rest:?}");
 }
 
+/// `imgstream mount` needs an empty directory (as its help says): a file, a missing path or a
+/// directory with files in it (which the mount would hide) is refused, exit 2, nothing mounted.
+#[test]
+fn mount_refuses_a_mountpoint_that_is_not_an_empty_directory() {
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("kept"), b"x").unwrap();
+    for mountpoint in [full.clone(), disk.clone(), dir.path().join("missing")] {
+        let stderr = run_fails(imgstream().arg("mount").arg(&disk).arg(&mountpoint), 2);
+        assert!(stderr.contains(&mountpoint.display().to_string()), "{stderr}");
+        assert!(mounts_under(dir.path()).is_empty(), "{mountpoint:?} was mounted");
+    }
+    assert!(full.join("kept").exists());
+}
+
 /// SIGTERM while another process still has its working directory inside the mount (umount says
 /// EBUSY): the mount is detached anyway, so that no mount stays behind, and imgstream exits 0.
 #[test]

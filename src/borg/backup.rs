@@ -72,7 +72,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let view = Arc::new(view::disk_view(reader, &plan, &args.source, &name)?);
     let repo = absolute_repo(&args.repo);
     super::passphrase::find(&repo)?;
-    let fuse = !args.no_fuse && Path::new("/dev/fuse").exists();
+    let fuse = !args.no_fuse && Path::new(view::FUSE_DEVICE).exists();
     note(&format!(
         "{} ({}) -> {}::{name}, {}",
         args.source.display(),
