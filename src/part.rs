@@ -20,6 +20,9 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
+    if !args.policy.raw && volume.allocation.is_none() && volume.recognised_as.is_none() {
+        suggest_disk(&source, &args.source);
+    }
     let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
     let change = ChangeCheck::start(&source, volume.map_ranges())?;
     let rescue = args.rescue.reader(&source, source.sector_size());
@@ -35,6 +38,21 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     note(&summary(&volume, &stats));
     Ok(())
 }
+/// A source with no filesystem that holds a partition table: `part` copies it raw, where
+/// `disk` would elide each partition's free space.
+fn suggest_disk(source: &Source, path: &Path) {
+    if let Ok(layout) = imgstream_ptable::read_layout(source, crate::disk::sector_size_hint(source)) {
+        if !layout.partitions.is_empty() {
+            warn(&format!(
+                "{} is a {} with {} partition(s): `imgstream disk` elides the free space of each (`--partition N` streams one)",
+                path.display(),
+                layout.table.disk_words(),
+                layout.partitions.len()
+            ));
+        }
+    }
+}
+
 /// Catches a source that changes while it is read (a running VM's disk, a device mounted
 /// meanwhile): a digest of its allocation map, taken before streaming, must hold after it.
 pub(crate) struct ChangeCheck {

@@ -35,6 +35,20 @@ fn an_unknown_volume_is_copied_raw_with_a_warning() {
     assert_eq!(sha256(&image), before, "the source changed");
 }
 
+/// `part` of a whole partitioned disk copies it raw (no filesystem at its start) and says that
+/// `disk` would elide each partition's free space; not with --raw, which asked for raw.
+#[test]
+fn part_of_a_partitioned_disk_points_to_disk() {
+    let dir = scratch();
+    let disk = fixture("disk-gpt", dir.path());
+    let output = run_ok(imgstream().arg("part").arg(&disk));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a GPT disk with 4 partition(s): `imgstream disk`"), "{stderr}");
+    assert_eq!(output.stdout, std::fs::read(&disk).unwrap(), "a raw copy");
+    let output = run_ok(imgstream().args(["part", "--raw"]).arg(&disk));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("imgstream disk"));
+}
+
 #[test]
 fn a_consumer_that_closes_early_fails_the_run() {
     let dir = scratch();
