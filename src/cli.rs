@@ -42,8 +42,9 @@ pub(crate) enum Command {
     /// Blocks that the filesystem's own allocation map marks free are emitted as zeros without
     /// being read; everything else, including every byte the map does not cover, is copied
     /// exactly. The output has exactly the size of SOURCE and restores with plain `dd`.
-    /// Recognised: ext2/3/4, NTFS, FAT12/16/32, exFAT, Linux swap; anything else is copied raw
-    /// with a warning.
+    /// Recognised: ext2/3/4, NTFS, FAT12/16/32, exFAT, XFS, btrfs, Linux swap, and the volumes
+    /// inside an LVM2 physical volume or an md RAID member; anything else is copied raw with a
+    /// warning.
     #[command(after_help = EXAMPLES)]
     Part(PartArgs),
     /// Show the filesystem of SOURCE and how much of it `part` would elide.
@@ -441,7 +442,8 @@ impl DiskPolicyArgs {
 /// `imgstream restore`.
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
-    /// File or block device to write. A file is created or truncated; a device must not be in use.
+    /// File or block device to write. A new or empty file is written (an existing non-empty
+    /// one only with --force); a device must not be in use.
     pub(crate) target: PathBuf,
     /// Zero blocks become holes in a file, or BLKZEROOUT on a device, instead of written zeros.
     #[arg(long)]
