@@ -250,3 +250,24 @@ fn fat_corrupt_boot_sectors_fail_with_the_field_and_offset() {
         assert!(imgstream_ok(&["part", "--raw", image.to_str().unwrap()]) == data, "{what}: --raw is not a copy");
     }
 }
+
+/// A boot sector claiming 255 FAT copies (the others then read from the root directory and the
+/// data area): every cluster any copy marks used is copied, and the warning counts clusters,
+/// each once, not cluster-copy pairs.
+#[test]
+fn copies_that_disagree_are_counted_once_per_cluster() {
+    let dir = scratch();
+    let image = fixture("fat-16", dir.path());
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[16] = 255; // BPB_NumFATs
+    std::fs::write(&image, &bytes).unwrap();
+    let report = String::from_utf8(run_ok(imgstream().args(["info", "--json"]).arg(&image)).stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let volume = &report["volume"];
+    let clusters: u64 = volume["details"]["clusters"].as_str().unwrap().parse().unwrap();
+    let warning =
+        volume["warnings"].as_array().unwrap().iter().filter_map(|w| w.as_str()).find(|w| w.contains("disagree"));
+    let counted: u64 =
+        warning.unwrap().split(" on whether ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(0 < counted && counted <= clusters, "{counted} of {clusters} clusters: {warning:?}");
+}

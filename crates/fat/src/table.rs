@@ -173,15 +173,17 @@ pub(crate) fn scan(volume: &dyn ReadAt, boot: &BootSector) -> Result<TableScan, 
         }
     })?;
     let mut used = first_copy.clone();
-    let mut copies_disagree = 0;
+    // Each cluster counts once, however many copies disagree on it.
+    let mut disagreeing = ClusterBits::new(boot.cluster_count);
     for index in 1..boot.num_fats {
         for_each_entry(volume, boot, index, |cluster, entry| {
             if cluster >= 2 && (entry != 0) != first_copy.get(cluster) {
-                copies_disagree += 1;
+                disagreeing.set(cluster);
                 used.set(cluster);
             }
         })?;
     }
+    let copies_disagree = disagreeing.count();
     // A link to a cluster that every copy marks free means the FAT contradicts itself: keep
     // that cluster, it may hold the rest of a file.
     let max_cluster = boot.cluster_count + 1;
