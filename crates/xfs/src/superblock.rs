@@ -9,6 +9,7 @@
 use crate::Error;
 use crate::checksum;
 use imgstream_volume::fields::{array, be16, be32, be64, u8_at};
+use std::ops::RangeInclusive;
 
 /// "XFSB".
 pub(crate) const XFS_SB_MAGIC: u32 = 0x5846_5342;
@@ -108,33 +109,25 @@ impl Superblock {
             }
         };
 
+        // A size, then its log2 in another field: each wrong one is named at its own offset.
+        let power_of_two = |what: &str, size: u32, size_at: usize, log_at: usize, sizes: RangeInclusive<u32>| {
+            let log = u8_at(raw, log_at);
+            if !sizes.contains(&size) || !size.is_power_of_two() {
+                let (min, max) = sizes.into_inner();
+                Err(corrupt(size_at, format!("{what} {size} is not a power of two from {min} to {max}")))
+            } else if u32::from(log) != size.trailing_zeros() {
+                Err(corrupt(
+                    log_at,
+                    format!("{what} log {log}, but a {what} of {size} needs {}", size.trailing_zeros()),
+                ))
+            } else {
+                Ok(())
+            }
+        };
         let sector_size = u32::from(be16(raw, SB_SECTSIZE));
-        if !(512..=32768).contains(&sector_size)
-            || !sector_size.is_power_of_two()
-            || u32::from(u8_at(raw, SB_SECTLOG)) != sector_size.trailing_zeros()
-        {
-            return Err(corrupt(
-                SB_SECTSIZE,
-                format!(
-                    "sector size {sector_size} (log {}) is not a power of two from 512 to 32768",
-                    u8_at(raw, SB_SECTLOG)
-                ),
-            ));
-        }
+        power_of_two("sector size", sector_size, SB_SECTSIZE, SB_SECTLOG, 512..=32768)?;
         let block_size = be32(raw, SB_BLOCKSIZE);
-        if !(512..=65536).contains(&block_size)
-            || !block_size.is_power_of_two()
-            || u32::from(u8_at(raw, SB_BLOCKLOG)) != block_size.trailing_zeros()
-            || block_size < sector_size
-        {
-            return Err(corrupt(
-                SB_BLOCKSIZE,
-                format!(
-                    "block size {block_size} (log {}) is not a power of two from the sector size ({sector_size}) to 65536",
-                    u8_at(raw, SB_BLOCKLOG)
-                ),
-            ));
-        }
+        power_of_two("block size", block_size, SB_BLOCKSIZE, SB_BLOCKLOG, sector_size..=65536)?;
         if v5 {
             // Only now is the length of the checksummed sector known.
             if let Err((stored, computed)) = checksum::verify(raw, SB_CRC) {
@@ -167,7 +160,10 @@ impl Superblock {
         // Every AG but the last is full; the last one holds at least MIN_AG_BLOCKS.
         let full = u64::from(ag_count) * u64::from(ag_blocks);
         let min = full.saturating_sub(u64::from(ag_blocks)) + u64::from(MIN_AG_BLOCKS);
-        if ag_count == 0 || dblocks > full || dblocks < min {
+        if ag_count == 0 {
+            return Err(corrupt(SB_AGCOUNT, "0 AGs: a filesystem has at least one".into()));
+        }
+        if dblocks > full || dblocks < min {
             return Err(corrupt(
                 SB_AGCOUNT,
                 format!("{ag_count} AGs of {ag_blocks} blocks do not fit {dblocks} blocks (expected {min} to {full})"),

@@ -286,6 +286,22 @@ fn superblock_corruptions_are_named() {
     set_sb32(&mut bad, SB_BLOCKSIZE, 3000);
     assert_error(&bad, ErrorClass::Corrupt, "superblock", SB_BLOCKSIZE, "not a power of two");
 
+    // A valid block size whose log field is wrong: named at the log's own offset.
+    let mut bad = img.clone();
+    bad[SB_BLOCKLOG] = 31;
+    seal(&mut bad, 0, 512, SB_CRC);
+    assert_error(
+        &bad,
+        ErrorClass::Corrupt,
+        "superblock",
+        SB_BLOCKLOG,
+        "block size log 31, but a block size of 4096 needs 12",
+    );
+
+    let mut bad = img.clone();
+    set_sb32(&mut bad, SB_AGCOUNT, 0);
+    assert_error(&bad, ErrorClass::Corrupt, "superblock", SB_AGCOUNT, "0 AGs");
+
     // One AG more than dblocks fills.
     let mut bad = img.clone();
     set_sb32(&mut bad, SB_AGCOUNT, 3);
