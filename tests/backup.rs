@@ -462,13 +462,17 @@ fn root_mount_shows_files_whose_bytes_and_holes_match_disk_and_map() {
     assert!(mounts_under(&mountpoint).is_empty(), "still mounted");
 }
 
-/// `umount MOUNTPOINT`, the other way the help and the README give to end `imgstream mount`:
-/// exit 0, and no error about an unmount that someone else already did.
-#[test]
-fn root_mount_ends_cleanly_when_unmounted_by_umount() {
-    if !is_root() || !have_tool("umount") {
-        return;
-    }
+/// `imgstream mount` of the disk-gpt fixture, running (fields drop in order: the child, stopped
+/// with SIGTERM, unmounts before the directory goes).
+struct MountedView {
+    mountpoint: PathBuf,
+    child: Group,
+    lines: mpsc::Receiver<String>,
+    dir: tempfile::TempDir,
+}
+
+/// Mounts the disk-gpt fixture on a fresh directory and waits until it is mounted.
+fn mount_disk_gpt() -> MountedView {
     let dir = scratch();
     let disk = fixture("disk-gpt", dir.path());
     let mountpoint = dir.path().join("mnt");
@@ -476,6 +480,18 @@ fn root_mount_ends_cleanly_when_unmounted_by_umount() {
     let mut child = Group::spawn(imgstream().arg("mount").arg(&disk).arg(&mountpoint));
     let lines = stderr_lines(&mut child.0);
     wait_for_line(&lines, "mounted read-only");
+    MountedView { mountpoint, child, lines, dir }
+}
+
+/// `umount MOUNTPOINT`, the other way the help and the README give to end `imgstream mount`:
+/// exit 0, and no error about an unmount that someone else already did.
+#[test]
+fn root_mount_ends_cleanly_when_unmounted_by_umount() {
+    if !is_root() || !have_tool("umount") {
+        return;
+    }
+    // Bindings drop in reverse: the child (which unmounts) before the directory.
+    let MountedView { dir: _dir, lines, mut child, mountpoint } = mount_disk_gpt();
     run_ok(Command::new("umount").arg(&mountpoint));
     let status = child.0.wait().unwrap();
     let rest: Vec<String> = lines.try_iter().collect();
@@ -508,13 +524,8 @@ fn root_mount_detaches_a_busy_mount_on_sigterm() {
     if !is_root() {
         return;
     }
-    let dir = scratch();
-    let disk = fixture("disk-gpt", dir.path());
-    let mountpoint = dir.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let mut child = Group::spawn(imgstream().arg("mount").arg(&disk).arg(&mountpoint));
-    let lines = stderr_lines(&mut child.0);
-    wait_for_line(&lines, "mounted read-only");
+    // Bindings drop in reverse: the child (which unmounts) before the directory.
+    let MountedView { dir: _dir, lines, mut child, mountpoint } = mount_disk_gpt();
     let mut inside = Group::spawn(Command::new("sleep").arg("60").current_dir(&mountpoint));
     child.signal(Signal::SIGTERM, false);
     let status = child.0.wait().unwrap();
