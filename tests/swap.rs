@@ -73,3 +73,20 @@ fn swap_hibernation_image_is_streamed_raw_with_a_warning() {
     );
     assert!(output.stdout == source, "a hibernated swap area must be copied raw");
 }
+
+/// A recognised format that this version cannot parse (a swap header of version 2) is copied
+/// raw under its own name, not as "unknown".
+#[test]
+fn an_unsupported_swap_version_is_copied_raw_and_still_named_swap() {
+    let dir = scratch();
+    let image = fixture("swap-4k", dir.path());
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[1024] = 2; // the header's version
+    std::fs::write(&image, &bytes).unwrap();
+    let output = run_ok(imgstream().arg("part").arg(&image));
+    assert_eq!(output.stdout, bytes, "a raw copy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("imgstream: swap: ") && stderr.contains("copied raw"), "{stderr}");
+    let report = String::from_utf8(run_ok(imgstream().args(["info", "--json"]).arg(&image)).stdout).unwrap();
+    assert!(report.contains("\"filesystem\": \"swap\""), "{report}");
+}

@@ -293,7 +293,10 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
                 ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
-                ErrorClass::Unsupported => Ok(Volume::raw(size, None, format!("{filesystem}: {error}"), true)),
+                ErrorClass::Unsupported => {
+                    let reason = format!("{filesystem}: {error}");
+                    Ok(Volume { recognised_as: Some(filesystem), ..Volume::raw(size, None, reason, true) })
+                }
             };
         }
     };
