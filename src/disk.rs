@@ -165,7 +165,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         print_warnings(plan, args.partition);
     }
     let window = Window::new(source, start, size)?;
-    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let mut output = Output::open(args.output.output.as_deref(), &opened, size)?;
     let change = crate::part::ChangeCheck::start(source, map)?;
     let rescue = args.rescue.reader(&window, opened.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&window, |r| r);

@@ -20,7 +20,7 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
-    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let mut output = Output::open(args.output.output.as_deref(), &source, volume.size)?;
     let change = ChangeCheck::start(&source, volume.map_ranges())?;
     let rescue = args.rescue.reader(&source, source.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);
