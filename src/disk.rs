@@ -131,6 +131,7 @@ pub(crate) fn describe(partition: &Partition) -> String {
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
+    args.rescue.check_map(&opened, args.output.output.as_deref())?;
     let rescue_mode = args.rescue.rescue;
     let plan = if args.policy.common.raw && args.partition.is_none() {
         crate::part::refuse_writable_mount(&opened, args.policy.common.force)?;

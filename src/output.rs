@@ -5,10 +5,10 @@ use imgstream_blockio::{Source, mounts};
 use imgstream_restore::{OpenOptions as TargetOptions, Target};
 use imgstream_stream::{PipeSink, Sink, SparseFileSink, StreamSink};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, IsTerminal, Seek};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// The largest pipe buffer an unprivileged process may ask for by default
@@ -128,6 +128,49 @@ pub(crate) fn refuse_source(what: &str, path: &Path, source: &Source) -> Result<
         )));
     }
     Ok(())
+}
+
+/// Refuses (a usage error) `path`, the `what`, when it is where the image goes: `output`, or
+/// without one the file stdout writes to.
+pub(crate) fn refuse_output(what: &str, path: &Path, output: Option<&Path>) -> Result<(), Failure> {
+    let is_output = match output {
+        Some(output) => same_file(path, output),
+        None => std::fs::metadata(path).ok().zip(stdout_metadata()).is_some_and(|(a, b)| same_inode(&a, &b)),
+    };
+    if is_output {
+        let output = output.map_or("stdout".into(), |o| o.display().to_string());
+        return Err(Failure::usage(format!(
+            "{what} {} is the output ({output}): it would overwrite the image",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// True if `a` and `b` name one file: one inode (through any link) if both exist, one place
+/// if neither exists yet.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => same_inode(&a, &b),
+        (Err(_), Err(_)) => new_file_place(a).is_some_and(|a| new_file_place(b) == Some(a)),
+        _ => false,
+    }
+}
+
+fn same_inode(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Where a file not made yet would be: its directory resolved (links, `..`), then its name.
+fn new_file_place(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+/// What stdout is open on.
+fn stdout_metadata() -> Option<Metadata> {
+    let stdout = io::stdout().as_fd().try_clone_to_owned().ok()?;
+    File::from(stdout).metadata().ok()
 }
 
 /// A sink for stdout; a terminal is refused, since an image is binary.

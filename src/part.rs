@@ -14,6 +14,7 @@ use std::path::Path;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
+    args.rescue.check_map(&source, args.output.output.as_deref())?;
     refuse_writable_mount(&source, args.policy.force)?;
     let policy = Policy { rescue: args.rescue.rescue, ..args.policy.policy() };
     let volume = imgstream_fs::examine(&source, &policy)?;
