@@ -523,3 +523,33 @@ fn root_an_output_device_over_the_source_mounted_or_too_small_is_refused_before_
     let image = imgstream_ok(&["part", source.to_str().unwrap()]);
     assert_same_bytes("part -o DEVICE", &std::fs::read(&large_file).unwrap()[..image.len()], &image);
 }
+
+/// `verify` refuses a source mounted read-write as `part` does (exit 1), as a device or as the
+/// image file under it, also with `--disk --raw`; `--force` checks it anyway, with a warning.
+#[test]
+fn root_verify_refuses_a_source_mounted_read_write_unless_forced() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = scratch();
+    let source = fixture("ext-1k", dir.path());
+    let stream = dir.path().join("stream.img");
+    run_ok(imgstream().args(["part", "-o"]).arg(&stream).arg(&source));
+    let device = LoopDevice::attach(&source, &[]);
+    let mounted = Mounted::new(device.path(), &dir.path().join("mnt"), &["mount"]);
+    let verify = |args: &[&str], what: &Path| {
+        let stdin = std::fs::File::open(&stream).unwrap();
+        let output = imgstream().arg("verify").args(args).arg(what).stdin(stdin).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    for what in [device.path(), source.as_path()] {
+        for args in [&[][..], &["--disk", "--raw"]] {
+            let (code, stderr) = verify(args, what);
+            assert_eq!(code, Some(1), "verify {args:?} {}: {stderr}", what.display());
+            assert!(stderr.contains("mounted read-write") && stderr.contains("unmount it"), "{stderr}");
+        }
+    }
+    let (_, stderr) = verify(&["--force"], device.path());
+    assert!(stderr.contains("warning") && stderr.contains("--force") && !stderr.contains("unmount it"), "{stderr}");
+    drop(mounted);
+}
