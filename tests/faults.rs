@@ -650,5 +650,6 @@ fn root_a_rescue_map_that_cannot_be_written_whole_leaves_the_previous_one() {
     let stderr = run_fails(&mut command, 1);
     assert_one_error_line(&stderr, &["cannot write the rescue map", "No space left on device"]);
     assert_eq!(std::fs::read_to_string(&map).unwrap(), previous, "the previous map was clobbered");
+    drop(filler); // an open file keeps the tmpfs busy
     drop(tmpfs);
 }
