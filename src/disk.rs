@@ -131,6 +131,7 @@ pub(crate) fn describe(partition: &Partition) -> String {
 pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
+    args.rescue.check_map(&opened, args.output.output.as_deref())?;
     let rescue_mode = args.rescue.rescue;
     let plan = if args.policy.common.raw && args.partition.is_none() {
         crate::part::refuse_writable_mount(&opened, args.policy.common.force)?;
@@ -165,7 +166,7 @@ pub(crate) fn run(args: &DiskArgs) -> Result<(), Failure> {
         print_warnings(plan, args.partition);
     }
     let window = Window::new(source, start, size)?;
-    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let mut output = Output::open(args.output.output.as_deref(), &opened, size)?;
     let change = crate::part::ChangeCheck::start(source, map)?;
     let rescue = args.rescue.reader(&window, opened.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&window, |r| r);

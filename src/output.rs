@@ -1,9 +1,11 @@
 //! Where the image goes: stdout or `--output FILE`, as a sparse regular file or a stream.
 
 use crate::Failure;
+use imgstream_blockio::{Source, mounts};
+use imgstream_restore::{OpenOptions as TargetOptions, Target};
 use imgstream_stream::{PipeSink, Sink, SparseFileSink, StreamSink};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, IsTerminal, Seek};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -24,26 +26,32 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// `--output FILE` when given, else stdout. `source` is the path being read: writing the
-    /// image over it is refused.
-    pub(crate) fn open(path: Option<&Path>, source: &Path) -> Result<Self, Failure> {
+    /// `--output FILE` when given, else stdout. Writing the image over `source`, or onto a
+    /// device too small for its `size` bytes, is refused.
+    pub(crate) fn open(path: Option<&Path>, source: &Source, size: u64) -> Result<Self, Failure> {
         let Some(path) = path else { return Ok(Self { sink: stdout_sink()?, created: None, name: "stdout".into() }) };
         let cannot = |e: io::Error| Failure::new(format!("cannot open output {}: {e}", path.display()));
         // Checked before opening: even an open for writing must never touch the source.
+        refuse_source("output", path, source)?;
         let existing = match std::fs::metadata(path) {
             Ok(metadata) => Some(metadata),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(cannot(e)),
         };
         if let Some(metadata) = &existing {
-            if is_same_file(metadata, source) {
-                return Err(Failure::usage(format!("output {} is the source: it is never written", path.display())));
-            }
             if metadata.file_type().is_file() && metadata.len() > 0 {
                 return Err(Failure::usage(format!(
                     "output {} exists and is not empty: remove it first, or write to stdout",
                     path.display()
                 )));
+            }
+            if metadata.file_type().is_block_device() {
+                let device = open_device(path, size)?;
+                return Ok(Self {
+                    sink: sink_for(device).map_err(cannot)?,
+                    created: None,
+                    name: path.display().to_string(),
+                });
             }
         }
         if existing.is_none() {
@@ -93,12 +101,76 @@ impl Drop for Output {
     }
 }
 
-/// True if `metadata` describes the file or device at `source`.
-fn is_same_file(metadata: &std::fs::Metadata, source: &Path) -> bool {
-    let Ok(source) = std::fs::metadata(source) else { return false };
-    let same_inode = metadata.dev() == source.dev() && metadata.ino() == source.ino();
-    let same_device = metadata.file_type().is_block_device() && metadata.rdev() == source.rdev();
-    same_inode || same_device
+/// A block device opened as `restore` opens its target (refused if mounted read-write or in
+/// use, then held exclusively), and refused before the first write if `size` bytes do not fit.
+fn open_device(path: &Path, size: u64) -> Result<File, Failure> {
+    let target = Target::open(path, TargetOptions::default()).map_err(|e| Failure::new(format!("output {e}")))?;
+    let capacity = target.capacity().unwrap_or(0);
+    if size > capacity {
+        return Err(Failure::new(format!(
+            "output {}: the image's {size} bytes do not fit in its {capacity} bytes: nothing was written",
+            path.display()
+        )));
+    }
+    // The copy shares the exclusive open: the device stays held until the output is closed.
+    target.file().try_clone().map_err(|e| Failure::new(format!("output {}: {e}", path.display())))
+}
+
+/// Refuses (a usage error) to write `path`, the `what` ("output", "rescue map"), when that
+/// could change the source: the same file or device, or one stacked with it.
+pub(crate) fn refuse_source(what: &str, path: &Path, source: &Source) -> Result<(), Failure> {
+    let shares =
+        mounts::shares_bytes(source, path).map_err(|e| Failure::new(format!("{what} {}: {e}", path.display())))?;
+    if shares {
+        return Err(Failure::usage(format!(
+            "{what} {} is the source, or shows its bytes (a link, loop device, partition or holder): the source is never written",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses (a usage error) `path`, the `what`, when it is where the image goes: `output`, or
+/// without one the file stdout writes to.
+pub(crate) fn refuse_output(what: &str, path: &Path, output: Option<&Path>) -> Result<(), Failure> {
+    let is_output = match output {
+        Some(output) => same_file(path, output),
+        None => std::fs::metadata(path).ok().zip(stdout_metadata()).is_some_and(|(a, b)| same_inode(&a, &b)),
+    };
+    if is_output {
+        let output = output.map_or("stdout".into(), |o| o.display().to_string());
+        return Err(Failure::usage(format!(
+            "{what} {} is the output ({output}): it would overwrite the image",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// True if `a` and `b` name one file: one inode (through any link) if both exist, one place
+/// if neither exists yet.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => same_inode(&a, &b),
+        (Err(_), Err(_)) => new_file_place(a).is_some_and(|a| new_file_place(b) == Some(a)),
+        _ => false,
+    }
+}
+
+fn same_inode(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Where a file not made yet would be: its directory resolved (links, `..`), then its name.
+fn new_file_place(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+/// What stdout is open on.
+fn stdout_metadata() -> Option<Metadata> {
+    let stdout = io::stdout().as_fd().try_clone_to_owned().ok()?;
+    File::from(stdout).metadata().ok()
 }
 
 /// A sink for stdout; a terminal is refused, since an image is binary.

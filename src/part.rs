@@ -14,6 +14,7 @@ use std::path::Path;
 
 pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     let source = Source::open(&args.source)?;
+    args.rescue.check_map(&source, args.output.output.as_deref())?;
     refuse_writable_mount(&source, args.policy.force)?;
     let policy = Policy { rescue: args.rescue.rescue, ..args.policy.policy() };
     let volume = imgstream_fs::examine(&source, &policy)?;
@@ -23,7 +24,7 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     if !args.policy.raw && volume.allocation.is_none() && volume.recognised_as.is_none() {
         suggest_disk(&source, &args.source);
     }
-    let mut output = Output::open(args.output.output.as_deref(), &args.source)?;
+    let mut output = Output::open(args.output.output.as_deref(), &source, volume.size)?;
     let change = ChangeCheck::start(&source, volume.map_ranges())?;
     let rescue = args.rescue.reader(&source, source.sector_size());
     let reader: &dyn ReadAt = rescue.as_ref().map_or(&source, |r| r);

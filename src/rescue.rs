@@ -8,9 +8,13 @@
 use crate::Failure;
 use crate::cli::RescueArgs;
 use crate::size::human;
-use imgstream_blockio::{ReadAt, Rescue};
+use imgstream_blockio::{ReadAt, Rescue, Source};
 use std::fmt::Write as _;
+use std::fs::Permissions;
+use std::io::{self, Write as _};
 use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 impl RescueArgs {
     /// The source as the stream reads it: through [`Rescue`] if asked for.
@@ -18,12 +22,27 @@ impl RescueArgs {
         self.rescue.then(|| Rescue::new(source, sector_size))
     }
 
+    /// Refuses, before anything is read or written, a map that would be written over the
+    /// source, over the image (`output`, or stdout's file), or into a device.
+    pub(crate) fn check_map(&self, source: &Source, output: Option<&Path>) -> Result<(), Failure> {
+        let Some(path) = &self.rescue_map else { return Ok(()) };
+        crate::output::refuse_source("rescue map", path, source)?;
+        crate::output::refuse_output("rescue map", path, output)?;
+        match std::fs::metadata(path) {
+            Ok(metadata) if !metadata.is_file() => Err(Failure::usage(format!(
+                "rescue map {} exists and is not a regular file: give a file name",
+                path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// After a complete stream: writes the map and prints the summary.
     pub(crate) fn finish(&self, rescue: &Rescue<&dyn ReadAt>) -> Result<(), Failure> {
         let Some(path) = &self.rescue_map else { return Ok(()) };
         let bad = rescue.bad_ranges();
         let command_line: Vec<String> = std::env::args().collect();
-        std::fs::write(path, ddrescue_map(&bad, rescue.size(), &command_line.join(" ")))
+        replace_file(path, &ddrescue_map(&bad, rescue.size(), &command_line.join(" ")))
             .map_err(|e| Failure::new(format!("{}: cannot write the rescue map: {e}", path.display())))?;
         let unreadable: u64 = bad.iter().map(|r| r.end - r.start).sum();
         if bad.is_empty() {
@@ -38,6 +57,21 @@ impl RescueArgs {
         }
         Ok(())
     }
+}
+
+/// Replaces `path` with `text` whole or not at all: written to a new file beside it, synced,
+/// then renamed over it. A failed write (a full disk) leaves the old map for ddrescue to resume
+/// from, and a link at `path` is replaced, not written through.
+fn replace_file(path: &Path, text: &str) -> io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".imgstream-map-")
+        .permissions(Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    file.write_all(text.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist(path)?;
+    Ok(())
 }
 
 /// A GNU ddrescue map of an image of `size` bytes whose `bad` ranges (sorted, disjoint) could

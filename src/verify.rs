@@ -29,6 +29,10 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let input = File::from(stdin);
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
+    // As `part` and `disk` refuse it; `disk::plan` refuses a mounted partition by name itself.
+    if !args.disk || args.policy.common.raw {
+        crate::part::refuse_writable_mount(&opened, args.policy.common.force)?;
+    }
     let (used, map) = if args.disk {
         let plan = if args.policy.common.raw {
             None

@@ -431,6 +431,16 @@ fn root_restore_refuses_a_stream_larger_than_the_device_before_the_first_write()
 /// A tmpfs of 4 MiB mounted for one test, unmounted when dropped.
 struct SmallTmpfs(PathBuf);
 
+impl SmallTmpfs {
+    /// Mounts it on `dir/tmpfs`.
+    fn mount(dir: &Path) -> Self {
+        let mount = dir.join("tmpfs");
+        std::fs::create_dir(&mount).unwrap();
+        run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=4M", "imgstream-test"]).arg(&mount));
+        Self(mount)
+    }
+}
+
 impl Drop for SmallTmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -443,10 +453,8 @@ fn root_a_restore_target_that_fills_up_fails_with_one_line_and_leaves_no_file() 
         return;
     }
     let dir = scratch();
-    let mount = dir.path().join("tmpfs");
-    std::fs::create_dir(&mount).unwrap();
-    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=4M", "imgstream-test"]).arg(&mount));
-    let tmpfs = SmallTmpfs(mount.clone());
+    let tmpfs = SmallTmpfs::mount(dir.path());
+    let mount = tmpfs.0.clone();
     let target = mount.join("restored.img");
     let stream: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
     let (child, mut stdin) = start_restore(&[target.to_str().unwrap()]);
@@ -562,4 +570,86 @@ fn ctrl_c_on_a_terminal_clears_the_progress_bar() {
     let cleared = after_bar.find("\x1b[2K").unwrap_or_else(|| panic!("the bar was not cleared: {text:?}"));
     let rest = after_bar[cleared + 4..].trim();
     assert!(rest.starts_with("imgstream: error: interrupted (SIGINT)") && rest.lines().count() == 1, "{text:?}");
+}
+
+/// `--rescue-map` names a file of its own: the source (also through a hard or symbolic link),
+/// the image (`-o FILE`, also one not made yet, or the file stdout writes to) and a device are
+/// refused (exit 2) before anything is read or written.
+#[test]
+fn a_rescue_map_over_the_source_the_image_or_a_device_is_refused_before_anything_is_written() {
+    let dir = scratch();
+    let source = fixture("fat-12", dir.path());
+    let before = sha256(&source);
+    let hard_link = dir.path().join("hard-link.img");
+    std::fs::hard_link(&source, &hard_link).unwrap();
+    let symlink = dir.path().join("symlink.img");
+    std::os::unix::fs::symlink(&source, &symlink).unwrap();
+    let rescue = |command: &str, map: &Path| {
+        let mut run = imgstream();
+        run.args([command, "--rescue", "--rescue-map"]).arg(map);
+        run
+    };
+    let stdout_file = dir.path().join("image.img");
+    let stdout = |file: &Path| std::fs::File::create(file).unwrap();
+    for command in ["part", "disk"] {
+        for map in [&source, &hard_link, &symlink] {
+            let stderr = run_fails(rescue(command, map).arg(&source).stdout(stdout(&stdout_file)), 2);
+            assert!(stderr.contains("is the source"), "{command} --rescue-map {}: {stderr}", map.display());
+        }
+        let stderr = run_fails(rescue(command, &stdout_file).arg(&source).stdout(stdout(&stdout_file)), 2);
+        assert!(stderr.contains("is the output (stdout)"), "{stderr}");
+        assert_eq!(std::fs::metadata(&stdout_file).unwrap().len(), 0, "the map was written over stdout's file");
+        let new = dir.path().join("new.img");
+        let same_new = dir.path().join(".").join("new.img");
+        let stderr = run_fails(rescue(command, &same_new).arg("-o").arg(&new).arg(&source), 2);
+        assert!(stderr.contains("is the output"), "{stderr}");
+        assert!(!new.exists(), "a refused run left {}", new.display());
+        let stderr = run_fails(rescue(command, Path::new("/dev/null")).arg(&source).stdout(stdout(&stdout_file)), 2);
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+    assert_eq!(sha256(&source), before, "the source changed");
+}
+
+/// The same with a loop device for the source: the device itself and the file under it.
+#[test]
+fn root_a_rescue_map_over_a_loop_device_source_or_its_backing_file_is_refused() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = scratch();
+    let backing = fixture("fat-12", dir.path());
+    let before = sha256(&backing);
+    let device = crate::disk::LoopDevice::attach(&backing, &[]);
+    for map in [device.path(), backing.as_path()] {
+        let mut command = imgstream();
+        command.args(["part", "--rescue", "--rescue-map"]).arg(map).arg(device.path()).stdout(Stdio::null());
+        let stderr = run_fails(&mut command, 2);
+        assert!(stderr.contains("is the source"), "--rescue-map {}: {stderr}", map.display());
+    }
+    drop(device);
+    assert_eq!(sha256(&backing), before, "the source changed");
+}
+
+/// A map that cannot be written whole (its filesystem is full) fails the run and leaves the
+/// previous map as it was, for ddrescue to resume from.
+#[test]
+fn root_a_rescue_map_that_cannot_be_written_whole_leaves_the_previous_one() {
+    if !is_root() {
+        return;
+    }
+    let dir = scratch();
+    let source = fixture("fat-12", dir.path());
+    let tmpfs = SmallTmpfs::mount(dir.path());
+    let map = tmpfs.0.join("rescue.map");
+    let previous = "# Mapfile. Created by GNU ddrescue\n0x00000000     ?               1\n";
+    std::fs::write(&map, previous).unwrap();
+    let mut filler = std::fs::File::create(tmpfs.0.join("filler")).unwrap();
+    while filler.write_all(&[0xffu8; 4096]).is_ok() {}
+    let mut command = imgstream();
+    command.args(["part", "--rescue", "--rescue-map"]).arg(&map).arg(&source).stdout(Stdio::null());
+    let stderr = run_fails(&mut command, 1);
+    assert_one_error_line(&stderr, &["cannot write the rescue map", "No space left on device"]);
+    assert_eq!(std::fs::read_to_string(&map).unwrap(), previous, "the previous map was clobbered");
+    drop(filler); // an open file keeps the tmpfs busy
+    drop(tmpfs);
 }

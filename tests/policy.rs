@@ -467,3 +467,89 @@ fn bios_boot_and_microsoft_reserved_partitions_are_named_and_copied_without_a_wa
     assert!(text.contains("BIOS boot") && text.contains("Linux LUKS") && text.contains(" luks2 "), "{text}");
     assert_eq!(parts.len(), 3);
 }
+
+/// `part -o DEVICE` and `disk -o DEVICE` check the device as `restore` checks its target, before
+/// the first write: one that shows bytes of the source (a loop device over the source file, at
+/// any offset) is refused as the source (exit 2); one mounted read-write, or too small for the
+/// image, is refused (exit 1) and left as it was. One that fits gets the image at its start.
+#[test]
+fn root_an_output_device_over_the_source_mounted_or_too_small_is_refused_before_any_write() {
+    if !is_root() || !have_tool("losetup") || !have_tool("mkfs.ext4") {
+        return;
+    }
+    let dir = scratch();
+    let source = fixture("fat-12", dir.path());
+    let before = sha256(&source);
+    let whole = LoopDevice::attach(&source, &[]);
+    let at_offset = LoopDevice::attach(&source, &["-o", &MIB.to_string()]);
+    for device in [&whole, &at_offset] {
+        for command in ["part", "disk"] {
+            let stderr = run_fails(imgstream().args([command, "-o"]).arg(device.path()).arg(&source), 2);
+            assert!(stderr.contains("is the source"), "{command} -o {}: {stderr}", device.path().display());
+        }
+    }
+    drop((whole, at_offset));
+    assert_eq!(sha256(&source), before, "the source was written through a loop device");
+
+    let mounted_file = dir.path().join("mounted.img");
+    std::fs::File::create(&mounted_file).unwrap().set_len(16 * MIB).unwrap();
+    run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mounted_file));
+    let device = LoopDevice::attach(&mounted_file, &[]);
+    let mounted = Mounted::new(device.path(), &dir.path().join("mnt"), &["mount"]);
+    for command in ["part", "disk"] {
+        let stderr = run_fails(imgstream().args([command, "-o"]).arg(device.path()).arg(&source), 1);
+        assert!(stderr.contains("mounted read-write"), "{command}: {stderr}");
+    }
+    drop(mounted);
+    drop(device);
+    let fat_boot_sector = &std::fs::read(&source).unwrap()[..512];
+    assert_ne!(&std::fs::read(&mounted_file).unwrap()[..512], fat_boot_sector, "the mounted device was written");
+
+    let small_file = dir.path().join("small.img");
+    std::fs::write(&small_file, vec![0x5a; 2 * MIB as usize]).unwrap();
+    let small = LoopDevice::attach(&small_file, &[]);
+    for command in ["part", "disk"] {
+        let stderr = run_fails(imgstream().args([command, "-o"]).arg(small.path()).arg(&source), 1);
+        assert!(stderr.contains("do not fit") && stderr.contains("nothing was written"), "{command}: {stderr}");
+    }
+    drop(small);
+    assert!(std::fs::read(&small_file).unwrap().iter().all(|&b| b == 0x5a), "the small device was written");
+
+    let large_file = dir.path().join("large.img");
+    std::fs::write(&large_file, vec![0x5a; 8 * MIB as usize]).unwrap();
+    let large = LoopDevice::attach(&large_file, &[]);
+    run_ok(imgstream().args(["part", "-o"]).arg(large.path()).arg(&source));
+    drop(large);
+    let image = imgstream_ok(&["part", source.to_str().unwrap()]);
+    assert_same_bytes("part -o DEVICE", &std::fs::read(&large_file).unwrap()[..image.len()], &image);
+}
+
+/// `verify` refuses a source mounted read-write as `part` does (exit 1), as a device or as the
+/// image file under it, also with `--disk --raw`; `--force` checks it anyway, with a warning.
+#[test]
+fn root_verify_refuses_a_source_mounted_read_write_unless_forced() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = scratch();
+    let source = fixture("ext-1k", dir.path());
+    let stream = dir.path().join("stream.img");
+    run_ok(imgstream().args(["part", "-o"]).arg(&stream).arg(&source));
+    let device = LoopDevice::attach(&source, &[]);
+    let mounted = Mounted::new(device.path(), &dir.path().join("mnt"), &["mount"]);
+    let verify = |args: &[&str], what: &Path| {
+        let stdin = std::fs::File::open(&stream).unwrap();
+        let output = imgstream().arg("verify").args(args).arg(what).stdin(stdin).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    for what in [device.path(), source.as_path()] {
+        for args in [&[][..], &["--disk", "--raw"]] {
+            let (code, stderr) = verify(args, what);
+            assert_eq!(code, Some(1), "verify {args:?} {}: {stderr}", what.display());
+            assert!(stderr.contains("mounted read-write") && stderr.contains("unmount it"), "{stderr}");
+        }
+    }
+    let (_, stderr) = verify(&["--force"], device.path());
+    assert!(stderr.contains("warning") && stderr.contains("--force") && !stderr.contains("unmount it"), "{stderr}");
+    drop(mounted);
+}

@@ -54,17 +54,34 @@ impl Mount {
 /// Where the kernel lists this process's mounts.
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
+/// `e` prefixed with what failed, keeping its kind.
+fn in_context(what: &dyn std::fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Every mount of `source`, of its partitions, and of anything stacked on them.
 pub fn mounts_over(source: &Source) -> io::Result<Vec<Mount>> {
-    let in_context = |what: &dyn std::fmt::Display, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-    let metadata = source.file().metadata().map_err(|e| in_context(&source.path().display(), e))?;
-    let start = match source.kind() {
-        SourceKind::BlockDevice => Node::Block(dev_numbers(metadata.rdev())),
-        SourceKind::ImageFile => Node::File(metadata.dev(), metadata.ino()),
-    };
-    let stacks = Sysfs::new(Path::new("/sys")).stacks(start, source.size());
+    let stacks = Sysfs::new(Path::new("/sys")).stacks(node_of_source(source)?, source.size());
     let mountinfo = fs::read_to_string(MOUNTINFO).map_err(|e| in_context(&MOUNTINFO, e))?;
     Ok(mounts_of(&mountinfo, &stacks))
+}
+
+/// True if writing `path` could change bytes of `source`: it is the same file or device
+/// (through any link), or they share bytes through a stack: a partition of it or the disk it
+/// is in, a loop device over it or the file or device a loop source reads, a holder (dm, md)
+/// on it or a device it holds. A path that does not exist shares nothing.
+pub fn shares_bytes(source: &Source, path: &Path) -> io::Result<bool> {
+    let Some(other) = node_of(path) else { return Ok(false) };
+    Ok(Sysfs::new(Path::new("/sys")).share_bytes(&node_of_source(source)?, source.size(), &other, path))
+}
+
+/// The node the walk starts from: the source's device number, or its file's inode.
+fn node_of_source(source: &Source) -> io::Result<Node> {
+    let metadata = source.file().metadata().map_err(|e| in_context(&source.path().display(), e))?;
+    Ok(match source.kind() {
+        SourceKind::BlockDevice => Node::Block(dev_numbers(metadata.rdev())),
+        SourceKind::ImageFile => Node::File(metadata.dev(), metadata.ino()),
+    })
 }
 
 /// Something that shows bytes of the source.
@@ -117,11 +134,9 @@ impl Sysfs {
             .filter_map(|entry| {
                 let path = entry.path();
                 let backing_path = fs::read_to_string(path.join("loop/backing_file")).ok()?;
-                let backing = node_of(Path::new(backing_path.trim_end_matches('\n')))?;
-                let backing_size = match &backing {
-                    Node::Block(dev) => self.device_size(dev)?,
-                    Node::File(..) => fs::metadata(backing_path.trim_end_matches('\n')).ok()?.len(),
-                };
+                let backing_path = Path::new(backing_path.trim_end_matches('\n'));
+                let backing = node_of(backing_path)?;
+                let backing_size = self.node_size(&backing, backing_path)?;
                 Some(LoopDevice {
                     dev: read_trimmed(&path.join("dev"))?,
                     backing,
@@ -136,6 +151,22 @@ impl Sysfs {
     /// `/sys/dev/block/M:m`, resolved (partitions are subdirectories of their disk there).
     fn device_dir(&self, dev: &str) -> Option<PathBuf> {
         fs::canonicalize(self.root.join("dev/block").join(dev)).ok()
+    }
+
+    /// True if `a`, of `a_size` bytes, and `b`, found at `b_path`, show some of the same bytes.
+    /// Walked both ways: the walk follows holders up only, so a device under a holder (a dm
+    /// source) is found from that device's side.
+    fn share_bytes(&self, a: &Node, a_size: u64, b: &Node, b_path: &Path) -> bool {
+        let reaches = |from: &Node, size: u64, to: &Node| self.stacks(from.clone(), size).iter().any(|r| &r.node == to);
+        reaches(a, a_size, b) || self.node_size(b, b_path).is_some_and(|size| reaches(b, size, a))
+    }
+
+    /// The size in bytes of `node`, found at `path`.
+    fn node_size(&self, node: &Node, path: &Path) -> Option<u64> {
+        match node {
+            Node::Block(dev) => self.device_size(dev),
+            Node::File(..) => Some(fs::metadata(path).ok()?.len()),
+        }
     }
 
     /// A block device's size in bytes.
@@ -322,13 +353,10 @@ mod tests {
         assert!(found[1].overlaps(&(19..25)) && !found[1].overlaps(&(20..25)));
     }
 
-    /// A fake sysfs: disk 8:0 (8 MiB) with partitions 8:1 at 1 MiB and 8:2 at 4 MiB (2 MiB
-    /// each); a device-mapper 253:0 holding 8:2; a loop device 7:0 over the image file at
-    /// offset 5 MiB. Mounts of 253:0 and 7:0 cover partition 2's bytes and nothing else.
-    #[test]
-    fn partitions_holders_and_loops_over_the_backing_file_are_followed_with_their_ranges() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+    /// A fake sysfs under `root`: disk 8:0 (8 MiB) with partitions 8:1 at 1 MiB and 8:2 at
+    /// 4 MiB (2 MiB each); a device-mapper 253:0 holding 8:2; a loop device 7:0 over the image
+    /// file `root/disk.img` (returned) at offset 5 MiB.
+    fn fake_sysfs(root: &Path) -> PathBuf {
         let image = root.join("disk.img");
         fs::write(&image, vec![0u8; 8 << 20]).unwrap();
         let write = |path: &str, text: &str| {
@@ -356,7 +384,15 @@ mod tests {
         for (dev, target) in [("8:0", "sda"), ("8:1", "sda/sda1"), ("8:2", "sda/sda2"), ("253:0", "dm-0")] {
             std::os::unix::fs::symlink(root.join("devices").join(target), root.join("dev/block").join(dev)).unwrap();
         }
-        let sysfs = Sysfs::new(root);
+        image
+    }
+
+    /// Mounts of 253:0 and 7:0 cover partition 2's bytes and nothing else.
+    #[test]
+    fn partitions_holders_and_loops_over_the_backing_file_are_followed_with_their_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = fake_sysfs(dir.path());
+        let sysfs = Sysfs::new(dir.path());
 
         // `part` on partition 2 (as its device): dm-0 covers all of it.
         let stacks = sysfs.stacks(Node::Block("8:2".into()), 2 << 20);
@@ -380,5 +416,24 @@ mod tests {
         let found = mounts_of("40 1 7:0 / /mnt rw - ext4 /dev/loop0 rw\n", &stacks);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].range, 5 << 20..6 << 20);
+    }
+
+    /// Writing a device changes the source when they share bytes, whichever is stacked on the
+    /// other: a dm source's partition and disk, a holder on a partition source, the loop device
+    /// over an image file and that file; never the partition beside them.
+    #[test]
+    fn devices_sharing_bytes_with_the_source_are_found_whichever_is_stacked_on_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = fake_sysfs(dir.path());
+        let sysfs = Sysfs::new(dir.path());
+        let block = |dev: &str| Node::Block(dev.into());
+        // A device's size comes from sysfs, not from its path.
+        let shares = |a: &str, b: &str| sysfs.share_bytes(&block(a), 2 << 20, &block(b), Path::new("/nonexistent"));
+        assert!(shares("253:0", "8:2") && shares("253:0", "8:0") && shares("8:2", "253:0"));
+        assert!(!shares("253:0", "8:1") && !shares("8:1", "253:0") && !shares("8:1", "8:2"));
+        let metadata = fs::metadata(&image).unwrap();
+        let file = Node::File(metadata.dev(), metadata.ino());
+        assert!(sysfs.share_bytes(&file, 8 << 20, &block("7:0"), Path::new("/nonexistent")));
+        assert!(sysfs.share_bytes(&block("7:0"), 1 << 20, &file, &image));
     }
 }
