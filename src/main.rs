@@ -47,6 +47,11 @@ impl Failure {
     pub(crate) fn with_code(message: impl Into<String>, code: u8) -> Self {
         Self { message: message.into(), code }
     }
+
+    /// The same failure, its message followed by `more`: what it leaves behind, or a hint.
+    pub(crate) fn followed_by(self, more: &str) -> Self {
+        Self { message: format!("{}; {more}", self.message), ..self }
+    }
 }
 
 impl<E: std::error::Error> From<E> for Failure {

@@ -114,9 +114,23 @@ fn write(
         progress.as_ref(),
     );
     drop(progress);
-    let report = report?;
+    let report = report.map_err(|e| hint_size(e, args))?;
     target.finish(report.total)?;
     Ok((report, target))
+}
+
+/// A stream that ends before the device it was sized by is most likely the image of a
+/// smaller partition (`borg extract --stdout REPO::NAME partN.img`): say how to write it.
+fn hint_size(error: imgstream_restore::Error, args: &RestoreArgs) -> Failure {
+    let sized_by_device = args.size.is_none() && matches!(error, imgstream_restore::Error::Short { .. });
+    let failure = Failure::from(error);
+    if sized_by_device {
+        failure.followed_by(
+            "an image smaller than the device needs --size BYTES (a backup-disk partition's size is in its manifest.json)",
+        )
+    } else {
+        failure
+    }
 }
 
 /// How zero runs were handled, for the summary.

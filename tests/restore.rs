@@ -147,7 +147,8 @@ fn root_restore_onto_a_loop_device_with_old_data_gives_the_exact_bytes() {
     let device = LoopDevice::attach(&backing, &[]);
     let output = restore(&["--sparse", device.path().to_str().unwrap()], &stream);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("were expected"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("were expected") && stderr.contains("needs --size BYTES"), "{stderr}");
     let size = stream.len().to_string();
     assert!(restore(&["--sparse", "--size", &size, device.path().to_str().unwrap()], &stream).status.success());
 }
