@@ -17,6 +17,7 @@ mod rescue;
 mod restore;
 mod signals;
 mod size;
+mod target;
 mod verify;
 mod view;
 

@@ -428,8 +428,21 @@ fn root_restore_refuses_a_stream_larger_than_the_device_before_the_first_write()
     assert_eq!(sha256(&backing), before, "the device was written to");
 }
 
-/// A tmpfs of 4 MiB mounted for one test, unmounted when dropped.
-struct SmallTmpfs(PathBuf);
+/// A small tmpfs mounted in a test's scratch directory, unmounted when dropped: a target
+/// whose filesystem fills up.
+pub(crate) struct SmallTmpfs(pub(crate) PathBuf);
+
+impl SmallTmpfs {
+    /// `size` as mount takes it (`4M`), mounted at `dir/tmpfs`.
+    pub(crate) fn mount(dir: &Path, size: &str) -> Self {
+        let mount = dir.join("tmpfs");
+        std::fs::create_dir(&mount).unwrap();
+        run_ok(
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "imgstream-test"]).arg(&mount),
+        );
+        Self(mount)
+    }
+}
 
 impl Drop for SmallTmpfs {
     fn drop(&mut self) {
@@ -443,10 +456,8 @@ fn root_a_restore_target_that_fills_up_fails_with_one_line_and_leaves_no_file() 
         return;
     }
     let dir = scratch();
-    let mount = dir.path().join("tmpfs");
-    std::fs::create_dir(&mount).unwrap();
-    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=4M", "imgstream-test"]).arg(&mount));
-    let tmpfs = SmallTmpfs(mount.clone());
+    let tmpfs = SmallTmpfs::mount(dir.path(), "4M");
+    let mount = tmpfs.0.clone();
     let target = mount.join("restored.img");
     let stream: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
     let (child, mut stdin) = start_restore(&[target.to_str().unwrap()]);

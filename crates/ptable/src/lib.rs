@@ -51,6 +51,11 @@ impl TableKind {
         }
     }
 
+    /// The kind [`TableKind::name`] names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [TableKind::Gpt, TableKind::Mbr, TableKind::None].into_iter().find(|kind| kind.name() == name)
+    }
+
     /// The disk in words, for messages: "GPT disk", "MBR disk", "disk without a partition table".
     pub fn disk_words(self) -> &'static str {
         match self {
