@@ -284,6 +284,30 @@ fn root_a_missing_device_node_is_refused_not_created() {
     assert!(!node.0.exists(), "restore created {}", node.0.display());
 }
 
+/// An MBR disk restored onto a larger device that held a GPT before: the stale backup GPT
+/// header in the device's last sector is zeroed (else tools see both tables).
+#[test]
+fn root_restore_disk_clears_a_stale_backup_gpt_header_on_a_larger_device() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let Some((dir, borg, disk)) = backed_up("disk-mbr", &["m"]) else { return };
+    let size = std::fs::metadata(&disk).unwrap().len() as usize;
+    let backing = dir.path().join("device.img");
+    let mut old = vec![0xABu8; size + (16 << 20)];
+    let last = old.len() - 512;
+    old[last..last + 8].copy_from_slice(b"EFI PART");
+    std::fs::write(&backing, &old).unwrap();
+    let device = LoopDevice::attach(&backing, &[]);
+    let output = run_ok(borg.imgstream(&["restore-disk", "--name", "m"]).arg(device.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stale GPT backup header"), "{stderr}");
+    drop(device);
+    let restored = std::fs::read(&backing).unwrap();
+    assert!(restored[last..].iter().all(|&b| b == 0), "the stale backup GPT header is still there");
+    assert!(restored[last - 512..last].iter().all(|&b| b == 0xAB), "more than the last sector was cleared");
+}
+
 /// A directory target is named as one; a disk without a partition table is described in words.
 #[test]
 fn restore_disk_refuses_a_directory_and_describes_a_disk_without_a_table() {

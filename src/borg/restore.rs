@@ -273,7 +273,8 @@ fn write_disk(
     Ok(tally.partitions)
 }
 
-/// The target is larger than the disk: a GPT's backup moves to the new end.
+/// The target is larger than the disk: a GPT's backup moves to the new end; any other disk
+/// must not leave a stale GPT backup header from the target's earlier life in its last sector.
 fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failure> {
     let mut file: &fs::File = target.file();
     if disk.table == TableKind::Gpt {
@@ -285,6 +286,12 @@ fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failur
                 moved.old_backup_lba, moved.new_backup_lba
             ));
         }
+    } else if let Some(lba) = imgstream_ptable::clear_stale_backup_header(&mut file, disk.sector_size)
+        .map_err(|e| Failure::new(format!("{}: {e}", target.path().display())))?
+    {
+        note(&format!(
+            "the target's last sector (LBA {lba}, outside the restored disk) held a stale GPT backup header: zeroed"
+        ));
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ mod mbr;
 mod types;
 mod vbr;
 
-pub use gpt::{Relocation, move_backup_to_end};
+pub use gpt::{Relocation, clear_stale_backup_header, move_backup_to_end};
 pub use types::{PartitionType, partition_type};
 
 use imgstream_blockio::ReadAt;
