@@ -17,6 +17,7 @@ mod rescue;
 mod restore;
 mod signals;
 mod size;
+mod target;
 mod verify;
 mod view;
 
@@ -46,6 +47,11 @@ impl Failure {
     /// A failure with its own exit status (128 + N after signal N).
     pub(crate) fn with_code(message: impl Into<String>, code: u8) -> Self {
         Self { message: message.into(), code }
+    }
+
+    /// The same failure, its message followed by `more`: what it leaves behind, or a hint.
+    pub(crate) fn followed_by(self, more: &str) -> Self {
+        Self { message: format!("{}; {more}", self.message), ..self }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::cli::RestoreArgs;
 use crate::size::human;
-use crate::{Failure, progress, signals};
+use crate::{Failure, progress};
 use imgstream_restore::{OpenOptions, Target, TargetKind, ZeroMode};
 use std::io::IsTerminal;
 
@@ -24,32 +24,16 @@ pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
         std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().map_err(|e| Failure::new(format!("stdin: {e}")))?;
     let mut input = std::fs::File::from(stdin);
     let expected = known_length(args, &mut input)?;
-    let existing = match std::fs::metadata(&args.target) {
-        Ok(metadata) => Some(metadata),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Failure::new(format!("{}: {e}", args.target.display()))),
-    };
+    let existing = crate::target::existing(&args.target)?;
     if existing.as_ref().is_some_and(|m| m.is_file() && m.len() > 0) && !args.force {
         return Err(Failure::new(format!(
             "{} exists and is not empty: use --force to replace it",
             args.target.display()
         )));
     }
-    // A file this run creates is removed again if the run fails or is interrupted.
-    let created = existing.is_none();
-    if created {
-        signals::remove_on_signal(&args.target);
-    }
     let started = std::time::Instant::now();
-    let result = write(args, &mut input, expected);
-    if created {
-        match &result {
-            Ok(_) => signals::keep(&args.target),
-            Err(_) => {
-                let _ = std::fs::remove_file(&args.target);
-            }
-        }
-    }
+    let result =
+        crate::target::removed_unless_complete(&args.target, existing.is_some(), || write(args, &mut input, expected));
     let (report, target) = result?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 { human((report.total as f64 / seconds) as u64) + "/s" } else { "-".into() };
@@ -114,9 +98,23 @@ fn write(
         progress.as_ref(),
     );
     drop(progress);
-    let report = report?;
+    let report = report.map_err(|e| hint_size(e, args))?;
     target.finish(report.total)?;
     Ok((report, target))
+}
+
+/// A stream that ends before the device it was sized by is most likely the image of a
+/// smaller partition (`borg extract --stdout REPO::NAME partN.img`): say how to write it.
+fn hint_size(error: imgstream_restore::Error, args: &RestoreArgs) -> Failure {
+    let sized_by_device = args.size.is_none() && matches!(error, imgstream_restore::Error::Short { .. });
+    let failure = Failure::from(error);
+    if sized_by_device {
+        failure.followed_by(
+            "an image smaller than the device needs --size BYTES (a backup-disk partition's size is in its manifest.json)",
+        )
+    } else {
+        failure
+    }
 }
 
 /// How zero runs were handled, for the summary.

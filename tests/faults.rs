@@ -428,15 +428,18 @@ fn root_restore_refuses_a_stream_larger_than_the_device_before_the_first_write()
     assert_eq!(sha256(&backing), before, "the device was written to");
 }
 
-/// A tmpfs of 4 MiB mounted for one test, unmounted when dropped.
-struct SmallTmpfs(PathBuf);
+/// A small tmpfs mounted in a test's scratch directory, unmounted when dropped: a target
+/// whose filesystem fills up.
+pub(crate) struct SmallTmpfs(pub(crate) PathBuf);
 
 impl SmallTmpfs {
-    /// Mounts it on `dir/tmpfs`.
-    fn mount(dir: &Path) -> Self {
+    /// `size` as mount takes it (`4M`), mounted at `dir/tmpfs`.
+    pub(crate) fn mount(dir: &Path, size: &str) -> Self {
         let mount = dir.join("tmpfs");
         std::fs::create_dir(&mount).unwrap();
-        run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=4M", "imgstream-test"]).arg(&mount));
+        run_ok(
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "imgstream-test"]).arg(&mount),
+        );
         Self(mount)
     }
 }
@@ -453,7 +456,7 @@ fn root_a_restore_target_that_fills_up_fails_with_one_line_and_leaves_no_file() 
         return;
     }
     let dir = scratch();
-    let tmpfs = SmallTmpfs::mount(dir.path());
+    let tmpfs = SmallTmpfs::mount(dir.path(), "4M");
     let mount = tmpfs.0.clone();
     let target = mount.join("restored.img");
     let stream: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -639,7 +642,7 @@ fn root_a_rescue_map_that_cannot_be_written_whole_leaves_the_previous_one() {
     }
     let dir = scratch();
     let source = fixture("fat-12", dir.path());
-    let tmpfs = SmallTmpfs::mount(dir.path());
+    let tmpfs = SmallTmpfs::mount(dir.path(), "4M");
     let map = tmpfs.0.join("rescue.map");
     let previous = "# Mapfile. Created by GNU ddrescue\n0x00000000     ?               1\n";
     std::fs::write(&map, previous).unwrap();

@@ -4,6 +4,7 @@
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
 use crate::disk::{LoopDevice, backed_up};
+use crate::faults::SmallTmpfs;
 use crate::util::*;
 use std::io::Write;
 use std::path::Path;
@@ -147,7 +148,8 @@ fn root_restore_onto_a_loop_device_with_old_data_gives_the_exact_bytes() {
     let device = LoopDevice::attach(&backing, &[]);
     let output = restore(&["--sparse", device.path().to_str().unwrap()], &stream);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("were expected"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("were expected") && stderr.contains("needs --size BYTES"), "{stderr}");
     let size = stream.len().to_string();
     assert!(restore(&["--sparse", "--size", &size, device.path().to_str().unwrap()], &stream).status.success());
 }
@@ -214,4 +216,108 @@ fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
     }
     let last = restored.len() - 512;
     assert_eq!(&restored[last..last + 8], b"EFI PART");
+}
+
+/// restore-disk checks that the archive holds every file of its manifest before it writes:
+/// a backup made with `--exclude part2.img` leaves an existing target untouched and creates
+/// no new one.
+#[test]
+fn restore_disk_refuses_an_incomplete_archive_before_writing() {
+    let Some((dir, borg, disk)) = backed_up("disk-gpt", &[]) else { return };
+    run_ok(borg.imgstream(&["backup-disk", "--name", "excl"]).arg(&disk).args(["--", "--exclude", "part2.img"]));
+    let victim = dir.path().join("victim.img");
+    old_data(&victim, 64 << 20);
+    let before = sha256(&victim);
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "excl"]).arg(&victim), 1);
+    assert!(stderr.contains("no single file part2.img") && stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(sha256(&victim), before, "the existing target was written");
+    let fresh = dir.path().join("fresh.img");
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "excl"]).arg(&fresh), 1);
+    assert!(stderr.contains("not a whole backup"), "{stderr}");
+    assert!(!fresh.exists(), "a failed restore-disk left the file it created");
+}
+
+/// restore-disk failing while it writes (the target's filesystem is full): a file the run
+/// created is removed; an existing one is left, and the message says it holds an incomplete disk.
+#[test]
+fn root_restore_disk_failing_part_way_removes_the_file_it_created() {
+    if !is_root() {
+        return;
+    }
+    let Some((dir, borg, _disk)) = backed_up("disk-gpt", &["d"]) else { return };
+    // 1 MiB: less than the disk's data.
+    let tiny = SmallTmpfs::mount(dir.path(), "1M");
+    let fresh = tiny.0.join("fresh.img");
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "d"]).arg(&fresh), 1);
+    assert!(stderr.contains("No space left on device") && stderr.contains("was removed"), "{stderr}");
+    assert!(!fresh.exists(), "a failed restore-disk left the file it created");
+    let existing = tiny.0.join("existing.img");
+    std::fs::File::create(&existing).unwrap().set_len(64 << 20).unwrap();
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "d"]).arg(&existing), 1);
+    assert!(stderr.contains("existing.img holds an incomplete disk"), "{stderr}");
+    assert!(existing.exists());
+}
+
+/// A device node that does not exist (yet) is not created as a file in devtmpfs, by either
+/// command.
+#[test]
+fn root_a_missing_device_node_is_refused_not_created() {
+    if !is_root() {
+        return;
+    }
+    /// Removes what a wrong run would create under /dev.
+    struct Node(std::path::PathBuf);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let Some((_dir, borg, _disk)) = backed_up("disk-mbr", &["m"]) else { return };
+    let node = Node(format!("/dev/imgstream-test-missing-{}", std::process::id()).into());
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "m"]).arg(&node.0), 1);
+    assert!(stderr.contains("the device does not exist"), "{stderr}");
+    assert!(!node.0.exists(), "restore-disk created {}", node.0.display());
+    let output = restore(&["--sparse", node.0.to_str().unwrap()], &[0u8; 4096]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the device does not exist"), "{stderr}");
+    assert!(!node.0.exists(), "restore created {}", node.0.display());
+}
+
+/// An MBR disk restored onto a larger device that held a GPT before: the stale backup GPT
+/// header in the device's last sector is zeroed (else tools see both tables).
+#[test]
+fn root_restore_disk_clears_a_stale_backup_gpt_header_on_a_larger_device() {
+    if !is_root() || !have_tool("losetup") {
+        return;
+    }
+    let Some((dir, borg, disk)) = backed_up("disk-mbr", &["m"]) else { return };
+    let size = std::fs::metadata(&disk).unwrap().len() as usize;
+    let backing = dir.path().join("device.img");
+    let mut old = vec![0xABu8; size + (16 << 20)];
+    let last = old.len() - 512;
+    old[last..last + 8].copy_from_slice(b"EFI PART");
+    std::fs::write(&backing, &old).unwrap();
+    let device = LoopDevice::attach(&backing, &[]);
+    let output = run_ok(borg.imgstream(&["restore-disk", "--name", "m"]).arg(device.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stale GPT backup header"), "{stderr}");
+    drop(device);
+    let restored = std::fs::read(&backing).unwrap();
+    assert!(restored[last..].iter().all(|&b| b == 0), "the stale backup GPT header is still there");
+    assert!(restored[last - 512..last].iter().all(|&b| b == 0xAB), "more than the last sector was cleared");
+}
+
+/// A directory target is named as one; a disk without a partition table is described in words.
+#[test]
+fn restore_disk_refuses_a_directory_and_describes_a_disk_without_a_table() {
+    let Some((dir, borg, _disk)) = backed_up("fat-32", &["plain"]) else { return };
+    let directory = dir.path().join("somedir");
+    std::fs::create_dir(&directory).unwrap();
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "plain"]).arg(&directory), 1);
+    assert!(stderr.contains("is a directory") && stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 0);
+    let output = run_ok(borg.imgstream(&["restore-disk", "--name", "plain"]).arg(dir.path().join("plain.img")));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("(disk without a partition table, 1 partition(s)"), "{stderr}");
 }

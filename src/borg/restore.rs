@@ -12,6 +12,7 @@ use crate::size::human;
 use crate::view::{self, MANIFEST};
 use crate::{Failure, note, signals, warn};
 use imgstream_blockio::{ReadAt, Source, SourceKind};
+use imgstream_ptable::TableKind;
 use imgstream_restore::{OpenOptions, Target, TargetKind};
 use imgstream_stream::NoProgress;
 use serde_json::Value;
@@ -25,8 +26,10 @@ use std::time::Instant;
 /// The manifest format of the earlier multi-archive layout (restore only).
 const SPLIT_MANIFEST_FORMAT: &str = "imgstream-disk-1";
 
-/// What an interrupted restore leaves.
-const INCOMPLETE: &str = "the target holds an incomplete disk";
+/// What an interruption before the first write leaves.
+const NOTHING_WRITTEN: &str = "nothing was written";
+/// An interruption while writing (the caller adds what the target holds then).
+const STOPPED: &str = "the restore stopped part way";
 
 /// Where a piece of the disk comes from.
 enum PieceSource {
@@ -45,6 +48,15 @@ struct Piece {
     from: PieceSource,
     /// Partitions: (index, filesystem), for messages.
     partition: Option<(u64, String)>,
+}
+
+/// The backed-up disk, from a checked manifest.
+struct Disk {
+    size: u64,
+    sector_size: u32,
+    table: TableKind,
+    /// In disk order, disjoint.
+    pieces: Vec<Piece>,
 }
 
 /// A backup in the repository: one archive, or the earlier one per partition plus a table.
@@ -81,11 +93,7 @@ fn checked_file(value: &Value, bad: &dyn Fn(&str) -> Failure) -> Result<String, 
 }
 
 /// Reads and checks a manifest: known format, pieces inside the disk and disjoint.
-fn check_manifest(
-    manifest: &Value,
-    backup: &Backup,
-    staging: &Path,
-) -> Result<(u64, u32, String, Vec<Piece>), Failure> {
+fn check_manifest(manifest: &Value, backup: &Backup, staging: &Path) -> Result<Disk, Failure> {
     let (name, format) = match backup {
         Backup::Single(name) => (name, view::MANIFEST_FORMAT),
         Backup::Split(name) => (name, SPLIT_MANIFEST_FORMAT),
@@ -100,7 +108,8 @@ fn check_manifest(
         .and_then(|s| u32::try_from(s).ok())
         .filter(|s| imgstream_ptable::SECTOR_SIZES.contains(s));
     let sector_size = sector_size.ok_or_else(|| bad("invalid sector_size"))?;
-    let table = manifest["table"].as_str().unwrap_or("").to_owned();
+    let table = manifest["table"].as_str().and_then(TableKind::from_name);
+    let table = table.ok_or_else(|| bad(&format!("table {} is not gpt, dos or none", manifest["table"])))?;
     let mut pieces = Vec::new();
     for p in manifest["partitions"].as_array().ok_or_else(|| bad("no partitions"))? {
         let (Some(index), Some(offset), Some(size)) = (p["index"].as_u64(), p["start"].as_u64(), p["size"].as_u64())
@@ -138,7 +147,7 @@ fn check_manifest(
             }
         }
     }
-    Ok((disk_size, sector_size, table, pieces))
+    Ok(Disk { size: disk_size, sector_size, table, pieces })
 }
 
 pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
@@ -163,91 +172,94 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
         .args(manifest_files)
         .current_dir(&staging.path);
     run_borg(&mut extract, &format!("extract {}::{manifest_archive}", args.repo))?;
-    signals::check(INCOMPLETE)?;
+    signals::check(NOTHING_WRITTEN)?;
     let manifest_path = staging.path.join(MANIFEST);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| Failure::new(format!("{}: {e}", manifest_path.display())))?;
     let manifest: Value = serde_json::from_str(&text).map_err(|e| Failure::new(format!("manifest of {name}: {e}")))?;
-    let (disk_size, sector_size, table, pieces) = check_manifest(&manifest, &backup, &staging.path)?;
+    let disk = check_manifest(&manifest, &backup, &staging.path)?;
 
-    // Size and sector checks come before anything is written.
-    let existing = fs::metadata(&args.target).ok();
-    let is_device = existing.as_ref().is_some_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_block_device()
-    });
-    let file_len = if is_device {
-        let device = Source::open(&args.target)?;
-        if device.kind() == SourceKind::BlockDevice && device.sector_size() != sector_size {
-            return Err(Failure::new(format!(
-                "{}: logical sector size {} differs from the backup's {sector_size}: the table's sector numbers would be wrong",
-                args.target.display(),
-                device.sector_size()
-            )));
-        }
-        None
+    // Every check of the archive and the target comes before anything is written.
+    let files = match &backup {
+        Backup::Single(name) => whole_backup_files(&repo, name, &args.repo, &disk.pieces)?,
+        Backup::Split(_) => Vec::new(),
+    };
+    signals::check(NOTHING_WRITTEN)?;
+    let existing = crate::target::existing(&args.target)?;
+    let file_len = checked_file_len(&args.target, existing.as_ref(), &disk)?;
+    let left_behind = if existing.is_some() {
+        format!("{} holds an incomplete disk (what it held before is overwritten)", args.target.display())
     } else {
-        match existing.map(|m| m.len()).filter(|&len| len > 0) {
-            Some(len) => Some(len),
-            None => Some(disk_size),
+        format!("the incomplete {} was removed", args.target.display())
+    };
+    let partitions = crate::target::removed_unless_complete(&args.target, existing.is_some(), || {
+        write_disk(&repo, &backup, args, &disk, &files, file_len).map_err(|failure| failure.followed_by(&left_behind))
+    })?;
+    note(&format!(
+        "restored {name} ({}, {partitions} partition(s), {}) to {} in {:.2} s",
+        disk.table.disk_words(),
+        human(disk.size),
+        args.target.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The length a file target gets (`None` for a block device), after the checks that come
+/// before anything is written: the target holds the whole disk, and a device's logical
+/// sectors are the backup's (the table counts in sectors).
+fn checked_file_len(target: &Path, existing: Option<&fs::Metadata>, disk: &Disk) -> Result<Option<u64>, Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let capacity = match existing {
+        Some(metadata) if metadata.file_type().is_block_device() => {
+            let device = Source::open(target)?;
+            if device.kind() == SourceKind::BlockDevice && device.sector_size() != disk.sector_size {
+                return Err(Failure::new(format!(
+                    "{}: logical sector size {} differs from the backup's {}: the table's sector numbers would be wrong",
+                    target.display(),
+                    device.sector_size(),
+                    disk.sector_size
+                )));
+            }
+            device.size()
         }
+        // A file keeps its length if it has one, else it gets the disk's.
+        Some(metadata) if metadata.len() > 0 => metadata.len(),
+        _ => disk.size,
     };
-    let capacity = match file_len {
-        Some(len) => len,
-        None => Source::open(&args.target)?.size(),
-    };
-    if capacity < disk_size {
+    if capacity < disk.size {
         return Err(Failure::new(format!(
-            "{}: {capacity} bytes is smaller than the backed-up disk ({disk_size} bytes); nothing was written",
-            args.target.display()
+            "{}: {capacity} bytes is smaller than the backed-up disk ({} bytes); nothing was written",
+            target.display(),
+            disk.size
         )));
     }
+    let is_file = existing.is_none_or(fs::Metadata::is_file);
+    Ok(is_file.then_some(capacity))
+}
+
+/// Writes every piece into the target, then fits the table to a larger target; returns the
+/// number of partitions restored.
+fn write_disk(
+    repo: &str,
+    backup: &Backup,
+    args: &RestoreDiskArgs,
+    disk: &Disk,
+    files: &[(String, u64)],
+    file_len: Option<u64>,
+) -> Result<usize, Failure> {
     let target = Target::open(&args.target, OpenOptions { sparse: true, assume_zeroed: args.assume_zeroed, file_len })?;
-    let mut tally = Tally::new(&pieces);
-    match &backup {
-        Backup::Single(name) => restore_single(&repo, name, args, &target, &pieces, &mut tally)?,
-        Backup::Split(_) => {
-            for piece in &pieces {
-                signals::check(INCOMPLETE)?;
-                tally.start(piece, &args.repo);
-                match &piece.from {
-                    PieceSource::Staged(path) => {
-                        let mut file = fs::File::open(path)
-                            .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
-                        imgstream_restore::write_stream(
-                            &target,
-                            &mut file,
-                            piece.offset,
-                            Some(piece.size),
-                            imgstream_restore::DEFAULT_BLOCK_SIZE,
-                            &NoProgress,
-                        )?;
-                    }
-                    PieceSource::Archive(archive) => {
-                        extract_archive(&repo, archive, &args.borg_args, &target, piece, args.progress)?
-                    }
-                    PieceSource::File(file) => {
-                        return Err(Failure::new(format!("{file}: a file name in a manifest of the earlier layout")));
-                    }
-                }
-                tally.finish(piece);
-            }
-        }
+    let capacity = target.capacity().unwrap_or(disk.size);
+    let mut tally = Tally::new(&disk.pieces);
+    match backup {
+        Backup::Single(name) => restore_single(repo, name, args, &target, &disk.pieces, files, &mut tally)?,
+        Backup::Split(_) => restore_split(repo, args, &target, &disk.pieces, &mut tally)?,
     }
-    let partitions = tally.partitions;
     if target.kind() == TargetKind::File {
         target.finish(capacity)?;
     }
-    if table == "gpt" && capacity > disk_size {
-        let written = Source::open(&args.target)?;
-        let layout = imgstream_ptable::read_layout(&written, Some(sector_size))?;
-        let mut file: &fs::File = target.file();
-        if let Some(moved) = imgstream_ptable::move_backup_to_end(&mut file, &layout)? {
-            note(&format!(
-                "the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
-                moved.old_backup_lba, moved.new_backup_lba
-            ));
-        }
+    if capacity > disk.size {
+        fit_table_to_larger_target(&target, disk)?;
     }
     target.finish(capacity)?;
     if target.kind() == TargetKind::BlockDevice {
@@ -258,14 +270,59 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
             }
         }
     }
-    note(&format!(
-        "restored {name} ({} disk, {} partition(s), {}) to {} in {:.2} s",
-        table,
-        partitions,
-        human(disk_size),
-        args.target.display(),
-        started.elapsed().as_secs_f64()
-    ));
+    Ok(tally.partitions)
+}
+
+/// The target is larger than the disk: a GPT's backup moves to the new end; any other disk
+/// must not leave a stale GPT backup header from the target's earlier life in its last sector.
+fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failure> {
+    let mut file: &fs::File = target.file();
+    if disk.table == TableKind::Gpt {
+        let written = Source::open(target.path())?;
+        let layout = imgstream_ptable::read_layout(&written, Some(disk.sector_size))?;
+        if let Some(moved) = imgstream_ptable::move_backup_to_end(&mut file, &layout)? {
+            note(&format!(
+                "the target is larger: backup GPT moved from LBA {} to the new last LBA {}",
+                moved.old_backup_lba, moved.new_backup_lba
+            ));
+        }
+    } else if let Some(lba) = imgstream_ptable::clear_stale_backup_header(&mut file, disk.sector_size)
+        .map_err(|e| Failure::new(format!("{}: {e}", target.path().display())))?
+    {
+        note(&format!(
+            "the target's last sector (LBA {lba}, outside the restored disk) held a stale GPT backup header: zeroed"
+        ));
+    }
+    Ok(())
+}
+
+/// The pieces of the earlier layout: raw areas from the staged table archive, partitions from
+/// their own archives.
+fn restore_split(
+    repo: &str,
+    args: &RestoreDiskArgs,
+    target: &Target,
+    pieces: &[Piece],
+    tally: &mut Tally,
+) -> Result<(), Failure> {
+    for piece in pieces {
+        signals::check(STOPPED)?;
+        tally.start(piece, &args.repo);
+        match &piece.from {
+            PieceSource::Staged(path) => {
+                let mut file = fs::File::open(path)
+                    .map_err(|e| Failure::new(format!("{} (table archive): {e}", path.display())))?;
+                write_piece(target, &mut file, piece, &NoProgress)?;
+            }
+            PieceSource::Archive(archive) => {
+                extract_archive(repo, archive, &args.borg_args, target, piece, args.progress)?
+            }
+            PieceSource::File(file) => {
+                return Err(Failure::new(format!("{file}: a file name in a manifest of the earlier layout")));
+            }
+        }
+        tally.finish(piece);
+    }
     Ok(())
 }
 
@@ -343,6 +400,23 @@ fn archive_files(repo: &str, name: &str) -> Result<Vec<(String, u64)>, Failure> 
     Ok(files)
 }
 
+/// The files of archive `name` (see [`archive_files`]), checked to hold each piece of the
+/// manifest once at its size: a backup made with `--exclude`, or cut short, is refused.
+fn whole_backup_files(repo: &str, name: &str, repo_arg: &str, pieces: &[Piece]) -> Result<Vec<(String, u64)>, Failure> {
+    let files = archive_files(repo, name)?;
+    for piece in pieces {
+        if let PieceSource::File(file) = &piece.from {
+            if files.iter().filter(|(path, size)| path == file && *size == piece.size).count() != 1 {
+                return Err(Failure::new(format!(
+                    "{repo_arg}::{name}: no single file {file} of {} bytes: the archive is not a whole backup; nothing was written",
+                    piece.size
+                )));
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// The single-archive layout in one `borg extract --stdout REPO::NAME`, which writes every
 /// file one after the other: each piece goes to its place, other files (the manifest) are
 /// skipped. One borg run instead of one per piece (and one passphrase prompt).
@@ -352,24 +426,14 @@ fn restore_single(
     args: &RestoreDiskArgs,
     target: &Target,
     pieces: &[Piece],
+    files: &[(String, u64)],
     tally: &mut Tally,
 ) -> Result<(), Failure> {
-    let files = archive_files(repo, name)?;
     let piece_of = |path: &str| pieces.iter().find(|p| matches!(&p.from, PieceSource::File(f) if f == path));
-    for piece in pieces {
-        if let PieceSource::File(file) = &piece.from {
-            if files.iter().filter(|(path, size)| path == file && *size == piece.size).count() != 1 {
-                return Err(Failure::new(format!(
-                    "{}::{name}: no single file {file} of {} bytes: the archive is not a whole backup",
-                    args.repo, piece.size
-                )));
-            }
-        }
-    }
     let (child, mut stdout) = spawn_extract(repo, name, &args.borg_args)?;
     let copied = (|| -> Result<(), Failure> {
-        for (path, size) in &files {
-            signals::check(INCOMPLETE)?;
+        for (path, size) in files {
+            signals::check(STOPPED)?;
             let mut file = (&mut stdout).take(*size);
             let Some(piece) = piece_of(path) else {
                 let skipped = io::copy(&mut file, &mut io::sink())
@@ -382,21 +446,25 @@ fn restore_single(
             tally.start(piece, &args.repo);
             let mode = if piece.partition.is_some() { args.progress } else { ProgressMode::Never };
             let progress = progress::reporter(mode, Some(piece.size));
-            imgstream_restore::write_stream(
-                target,
-                &mut file,
-                piece.offset,
-                Some(piece.size),
-                imgstream_restore::DEFAULT_BLOCK_SIZE,
-                progress.as_ref(),
-            )
-            .map_err(|e| Failure::new(format!("{}::{name} {path}: {e}", args.repo)))?;
+            write_piece(target, &mut file, piece, progress.as_ref())
+                .map_err(|e| Failure::new(format!("{}::{name} {path}: {e}", args.repo)))?;
             tally.finish(piece);
         }
         Ok(())
     })();
     drop(stdout);
     finish_extract(child, copied, &format!("{}::{name}", args.repo))
+}
+
+/// The stream of one piece, exactly its size, written at its place in the disk.
+fn write_piece(
+    target: &Target,
+    stream: &mut (dyn Read + Send),
+    piece: &Piece,
+    progress: &dyn imgstream_stream::Progress,
+) -> Result<imgstream_restore::Report, imgstream_restore::Error> {
+    let block_size = imgstream_restore::DEFAULT_BLOCK_SIZE;
+    imgstream_restore::write_stream(target, stream, piece.offset, Some(piece.size), block_size, progress)
 }
 
 /// `borg extract --stdout REPO::archive` (a partition of the earlier layout) into its place.
@@ -410,14 +478,7 @@ fn extract_archive(
 ) -> Result<(), Failure> {
     let (child, mut stdout) = spawn_extract(repo, archive, extra)?;
     let progress = progress::reporter(mode, Some(piece.size));
-    let written = imgstream_restore::write_stream(
-        target,
-        &mut stdout,
-        piece.offset,
-        Some(piece.size),
-        imgstream_restore::DEFAULT_BLOCK_SIZE,
-        progress.as_ref(),
-    );
+    let written = write_piece(target, &mut stdout, piece, progress.as_ref());
     drop(progress);
     drop(stdout);
     let written = written.map(|_| ()).map_err(|e| Failure::new(format!("{repo}::{archive}: {e}")));
@@ -451,11 +512,11 @@ fn finish_extract(mut child: std::process::Child, written: Result<(), Failure>, 
     }
     let status = child.wait();
     signals::forget_child();
-    signals::check(INCOMPLETE)?;
+    signals::check(STOPPED)?;
     written?;
     let status = status.map_err(|e| Failure::new(format!("borg extract {what}: {e}")))?;
     if !status.success() {
-        return Err(Failure::new(format!("borg extract {what} failed ({status}): the disk is incomplete")));
+        return Err(Failure::new(format!("borg extract {what} failed ({status})")));
     }
     Ok(())
 }

@@ -441,6 +441,27 @@ where
     Ok(Some(Relocation { old_backup_lba: old.backup_lba, new_backup_lba }))
 }
 
+/// After a disk without GPT was written to a larger `target`: a GPT backup header in the
+/// target's last sector, left from an earlier life outside the written disk, would make tools
+/// see a second (damaged) table; it is zeroed. Returns its LBA if there was one.
+pub fn clear_stale_backup_header<T>(target: &mut T, sector_size: u32) -> Result<Option<u64>, Error>
+where
+    T: Read + Write + Seek,
+{
+    let ss = u64::from(sector_size);
+    let last_lba = (target.seek(io::SeekFrom::End(0))? / ss).saturating_sub(1);
+    let mut signature = [0u8; SIGNATURE.len()];
+    target.seek(io::SeekFrom::Start(last_lba * ss))?;
+    target.read_exact(&mut signature)?;
+    if &signature != SIGNATURE {
+        return Ok(None);
+    }
+    target.seek(io::SeekFrom::Start(last_lba * ss))?;
+    target.write_all(&vec![0u8; usize::try_from(ss).unwrap_or(0)])?;
+    target.flush()?;
+    Ok(Some(last_lba))
+}
+
 /// The text form of a partition's type and unique GUIDs and its name.
 pub(crate) fn describe(entry: &gptman::GPTPartitionEntry) -> (String, String, String) {
     (guid(&entry.partition_type_guid), guid(&entry.unique_partition_guid), entry.partition_name.as_str().to_owned())

@@ -19,7 +19,7 @@ mod mbr;
 mod types;
 mod vbr;
 
-pub use gpt::{Relocation, move_backup_to_end};
+pub use gpt::{Relocation, clear_stale_backup_header, move_backup_to_end};
 pub use types::{PartitionType, partition_type};
 
 use imgstream_blockio::ReadAt;
@@ -49,6 +49,11 @@ impl TableKind {
             TableKind::Mbr => "dos",
             TableKind::None => "none",
         }
+    }
+
+    /// The kind [`TableKind::name`] names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [TableKind::Gpt, TableKind::Mbr, TableKind::None].into_iter().find(|kind| kind.name() == name)
     }
 
     /// The disk in words, for messages: "GPT disk", "MBR disk", "disk without a partition table".

@@ -478,3 +478,19 @@ fn a_hybrid_mbr_is_reported_and_the_gpt_used() {
     assert!(layout.warnings.iter().any(|w| w.contains("hybrid MBR at byte 0 (1 entries")), "{:?}", layout.warnings);
     assert_eq!(layout.partitions.len(), 2);
 }
+
+#[test]
+fn a_stale_backup_gpt_header_in_the_last_sector_is_zeroed_and_nothing_else() {
+    let mut disk = vec![0xABu8; 4 * MIB as usize];
+    let last = disk.len() - 4096;
+    disk[last..last + 8].copy_from_slice(b"EFI PART");
+    let mut cursor = std::io::Cursor::new(disk);
+    assert_eq!(clear_stale_backup_header(&mut cursor, 4096).unwrap(), Some(1023));
+    let disk = cursor.into_inner();
+    assert!(disk[last..].iter().all(|&b| b == 0));
+    assert!(disk[..last].iter().all(|&b| b == 0xAB));
+    // No signature: left alone.
+    let mut cursor = std::io::Cursor::new(disk.clone());
+    assert_eq!(clear_stale_backup_header(&mut cursor, 512).unwrap(), None);
+    assert_eq!(cursor.into_inner(), disk);
+}
