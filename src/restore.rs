@@ -99,6 +99,13 @@ fn write(
     );
     drop(progress);
     let report = report.map_err(|e| hint_size(e, args))?;
+    // An empty stream is what a failure upstream in a plain pipe leaves.
+    if report.total == 0 && args.size != Some(0) {
+        return Err(Failure::new(format!(
+            "the image stream is empty: nothing to restore to {} (--size 0 writes an empty image)",
+            args.target.display()
+        )));
+    }
     target.finish(report.total)?;
     Ok((report, target))
 }

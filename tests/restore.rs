@@ -321,3 +321,19 @@ fn restore_disk_refuses_a_directory_and_describes_a_disk_without_a_table() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("(disk without a partition table, 1 partition(s)"), "{stderr}");
 }
+
+/// An empty stream (what a failure upstream in a plain pipe leaves) restores nothing: exit 1,
+/// and no file is left; `--size 0` asks for an empty image and gets one.
+#[test]
+fn an_empty_stream_is_refused_unless_size_0_asks_for_it() {
+    let dir = scratch();
+    let target = dir.path().join("restored.img");
+    let output = restore(&["--sparse", target.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the image stream is empty"), "{stderr}");
+    assert!(!target.exists(), "an empty restore left its file");
+    let output = restore(&["--size", "0", target.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+}
