@@ -5,7 +5,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
-use crate::disk::{Borg, backed_up};
+use crate::disk::{Borg, backed_up, borg_wrapper};
 use crate::util::*;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -374,13 +374,9 @@ fn a_source_that_changes_during_the_backup_leaves_no_archive() {
     let dir = scratch();
     let borg = Borg::init(dir.path());
     let before = borg.archives();
-    let changing_borg = dir.path().join("borg-after-a-change");
-    std::fs::write(
-        &changing_borg,
-        "#!/bin/sh\ncase $1 in create|import-tar) debugfs -w -R 'write /etc/hostname changed' \"$SOURCE\" >/dev/null 2>&1 ;; esac\nexec borg \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&changing_borg, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let change =
+        "case $1 in create|import-tar) debugfs -w -R 'write /etc/hostname changed' \"$SOURCE\" >/dev/null 2>&1 ;; esac";
+    let changing_borg = borg_wrapper(dir.path(), "borg-after-a-change", &format!("{change}\nexec borg \"$@\""));
     for mode in MODES {
         let volume = fixture("ext-ext4", dir.path());
         let mut command = backup(&borg, mode, "live", &volume, &[]);

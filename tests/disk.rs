@@ -282,6 +282,15 @@ fn a_corrupt_table_fails_with_the_structure_and_offset_and_raw_still_copies() {
 }
 
 /// borg with a repository in a scratch directory.
+/// An executable shell script `dir/name` running `body`, to stand in for borg
+/// (`IMGSTREAM_BORG`): borg as imgstream runs it, with something done before or added.
+pub(crate) fn borg_wrapper(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
 pub(crate) struct Borg {
     pub(crate) repo: PathBuf,
     home: PathBuf,

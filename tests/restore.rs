@@ -3,7 +3,7 @@
 
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test, with its message
 
-use crate::disk::{LoopDevice, backed_up};
+use crate::disk::{LoopDevice, backed_up, borg_wrapper};
 use crate::faults::SmallTmpfs;
 use crate::util::*;
 use std::io::Write;
@@ -219,12 +219,13 @@ fn root_restore_disk_onto_a_larger_loop_device_with_old_data() {
 }
 
 /// restore-disk checks that the archive holds every file of its manifest before it writes:
-/// a backup made with `--exclude part2.img` leaves an existing target untouched and creates
-/// no new one.
+/// an archive without part2.img (borg run with `--exclude part2.img`, which backup-disk itself
+/// refuses) leaves an existing target untouched and creates no new one.
 #[test]
 fn restore_disk_refuses_an_incomplete_archive_before_writing() {
     let Some((dir, borg, disk)) = backed_up("disk-gpt", &[]) else { return };
-    run_ok(borg.imgstream(&["backup-disk", "--name", "excl"]).arg(&disk).args(["--", "--exclude", "part2.img"]));
+    let excluding = borg_wrapper(dir.path(), "borg-excluding-part2", "exec borg \"$@\" --exclude part2.img");
+    run_ok(borg.imgstream(&["backup-disk", "--name", "excl"]).arg(&disk).env("IMGSTREAM_BORG", &excluding));
     let victim = dir.path().join("victim.img");
     old_data(&victim, 64 << 20);
     let before = sha256(&victim);
