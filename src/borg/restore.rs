@@ -286,7 +286,7 @@ fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failur
                 moved.old_backup_lba, moved.new_backup_lba
             ));
         }
-    } else if let Some(lba) = imgstream_ptable::clear_stale_backup_header(&mut file, disk.sector_size)
+    } else if let Some(lba) = imgstream_ptable::clear_stale_backup_header(&mut file, disk.sector_size, disk.size)
         .map_err(|e| Failure::new(format!("{}: {e}", target.path().display())))?
     {
         note(&format!(

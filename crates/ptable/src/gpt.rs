@@ -441,15 +441,19 @@ where
     Ok(Some(Relocation { old_backup_lba: old.backup_lba, new_backup_lba }))
 }
 
-/// After a disk without GPT was written to a larger `target`: a GPT backup header in the
-/// target's last sector, left from an earlier life outside the written disk, would make tools
-/// see a second (damaged) table; it is zeroed. Returns its LBA if there was one.
-pub fn clear_stale_backup_header<T>(target: &mut T, sector_size: u32) -> Result<Option<u64>, Error>
+/// After a disk of `disk_size` bytes without GPT was written to a larger `target`: a GPT backup
+/// header in the target's last sector, left from an earlier life outside the written disk,
+/// would make tools see a second (damaged) table; it is zeroed. A last sector that overlaps the
+/// disk is the disk's own and is left as restored. Returns the LBA zeroed, if any.
+pub fn clear_stale_backup_header<T>(target: &mut T, sector_size: u32, disk_size: u64) -> Result<Option<u64>, Error>
 where
     T: Read + Write + Seek,
 {
     let ss = u64::from(sector_size);
     let last_lba = (target.seek(io::SeekFrom::End(0))? / ss).saturating_sub(1);
+    if last_lba * ss < disk_size {
+        return Ok(None);
+    }
     let mut signature = [0u8; SIGNATURE.len()];
     target.seek(io::SeekFrom::Start(last_lba * ss))?;
     target.read_exact(&mut signature)?;

@@ -484,13 +484,19 @@ fn a_stale_backup_gpt_header_in_the_last_sector_is_zeroed_and_nothing_else() {
     let mut disk = vec![0xABu8; 4 * MIB as usize];
     let last = disk.len() - 4096;
     disk[last..last + 8].copy_from_slice(b"EFI PART");
+    // A last sector that overlaps the restored disk (a target larger by less than a sector)
+    // is the disk's own: left as it is.
+    let restored_size = last as u64 + 100;
+    let mut cursor = std::io::Cursor::new(disk.clone());
+    assert_eq!(clear_stale_backup_header(&mut cursor, 4096, restored_size).unwrap(), None);
+    assert_eq!(cursor.into_inner(), disk);
     let mut cursor = std::io::Cursor::new(disk);
-    assert_eq!(clear_stale_backup_header(&mut cursor, 4096).unwrap(), Some(1023));
+    assert_eq!(clear_stale_backup_header(&mut cursor, 4096, last as u64).unwrap(), Some(1023));
     let disk = cursor.into_inner();
     assert!(disk[last..].iter().all(|&b| b == 0));
     assert!(disk[..last].iter().all(|&b| b == 0xAB));
     // No signature: left alone.
     let mut cursor = std::io::Cursor::new(disk.clone());
-    assert_eq!(clear_stale_backup_header(&mut cursor, 512).unwrap(), None);
+    assert_eq!(clear_stale_backup_header(&mut cursor, 512, 0).unwrap(), None);
     assert_eq!(cursor.into_inner(), disk);
 }
