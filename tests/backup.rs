@@ -95,7 +95,8 @@ fn one_archive_per_backup_the_same_files_either_way_and_prune_keeps_whole_backup
 }
 
 /// Acceptance 3: a backup in the earlier layout (one archive per partition, NAME-table with
-/// the manifest and raw/<offset>.bin), made here with plain borg as that version did, restores.
+/// the manifest and raw/<offset>.bin), made here with plain borg as that version did, restores;
+/// without one of its partition archives it is refused before anything is written.
 #[test]
 fn a_backup_in_the_earlier_multi_archive_layout_still_restores() {
     let Some((dir, borg, disk)) = backed_up("disk-mbr", &["new"]) else { return };
@@ -130,6 +131,12 @@ fn a_backup_in_the_earlier_multi_archive_layout_still_restores() {
     let target = dir.path().join("old.img");
     run_ok(borg.imgstream(&["restore-disk", "--name", "old"]).arg(&target));
     assert_same_bytes("the earlier layout restored", &std::fs::read(&target).unwrap(), &stream);
+
+    run_ok(borg.command().args(["delete", &format!("{repo}::old-part1")]));
+    let before = sha256(&target);
+    let stderr = run_fails(borg.imgstream(&["restore-disk", "--name", "old"]).arg(&target), 1);
+    assert!(stderr.contains("lacks its archive old-part1") && stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(sha256(&target), before, "the target was written");
 }
 
 /// Acceptance 6, and restore-disk too (four borg runs): an encrypted repository's passphrase

@@ -65,12 +65,13 @@ enum Backup {
     Split(String),
 }
 
-/// Which backup to restore: `name` (an archive NAME, or an earlier NAME-table), or the latest.
-fn find_backup(repo: &str, name: Option<&str>) -> Result<Backup, Failure> {
+/// Which backup to restore: `name` (an archive NAME, or an earlier NAME-table), or the latest;
+/// and every archive in the repository.
+fn find_backup(repo: &str, name: Option<&str>) -> Result<(Backup, Vec<String>), Failure> {
     let output = run_borg(borg().args(["list", "--short", repo]), "list")?;
     let listing = String::from_utf8_lossy(&output.stdout);
     let names: Vec<&str> = listing.lines().collect();
-    match name {
+    let backup = match name {
         Some(name) if names.contains(&name) => Ok(Backup::Single(name.to_owned())),
         Some(name) if names.contains(&format!("{name}-table").as_str()) => Ok(Backup::Split(name.to_owned())),
         Some(name) => Err(Failure::new(format!("{repo}: no backup {name} (no archive {name} nor {name}-table)"))),
@@ -80,6 +81,21 @@ fn find_backup(repo: &str, name: Option<&str>) -> Result<Backup, Failure> {
                 .map_or(Backup::Single(last.to_string()), |n| Backup::Split(n.to_owned()))),
             None => Err(Failure::new(format!("{repo}: no archive"))),
         },
+    }?;
+    Ok((backup, names.into_iter().map(str::to_owned).collect()))
+}
+
+/// The earlier layout's partition archives must all be there before anything is written.
+fn split_backup_is_whole(pieces: &[Piece], archives: &[String], name: &str, repo: &str) -> Result<(), Failure> {
+    let missing = pieces.iter().find_map(|piece| match &piece.from {
+        PieceSource::Archive(archive) if !archives.contains(archive) => Some(archive),
+        _ => None,
+    });
+    match missing {
+        Some(archive) => Err(Failure::new(format!(
+            "{repo}: backup {name} lacks its archive {archive}: it is not a whole backup; nothing was written"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -155,7 +171,7 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let repo = absolute_repo(&args.repo);
     super::passphrase::find(&repo)?;
-    let backup = find_backup(&repo, args.name.as_deref())?;
+    let (backup, archives) = find_backup(&repo, args.name.as_deref())?;
     let (name, manifest_archive, manifest_files) = match &backup {
         Backup::Single(name) => (name.clone(), name.clone(), vec![MANIFEST]),
         Backup::Split(name) => (name.clone(), format!("{name}-table"), Vec::new()),
@@ -182,7 +198,7 @@ pub(crate) fn restore(args: &RestoreDiskArgs) -> Result<(), Failure> {
     // Every check of the archive and the target comes before anything is written.
     let files = match &backup {
         Backup::Single(name) => whole_backup_files(&repo, name, &args.repo, &disk.pieces)?,
-        Backup::Split(_) => Vec::new(),
+        Backup::Split(name) => split_backup_is_whole(&disk.pieces, &archives, name, &args.repo).map(|()| Vec::new())?,
     };
     signals::check(NOTHING_WRITTEN)?;
     let existing = crate::target::existing(&args.target)?;
