@@ -163,8 +163,12 @@ fn same_inode(a: &Metadata, b: &Metadata) -> bool {
 
 /// Where a file not made yet would be: its directory resolved (links, `..`), then its name.
 fn new_file_place(path: &Path) -> Option<PathBuf> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    Some(std::fs::canonicalize(directory_of(path)).ok()?.join(path.file_name()?))
+}
+
+/// The directory a file at `path` is in: "." for a bare name.
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// What stdout is open on.

@@ -39,6 +39,7 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     note(&summary(&volume, &stats));
     Ok(())
 }
+
 /// A source with no filesystem that holds a partition table: `part` copies it raw, where
 /// `disk` would elide each partition's free space.
 fn suggest_disk(source: &Source, path: &Path) {

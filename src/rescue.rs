@@ -63,11 +63,10 @@ impl RescueArgs {
 /// then renamed over it. A failed write (a full disk) leaves the old map for ddrescue to resume
 /// from, and a link at `path` is replaced, not written through.
 fn replace_file(path: &Path, text: &str) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut file = tempfile::Builder::new()
         .prefix(".imgstream-map-")
         .permissions(Permissions::from_mode(0o666))
-        .tempfile_in(dir)?;
+        .tempfile_in(crate::output::directory_of(path))?;
     file.write_all(text.as_bytes())?;
     file.as_file().sync_all()?;
     file.persist(path)?;

@@ -29,11 +29,8 @@ pub(crate) fn existing(path: &Path) -> Result<Option<Metadata>, Failure> {
 /// that has not appeared (yet), or a typo, where a file would only fill memory and hide the
 /// mistake. Another filesystem mounted below /dev (/dev/shm) is a place for files.
 fn in_dev(path: &Path) -> bool {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let (Ok(parent), Ok(dev)) = (parent.canonicalize(), fs::metadata("/dev")) else { return false };
+    let parent = crate::output::directory_of(path).canonicalize();
+    let (Ok(parent), Ok(dev)) = (parent, fs::metadata("/dev")) else { return false };
     parent.starts_with("/dev") && fs::metadata(&parent).is_ok_and(|m| m.dev() == dev.dev())
 }
 

@@ -23,7 +23,12 @@ use std::time::Duration;
 /// The manifest format this version writes (`imgstream-disk-1` was the multi-archive layout).
 pub(crate) const MANIFEST_FORMAT: &str = "imgstream-disk-2";
 /// The device FUSE mounts go through.
-pub(crate) const FUSE_DEVICE: &str = "/dev/fuse";
+const FUSE_DEVICE: &str = "/dev/fuse";
+
+/// Whether this kernel (or container) offers FUSE.
+pub(crate) fn have_fuse() -> bool {
+    Path::new(FUSE_DEVICE).exists()
+}
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "manifest.json";
 
@@ -144,11 +149,11 @@ pub(crate) fn mount(args: &MountArgs) -> Result<(), Failure> {
 /// The mount point must be an empty directory: a mount over files (or over /proc, or over an
 /// earlier view) hides them until it ends. FUSE must be there.
 fn check_mountpoint(path: &Path) -> Result<(), Failure> {
-    let entries = std::fs::read_dir(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-    if entries.into_iter().next().is_some() {
+    let mut entries = std::fs::read_dir(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    if entries.next().is_some() {
         return Err(Failure::usage(format!("{}: not empty; mount on an empty directory", path.display())));
     }
-    if !Path::new(FUSE_DEVICE).exists() {
+    if !have_fuse() {
         return Err(Failure::new(format!(
             "cannot mount: {FUSE_DEVICE} does not exist (no FUSE in this kernel or container)"
         )));

@@ -21,7 +21,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -72,7 +71,7 @@ pub(crate) fn backup(args: &BackupDiskArgs) -> Result<(), Failure> {
     let view = Arc::new(view::disk_view(reader, &plan, &args.source, &name)?);
     let repo = absolute_repo(&args.repo);
     super::passphrase::find(&repo)?;
-    let fuse = !args.no_fuse && Path::new(view::FUSE_DEVICE).exists();
+    let fuse = !args.no_fuse && view::have_fuse();
     note(&format!(
         "{} ({}) -> {}::{name}, {}",
         args.source.display(),
