@@ -10,6 +10,7 @@ mod cli;
 mod disk;
 mod generate;
 mod info;
+mod input;
 mod output;
 mod part;
 mod progress;

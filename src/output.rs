@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// The largest pipe buffer an unprivileged process may ask for by default
 /// (/proc/sys/fs/pipe-max-size): fewer wake-ups for the consumer.
-const PIPE_SIZE: i32 = 1 << 20;
+pub(crate) const PIPE_SIZE: i32 = 1 << 20;
 
 /// The image's destination. A file that this run created is removed again unless the run
 /// reaches [`Output::keep`]: a half-written image must not look like a finished one.

@@ -4,29 +4,13 @@ use crate::cli::RestoreArgs;
 use crate::size::human;
 use crate::{Failure, progress};
 use imgstream_restore::{OpenOptions, Target, TargetKind, ZeroMode};
-use std::io::IsTerminal;
-
-/// The pipe buffer asked for on stdin (the default unprivileged maximum, /proc/sys/fs/pipe-max-size).
-const PIPE_SIZE: i32 = 1 << 20;
 
 pub(crate) fn run(args: &RestoreArgs) -> Result<(), Failure> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return Err(Failure::usage(
-            "refusing to read an image from a terminal: pipe it in (borg extract --stdout ... | imgstream restore TARGET)",
-        ));
-    }
-    // A larger pipe lets the producer (borg) run ahead while a block is being written.
-    // Advice only: a smaller pipe is slower, not wrong.
-    let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    // Unbuffered: blocks are large, and the reader thread needs a `Send` handle.
-    let stdin =
-        std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().map_err(|e| Failure::new(format!("stdin: {e}")))?;
-    let mut input = std::fs::File::from(stdin);
+    let mut input = crate::input::stdin_stream("borg extract --stdout ... | imgstream restore TARGET")?;
     let expected = known_length(args, &mut input)?;
     let existing = crate::target::existing(&args.target)?;
     if existing.as_ref().is_some_and(|m| m.is_file() && m.len() > 0) && !args.force {
-        return Err(Failure::new(format!(
+        return Err(Failure::usage(format!(
             "{} exists and is not empty: use --force to replace it",
             args.target.display()
         )));

@@ -12,21 +12,13 @@ use imgstream_blockio::{ReadAt, Source};
 use imgstream_extents::RangeSet;
 use imgstream_stream::Sink;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read};
 
 /// Differences listed before the rest are only counted.
 const SHOWN_DIFFERENCES: usize = 10;
 
 pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
-    let stdin = io::stdin();
-    if stdin.is_terminal() {
-        return Err(Failure::usage(
-            "refusing to read an image from a terminal: pipe it in (borg extract --stdout ... | imgstream verify SOURCE)",
-        ));
-    }
-    let stdin =
-        std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().map_err(|e| Failure::new(format!("stdin: {e}")))?;
-    let input = File::from(stdin);
+    let input = crate::input::stdin_stream("borg extract --stdout ... | imgstream verify SOURCE")?;
     let opened = Source::open(&args.source)?;
     let source: &dyn ReadAt = &opened;
     // As `part` and `disk` refuse it; `disk::plan` refuses a mounted partition by name itself.

@@ -366,8 +366,9 @@ fn restore_refuses_before_writing_and_keeps_files_it_did_not_create() {
     // An existing non-empty file is not replaced without --force.
     let existing = dir.path().join("existing.img");
     std::fs::write(&existing, b"precious").unwrap();
+    // Refused before any work, as `part -o` refuses it: a usage error.
     let (code, stderr) = run_with_stdin(imgstream().arg("restore").arg(&existing), open_stream());
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
     assert_one_error_line(&stderr, &["exists and is not empty: use --force to replace it"]);
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
     let (code, stderr) = run_with_stdin(imgstream().args(["restore", "--force"]).arg(&existing), open_stream());
