@@ -835,9 +835,10 @@ fn rewrite_committed_text(image: &mut [u8], offset: u64, text: &str) {
     image[header..header + 4].copy_from_slice(&sum.to_le_bytes());
 }
 
-/// Metadata that lvm refuses, checksums intact: a segment naming a volume the VG lacks, an LV
-/// whose second segment maps extents of its first. Read through such a map, the extents the
-/// segment really held would count as free (and be zeroed), so the PV is copied raw, named.
+/// Metadata that lvm refuses, checksums intact: a segment naming a volume the VG lacks or its
+/// own LV, an LV whose second segment maps extents of its first, a `segment_count` that leaves
+/// a segment unread. Read through such a map, the extents the segment really held would count as
+/// free (and be zeroed), so the PV is copied raw, named.
 #[test]
 fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
     if !tools(&["lvm", "debugfs"]) {
@@ -858,13 +859,16 @@ fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
     let at = 4096 + offset as usize;
     let text = String::from_utf8(image[at..at + size as usize].to_vec()).unwrap();
     let text = text.trim_end_matches('\0');
-    assert_eq!(text.matches("\"pv0\", 12").count(), 1, "{text}");
-    for (area, lvm_says, reason) in [
-        ("\"gone\", 12", "Couldn't find volume 'gone'", "neither a PV nor an LV"),
-        ("\"pv0\", 2", "PV segments corrupted", "mapped twice"),
+    let second = "\"pv0\", 12";
+    assert_eq!((text.matches(second).count(), text.matches("segment_count = 2").count()), (1, 1), "{text}");
+    for (from, to, lvm_says, reason) in [
+        (second, "\"gone\", 12", "Couldn't find volume 'gone'", "neither a PV nor another LV"),
+        (second, "\"data\", 12", "inconsistent LV area", "neither a PV nor another LV"),
+        (second, "\"pv0\", 2", "PV segments corrupted", "mapped twice"),
+        ("segment_count = 2", "segment_count = 1", "actual number of segments disagree", "2 segment sections"),
     ] {
         let mut mutated = image.clone();
-        rewrite_committed_text(&mut mutated, offset, &text.replace("\"pv0\", 12", area));
+        rewrite_committed_text(&mut mutated, offset, &text.replace(from, to));
         std::fs::write(&pv, &mutated).unwrap();
         let lvm = Lvm::whole(&pv);
         let refused = lvm.command("vgs").arg(&vg).output().unwrap();
@@ -872,7 +876,7 @@ fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
         assert!(says.contains(lvm_says), "lvm refuses the text: {says}");
         drop(lvm);
         let (output, stderr) = stream_to_file(&["part"], &pv, &dir.join("out.img"));
-        assert_same_bytes(&format!("PV whose segment names {area} copied raw"), &output, &mutated);
+        assert_same_bytes(&format!("PV with {to} copied raw"), &output, &mutated);
         assert!(stderr.contains("LVM2 PV") && stderr.contains(reason), "{stderr}");
     }
 }

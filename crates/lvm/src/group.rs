@@ -10,7 +10,8 @@
 //!
 //! A VG whose metadata versions disagree on the extent size or a PV's first extent, whose
 //! extents do not fit in their PV, or that lvm itself refuses (a segment naming a volume the VG
-//! lacks, an LV whose segments map one extent twice), makes its PVs raw, with the reason.
+//! lacks or its own LV, an LV whose segments map one extent twice), makes its PVs raw, with the
+//! reason.
 
 use crate::PhysicalVolume;
 use crate::config;
@@ -335,9 +336,9 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
                 let Some(pv) = vg.pvs.iter().find(|pv| &pv.name == name) else {
                     // lvm refuses such a VG ("Couldn't find volume"): the extents this area held
                     // would otherwise count as free.
-                    if !vg.lvs.iter().any(|other| &other.name == name) {
+                    if name == &lv.name || !vg.lvs.iter().any(|other| &other.name == name) {
                         return Err(fail(format!(
-                            "LV {}, segment at extent {}: {name:?} is neither a PV nor an LV of the VG",
+                            "LV {}, segment at extent {}: {name:?} is neither a PV nor another LV of the VG",
                             lv.name, segment.start_extent
                         )));
                     }
