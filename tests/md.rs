@@ -25,7 +25,12 @@ struct Superblock {
     data_size: u64,
     /// The write-intent bitmap's offset from the superblock, in sectors.
     bitmap_offset: Option<i32>,
+    /// A bad-block log 16 sectors after the superblock, with these (first sector, count) entries.
+    bad_blocks: Option<&'static [(u64, u64)]>,
 }
+
+/// Where the bad-block log lies, from the superblock, and its size, in sectors.
+const BAD_BLOCK_LOG: (u32, u16) = (16, 8);
 
 const SET_UUID: [u8; 16] = *b"imgstream-md-set";
 
@@ -36,7 +41,8 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     let mut put = |at: usize, value: &[u8]| bytes[at..at + value.len()].copy_from_slice(value);
     put(0, &0xa92b_4efcu32.to_le_bytes());
     put(4, &1u32.to_le_bytes());
-    put(8, &u32::from(sb.bitmap_offset.is_some()).to_le_bytes());
+    let features = u32::from(sb.bitmap_offset.is_some()) | if sb.bad_blocks.is_some() { 8 } else { 0 };
+    put(8, &features.to_le_bytes());
     put(16, &SET_UUID);
     put(32, b"imgstream:0");
     put(64, &1_700_000_000u64.to_le_bytes());
@@ -50,6 +56,10 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     put(136, &sb.data_size.to_le_bytes());
     put(144, &sb.super_offset.to_le_bytes());
     put(168, b"imgstream-device");
+    if sb.bad_blocks.is_some() {
+        put(186, &BAD_BLOCK_LOG.1.to_le_bytes());
+        put(188, &BAD_BLOCK_LOG.0.to_le_bytes());
+    }
     put(192, &1_700_000_100u64.to_le_bytes());
     put(200, &7u64.to_le_bytes());
     put(208, &u64::MAX.to_le_bytes());
@@ -108,6 +118,14 @@ fn member(dir: &Path, name: &str, len: u64, sb: &Superblock) -> (std::path::Path
         let at = (at as i64 + i64::from(offset) * SECTOR as i64) as usize;
         image[at..at + bitmap.len()].copy_from_slice(&bitmap);
     }
+    if let Some(entries) = sb.bad_blocks {
+        // md.c super_1_sync: sector << 10 | count per entry, the rest all ones.
+        let log = &mut image[at + BAD_BLOCK_LOG.0 as usize * 512..][..usize::from(BAD_BLOCK_LOG.1) * 512];
+        log.fill(0xff);
+        for (entry, (sector, count)) in log.chunks_exact_mut(8).zip(entries) {
+            entry.copy_from_slice(&(sector << 10 | count).to_le_bytes());
+        }
+    }
     std::fs::write(&path, &image).unwrap();
     (path, image, data)
 }
@@ -117,8 +135,9 @@ fn info_volume(source: &Path) -> Value {
     json["volume"].clone()
 }
 
-/// Acceptance 3: RAID1 members with metadata 1.2 (with a write-intent bitmap) and 1.0 (at the
-/// end): the data area's ext4 is elided exactly as partclone says, everything else is copied.
+/// Acceptance 3: RAID1 members with metadata 1.2 (with a write-intent bitmap and an empty
+/// bad-block log) and 1.0 (at the end): the data area's ext4 is elided exactly as partclone says,
+/// everything else is copied.
 #[test]
 fn root_raid1_members_elide_their_inner_ext4_exactly() {
     if !is_root() || !have_tool("mdadm") || !have_tool("partclone.extfs") || !have_tool("debugfs") {
@@ -139,6 +158,7 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
                 data_offset: 2048,
                 data_size: sectors - 4096,
                 bitmap_offset: Some(8),
+                bad_blocks: Some(&[]),
             },
             "1.2",
         ),
@@ -151,6 +171,7 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
                 data_offset: 0,
                 data_size: v1_0_at - 128,
                 bitmap_offset: None,
+                bad_blocks: None,
             },
             "1.0",
         ),
@@ -196,6 +217,7 @@ fn raid5_member_is_named_and_copied_raw() {
         data_offset: 2048,
         data_size: len / SECTOR - 4096,
         bitmap_offset: None,
+        bad_blocks: None,
     };
     let (path, image, _) = member(dir, "raid5", len, &sb);
     let report = mdadm_examine(&path, false);
@@ -206,4 +228,36 @@ fn raid5_member_is_named_and_copied_raw() {
     let volume = info_volume(&path);
     assert_eq!(volume["status"], "raw");
     assert!(volume["reason"].as_str().unwrap().contains("only RAID1 members"), "{volume}");
+}
+
+/// A RAID1 member whose bad-block log records bad sectors does not hold them: the kernel reads
+/// them from another member, and what this one holds there (maybe the filesystem's bitmap) is
+/// not the array's. Its data area cannot be read as the array: named, copied raw.
+#[test]
+fn a_raid1_member_with_bad_blocks_recorded_is_copied_raw() {
+    if !have_tool("mdadm") || !have_tool("debugfs") {
+        return;
+    }
+    let dir = scratch();
+    let dir = dir.path();
+    let len = 16 * MIB;
+    let sb = Superblock {
+        level: 1,
+        raid_disks: 2,
+        super_offset: 8,
+        data_offset: 2048,
+        data_size: len / SECTOR - 2048,
+        bitmap_offset: None,
+        bad_blocks: Some(&[(2048 + 40, 8)]),
+    };
+    let (path, image, _) = member(dir, "bad-blocks", len, &sb);
+    let report = mdadm_examine(&path, false);
+    assert!(report.contains("bad blocks present"), "{report}");
+    let listed = run_ok(Command::new("mdadm").arg("--examine-badblocks").arg(&path)).stdout;
+    assert!(String::from_utf8_lossy(&listed).contains("2088 for 8 sectors"), "{}", String::from_utf8_lossy(&listed));
+    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join("bad-blocks-out.img"));
+    assert!(stderr.contains("1 bad block(s) recorded") && stderr.contains("copying it raw"), "{stderr}");
+    assert_same_bytes("member with bad blocks copied raw", &output, &image);
+    let volume = info_volume(&path);
+    assert_eq!(volume["status"], "raw", "{volume}");
 }
