@@ -836,8 +836,8 @@ fn rewrite_committed_text(image: &mut [u8], offset: u64, text: &str) {
 }
 
 /// Metadata that lvm refuses, checksums intact: a segment naming a volume the VG lacks or its
-/// own LV, an LV whose second segment maps extents of its first, a `segment_count` that leaves
-/// a segment unread. Read through such a map, the extents the segment really held would count as
+/// own LV, an LV whose second segment maps extents of its first, or whose first maps extents of
+/// another LV, a `segment_count` that leaves a segment unread. Read through such a map, the extents the segment really held would count as
 /// free (and be zeroed), so the PV is copied raw, named.
 #[test]
 fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
@@ -860,11 +860,14 @@ fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
     let text = String::from_utf8(image[at..at + size as usize].to_vec()).unwrap();
     let text = text.trim_end_matches('\0');
     let second = "\"pv0\", 12";
-    assert_eq!((text.matches(second).count(), text.matches("segment_count = 2").count()), (1, 1), "{text}");
+    let first = "\"pv0\", 0";
+    let counts = [first, second, "segment_count = 2"].map(|s| text.matches(s).count());
+    assert_eq!(counts, [1, 1, 1], "{text}");
     for (from, to, lvm_says, reason) in [
         (second, "\"gone\", 12", "Couldn't find volume 'gone'", "neither a PV nor another LV"),
         (second, "\"data\", 12", "inconsistent LV area", "neither a PV nor another LV"),
         (second, "\"pv0\", 2", "PV segments corrupted", "mapped twice"),
+        (first, "\"pv0\", 4", "PV segments corrupted", "mapped twice"),
         ("segment_count = 2", "segment_count = 1", "actual number of segments disagree", "2 segment sections"),
     ] {
         let mut mutated = image.clone();
