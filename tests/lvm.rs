@@ -837,8 +837,9 @@ fn rewrite_committed_text(image: &mut [u8], offset: u64, text: &str) {
 
 /// Metadata that lvm refuses, checksums intact: a segment naming a volume the VG lacks or its
 /// own LV, an LV whose second segment maps extents of its first, or whose first maps extents of
-/// another LV, a `segment_count` that leaves a segment unread. Read through such a map, the extents the segment really held would count as
-/// free (and be zeroed), so the PV is copied raw, named.
+/// another LV, a `segment_count` that leaves a segment unread. Read through such a map, the
+/// extents the segment really held would count as free (and be zeroed), so the PV is copied raw,
+/// named.
 #[test]
 fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
     if !tools(&["lvm", "debugfs"]) {

@@ -201,6 +201,37 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
     }
 }
 
+/// A 16 MiB member of a `level` array of `raid_disks` (metadata 1.2, data from sector 2048) with
+/// `bad_blocks`, accepted by `mdadm --examine`: `part` copies it raw and its warning and `info`'s
+/// reason say `reason`. Returns the member and mdadm's report.
+fn copied_raw(
+    dir: &Path,
+    name: &str,
+    (level, raid_disks): (u32, u32),
+    bad_blocks: Option<&'static [(u64, u64)]>,
+    reason: &str,
+) -> (std::path::PathBuf, String) {
+    let len = 16 * MIB;
+    let sb = Superblock {
+        level,
+        raid_disks,
+        super_offset: 8,
+        data_offset: 2048,
+        data_size: len / SECTOR - 4096,
+        bitmap_offset: None,
+        bad_blocks,
+    };
+    let (path, image, _) = member(dir, name, len, &sb);
+    let report = mdadm_examine(&path, false);
+    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join(format!("{name}-out.img")));
+    assert!(stderr.contains(reason) && stderr.contains("copying it raw"), "{stderr}");
+    assert_same_bytes(&format!("{name} member copied raw"), &output, &image);
+    let volume = info_volume(&path);
+    assert_eq!(volume["status"], "raw", "{volume}");
+    assert!(volume["reason"].as_str().unwrap().contains(reason), "{volume}");
+    (path, report)
+}
+
 /// Acceptance 3: a RAID5 member holds a third of the data, striped: named, copied raw.
 #[test]
 fn raid5_member_is_named_and_copied_raw() {
@@ -208,26 +239,8 @@ fn raid5_member_is_named_and_copied_raw() {
         return;
     }
     let dir = scratch();
-    let dir = dir.path();
-    let len = 16 * MIB;
-    let sb = Superblock {
-        level: 5,
-        raid_disks: 3,
-        super_offset: 8,
-        data_offset: 2048,
-        data_size: len / SECTOR - 4096,
-        bitmap_offset: None,
-        bad_blocks: None,
-    };
-    let (path, image, _) = member(dir, "raid5", len, &sb);
-    let report = mdadm_examine(&path, false);
+    let (_, report) = copied_raw(dir.path(), "raid5", (5, 3), None, "md raid5 member: only RAID1 members");
     assert!(report.contains("Raid Level : raid5"), "{report}");
-    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join("raid5-out.img"));
-    assert!(stderr.contains("md raid5 member") && stderr.contains("copying it raw"), "{stderr}");
-    assert_same_bytes("raid5 member copied raw", &output, &image);
-    let volume = info_volume(&path);
-    assert_eq!(volume["status"], "raw");
-    assert!(volume["reason"].as_str().unwrap().contains("only RAID1 members"), "{volume}");
 }
 
 /// A RAID1 member whose bad-block log records bad sectors does not hold them: the kernel reads
@@ -239,25 +252,9 @@ fn a_raid1_member_with_bad_blocks_recorded_is_copied_raw() {
         return;
     }
     let dir = scratch();
-    let dir = dir.path();
-    let len = 16 * MIB;
-    let sb = Superblock {
-        level: 1,
-        raid_disks: 2,
-        super_offset: 8,
-        data_offset: 2048,
-        data_size: len / SECTOR - 2048,
-        bitmap_offset: None,
-        bad_blocks: Some(&[(2048 + 40, 8)]),
-    };
-    let (path, image, _) = member(dir, "bad-blocks", len, &sb);
-    let report = mdadm_examine(&path, false);
+    let (path, report) =
+        copied_raw(dir.path(), "bad-blocks", (1, 2), Some(&[(2048 + 40, 8)]), "1 bad block(s) recorded");
     assert!(report.contains("bad blocks present"), "{report}");
     let listed = run_ok(Command::new("mdadm").arg("--examine-badblocks").arg(&path)).stdout;
     assert!(String::from_utf8_lossy(&listed).contains("2088 for 8 sectors"), "{}", String::from_utf8_lossy(&listed));
-    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join("bad-blocks-out.img"));
-    assert!(stderr.contains("1 bad block(s) recorded") && stderr.contains("copying it raw"), "{stderr}");
-    assert_same_bytes("member with bad blocks copied raw", &output, &image);
-    let volume = info_volume(&path);
-    assert_eq!(volume["status"], "raw", "{volume}");
 }
