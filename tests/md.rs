@@ -74,6 +74,49 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     bytes
 }
 
+/// A version 1.0 superblock at sector `super_offset` (RAID1, device 0 of 2, data from sector 0).
+pub(crate) fn member_1_0_superblock(super_offset: u64) -> Vec<u8> {
+    superblock(&Superblock {
+        level: 1,
+        raid_disks: 2,
+        super_offset,
+        data_offset: 0,
+        data_size: super_offset - 128,
+        bitmap_offset: None,
+        bad_blocks: None,
+    })
+}
+
+/// `mdp_super_t` (md_p.h, version 0.90, little-endian): RAID1 of 2 devices of `size_kib` KiB,
+/// this one device 0, active and in sync; checksum as `calc_sb_csum` computes it.
+pub(crate) fn superblock_0_90(size_kib: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4096];
+    let mut word = |index: usize, value: u32| bytes[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+    for (index, value) in
+        [(0, 0xa92b_4efc), (2, 90), (5, 0x1111_1111), (6, 1_700_000_000), (7, 1), (8, size_kib as u32)]
+    {
+        word(index, value);
+    }
+    for (index, value) in [(9, 2), (10, 2), (13, 0x2222_2222), (14, 0x3333_3333), (15, 0x4444_4444)] {
+        word(index, value);
+    }
+    // utime, state (clean), active, working, events_lo.
+    for (index, value) in [(32, 1_700_000_100), (33, 1), (34, 2), (35, 2), (40, 7)] {
+        word(index, value);
+    }
+    // Each device's descriptor (number, major, minor, raid_disk, state: active and in sync),
+    // then this device's at word 992.
+    for (base, device) in [(128, 0), (160, 1), (992, 0)] {
+        for (offset, value) in [(0, device), (1, 9), (2, device), (3, device), (4, 6)] {
+            word(base + offset, value);
+        }
+    }
+    let sum: u64 = bytes.chunks_exact(4).map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap()))).sum();
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    bytes[152..156].copy_from_slice(&(sum as u32).to_le_bytes());
+    bytes
+}
+
 /// `bitmap_super_t` (md-bitmap.h) for a 1 MiB chunk over `sync_sectors`.
 fn bitmap_superblock(sync_sectors: u64) -> Vec<u8> {
     let mut bytes = vec![0u8; 256];

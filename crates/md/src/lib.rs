@@ -93,6 +93,27 @@ pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
     Ok(find(volume)?.is_some())
 }
 
+/// Superblocks of versions 0.90 and 1.0, which md looks for relative to a device's end, that
+/// lie wholly at or after byte `from` of `device`: where a disk of `from` bytes was restored onto
+/// a larger device, such a superblock is left from the device's earlier life, and would make md
+/// assemble that old array over the restored disk. Returns each one's byte offset.
+pub fn superblocks_at_end(device: &dyn ReadAt, from: u64) -> io::Result<Vec<u64>> {
+    let mut found = Vec::new();
+    for (version, at) in locations(device.size()) {
+        let Some(at) = at.filter(|at| *at >= from && at + SUPERBLOCK_LEN as u64 <= device.size()) else { continue };
+        if version != "0.90" && version != "1.0" {
+            continue;
+        }
+        let mut head = [0u8; 8];
+        device.read_exact_at(&mut head, at)?;
+        let major = if version == "0.90" { 0 } else { 1 };
+        if le32(&head, 0) == MAGIC && le32(&head, 4) == major {
+            found.push(at);
+        }
+    }
+    Ok(found)
+}
+
 /// The sum that md's checksums use: little-endian u32 words (a trailing u16 too) with the
 /// checksum field as zero, folded from 64 to 32 bits.
 fn word_sum(bytes: &[u8], checksum_at: usize) -> u32 {

@@ -113,3 +113,19 @@ fn a_bad_block_log_the_kernel_would_not_read_makes_the_member_raw() {
     image[8192..8200].copy_from_slice(&(77u64 << 10).to_le_bytes());
     assert_eq!(read_member(&image).unwrap().raw_reason, None);
 }
+
+#[test]
+fn superblocks_at_the_end_are_found_only_past_the_given_byte() {
+    let mut image = vec![0u8; 4 * MIB as usize];
+    let (v1_0, v0_90) = ((4 * MIB / SECTOR - 16) * SECTOR, 4 * MIB - 0x10000);
+    for (at, major) in [(v1_0, 1u32), (v0_90, 0)] {
+        put(&mut image[at as usize..], 0, &MAGIC.to_le_bytes());
+        put(&mut image[at as usize..], 4, &major.to_le_bytes());
+    }
+    assert_eq!(superblocks_at_end(&image, 3 * MIB).unwrap(), vec![v1_0, v0_90]);
+    assert_eq!(superblocks_at_end(&image, v0_90 + 1).unwrap(), vec![v1_0]);
+    // A 1.2 superblock near the start is the restored disk's own business.
+    put(&mut image, 4096, &MAGIC.to_le_bytes());
+    put(&mut image, 4100, &1u32.to_le_bytes());
+    assert_eq!(superblocks_at_end(&image, 0).unwrap(), vec![v1_0, v0_90]);
+}
