@@ -220,6 +220,9 @@ fn version_1(volume: &dyn ReadAt, version: &'static str, at: u64, bytes: &[u8]) 
     if features & FEATURE_BAD_BLOCKS != 0 {
         let start = relative(188).ok_or_else(|| corrupt(188, "bad-block log before the start of the member".into()))?;
         let log = start..start + u64::from(le16(bytes, 186)) * SECTOR;
+        if log.end > volume.size() {
+            return Err(corrupt(188, format!("bad-block log at bytes {log:?} past the end of the member")));
+        }
         if overlapping(&log) {
             return Err(corrupt(188, format!("bad-block log at bytes {log:?} overlaps the data area")));
         }
@@ -295,6 +298,9 @@ fn bad_block_log(volume: &dyn ReadAt, log: &Range<u64>, shift: u32) -> Result<Op
 fn bitmap_range(volume: &dyn ReadAt, at: u64) -> Result<Range<u64>, Error> {
     const STRUCTURE: &str = "md write-intent bitmap";
     let mut header = [0u8; BITMAP_HEADER_LEN as usize];
+    if at.saturating_add(BITMAP_HEADER_LEN) > volume.size() {
+        return Err(Error::corrupt(STRUCTURE, at, "past the end of the member"));
+    }
     read_at(volume, || STRUCTURE, at, &mut header)?;
     if le32(&header, 0) != BITMAP_MAGIC {
         return Err(Error::corrupt(STRUCTURE, at, "no \"bitm\" magic"));

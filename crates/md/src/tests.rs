@@ -129,3 +129,19 @@ fn superblocks_at_the_end_are_found_only_past_the_given_byte() {
     put(&mut image, 4100, &1u32.to_le_bytes());
     assert_eq!(superblocks_at_end(&image, 0).unwrap(), vec![v1_0, v0_90]);
 }
+
+#[test]
+fn a_bitmap_or_bad_block_log_past_the_end_is_corrupt_not_a_read_error() {
+    use imgstream_volume::{Classify, ErrorClass};
+    let mut image = member_1(4096, 1, 0, FEATURE_BITMAP);
+    set_field(&mut image, 4096, 96, &(8 * 1024u32).to_le_bytes()); // 4 MiB after the superblock
+    let error = read_member(&image).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Corrupt, "{error}");
+    assert!(error.to_string().contains("past the end of the member"), "{error}");
+    let mut image = member_1(4096, 1, 0, FEATURE_BAD_BLOCKS);
+    set_field(&mut image, 4096, 186, &8u16.to_le_bytes());
+    set_field(&mut image, 4096, 188, &(8 * 1024u32 - 12).to_le_bytes());
+    let error = read_member(&image).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Corrupt, "{error}");
+    assert!(error.to_string().starts_with("md superblock 1.2 at byte 4284: bad-block log"), "{error}");
+}
