@@ -809,3 +809,78 @@ fn root_lvm_snapshots_thin_pools_and_raid_are_copied_raw() {
         "{lvs:?}"
     );
 }
+
+/// lvm2's `calc_crc`: CRC-32 (reflected, polynomial 0xEDB88320) from 0xf597a6cf, no final xor.
+fn lvm_crc(bytes: &[u8]) -> u32 {
+    let mut crc = 0xf597_a6cfu32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    crc
+}
+
+/// Replaces the committed text (at `offset` in the metadata area at 4096, not wrapped) with
+/// `text`, its checksum and the area header's recomputed as lvm writes them: only lvm's own
+/// validation of the text can object.
+fn rewrite_committed_text(image: &mut [u8], offset: u64, text: &str) {
+    let header = 4096usize;
+    let at = header + offset as usize;
+    image[at..at + text.len()].copy_from_slice(text.as_bytes());
+    image[header + 48..header + 56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+    image[header + 56..header + 60].copy_from_slice(&lvm_crc(text.as_bytes()).to_le_bytes());
+    let sum = lvm_crc(&image[header + 4..header + 512]);
+    image[header..header + 4].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Metadata that lvm refuses, checksums intact: a segment naming a volume the VG lacks or its
+/// own LV, an LV whose second segment maps extents of its first, or whose first maps extents of
+/// another LV, a `segment_count` that leaves a segment unread. Read through such a map, the
+/// extents the segment really held would count as free (and be zeroed), so the PV is copied raw,
+/// named.
+#[test]
+fn root_lvm_metadata_that_lvm_refuses_copies_the_pv_raw() {
+    if !tools(&["lvm", "debugfs"]) {
+        return;
+    }
+    let dir = scratch();
+    let dir = dir.path();
+    let (pv, vg, lvm) = single_pv(dir, "refused", 32, &[], "1M");
+    // data: extents 0-7 and 12-19, other: 8-11.
+    lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "8M", "-n", "data", &vg]);
+    lvm.run("lvcreate", &["-an", "-Zn", "-Wn", "-L", "4M", "-n", "other", &vg]);
+    lvm.run("lvextend", &["-L", "+8M", &format!("{vg}/data")]);
+    let data = lvm.layout(&format!("{vg}/data"), &[0]);
+    assert_eq!(data.segments.len(), 2, "data has two segments");
+    let (offset, size, _) = mda_slot(&lvm);
+    drop(lvm);
+    let (image, _) = fill_lvs(&pv, dir, &[("data", &data, 72)]);
+    let at = 4096 + offset as usize;
+    let text = String::from_utf8(image[at..at + size as usize].to_vec()).unwrap();
+    let text = text.trim_end_matches('\0');
+    let second = "\"pv0\", 12";
+    let first = "\"pv0\", 0";
+    let counts = [first, second, "segment_count = 2"].map(|s| text.matches(s).count());
+    assert_eq!(counts, [1, 1, 1], "{text}");
+    for (from, to, lvm_says, reason) in [
+        (second, "\"gone\", 12", "Couldn't find volume 'gone'", "neither a PV nor another LV"),
+        (second, "\"data\", 12", "inconsistent LV area", "neither a PV nor another LV"),
+        (second, "\"pv0\", 2", "PV segments corrupted", "mapped twice"),
+        (first, "\"pv0\", 4", "PV segments corrupted", "mapped twice"),
+        ("segment_count = 2", "segment_count = 1", "actual number of segments disagree", "2 segment sections"),
+    ] {
+        let mut mutated = image.clone();
+        rewrite_committed_text(&mut mutated, offset, &text.replace(from, to));
+        std::fs::write(&pv, &mutated).unwrap();
+        let lvm = Lvm::whole(&pv);
+        let refused = lvm.command("vgs").arg(&vg).output().unwrap();
+        let says = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(says.contains(lvm_says), "lvm refuses the text: {says}");
+        drop(lvm);
+        let (output, stderr) = stream_to_file(&["part"], &pv, &dir.join("out.img"));
+        assert_same_bytes(&format!("PV with {to} copied raw"), &output, &mutated);
+        assert!(stderr.contains("LVM2 PV") && stderr.contains(reason), "{stderr}");
+    }
+}

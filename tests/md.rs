@@ -25,7 +25,12 @@ struct Superblock {
     data_size: u64,
     /// The write-intent bitmap's offset from the superblock, in sectors.
     bitmap_offset: Option<i32>,
+    /// A bad-block log 16 sectors after the superblock, with these (first sector, count) entries.
+    bad_blocks: Option<&'static [(u64, u64)]>,
 }
+
+/// Where the bad-block log lies, from the superblock, and its size, in sectors.
+const BAD_BLOCK_LOG: (u32, u16) = (16, 8);
 
 const SET_UUID: [u8; 16] = *b"imgstream-md-set";
 
@@ -36,7 +41,8 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     let mut put = |at: usize, value: &[u8]| bytes[at..at + value.len()].copy_from_slice(value);
     put(0, &0xa92b_4efcu32.to_le_bytes());
     put(4, &1u32.to_le_bytes());
-    put(8, &u32::from(sb.bitmap_offset.is_some()).to_le_bytes());
+    let features = u32::from(sb.bitmap_offset.is_some()) | if sb.bad_blocks.is_some() { 8 } else { 0 };
+    put(8, &features.to_le_bytes());
     put(16, &SET_UUID);
     put(32, b"imgstream:0");
     put(64, &1_700_000_000u64.to_le_bytes());
@@ -50,6 +56,10 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     put(136, &sb.data_size.to_le_bytes());
     put(144, &sb.super_offset.to_le_bytes());
     put(168, b"imgstream-device");
+    if sb.bad_blocks.is_some() {
+        put(186, &BAD_BLOCK_LOG.1.to_le_bytes());
+        put(188, &BAD_BLOCK_LOG.0.to_le_bytes());
+    }
     put(192, &1_700_000_100u64.to_le_bytes());
     put(200, &7u64.to_le_bytes());
     put(208, &u64::MAX.to_le_bytes());
@@ -61,6 +71,49 @@ fn superblock(sb: &Superblock) -> Vec<u8> {
     let mut sum: u64 = bytes.chunks_exact(4).map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap()))).sum();
     sum = (sum & 0xffff_ffff) + (sum >> 32);
     bytes[216..220].copy_from_slice(&(sum as u32).to_le_bytes());
+    bytes
+}
+
+/// A version 1.0 superblock at sector `super_offset` (RAID1, device 0 of 2, data from sector 0).
+pub(crate) fn member_1_0_superblock(super_offset: u64) -> Vec<u8> {
+    superblock(&Superblock {
+        level: 1,
+        raid_disks: 2,
+        super_offset,
+        data_offset: 0,
+        data_size: super_offset - 128,
+        bitmap_offset: None,
+        bad_blocks: None,
+    })
+}
+
+/// `mdp_super_t` (md_p.h, version 0.90, little-endian): RAID1 of 2 devices of `size_kib` KiB,
+/// this one device 0, active and in sync; checksum as `calc_sb_csum` computes it.
+pub(crate) fn superblock_0_90(size_kib: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4096];
+    let mut word = |index: usize, value: u32| bytes[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+    for (index, value) in
+        [(0, 0xa92b_4efc), (2, 90), (5, 0x1111_1111), (6, 1_700_000_000), (7, 1), (8, size_kib as u32)]
+    {
+        word(index, value);
+    }
+    for (index, value) in [(9, 2), (10, 2), (13, 0x2222_2222), (14, 0x3333_3333), (15, 0x4444_4444)] {
+        word(index, value);
+    }
+    // utime, state (clean), active, working, events_lo.
+    for (index, value) in [(32, 1_700_000_100), (33, 1), (34, 2), (35, 2), (40, 7)] {
+        word(index, value);
+    }
+    // Each device's descriptor (number, major, minor, raid_disk, state: active and in sync),
+    // then this device's at word 992.
+    for (base, device) in [(128, 0), (160, 1), (992, 0)] {
+        for (offset, value) in [(0, device), (1, 9), (2, device), (3, device), (4, 6)] {
+            word(base + offset, value);
+        }
+    }
+    let sum: u64 = bytes.chunks_exact(4).map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap()))).sum();
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    bytes[152..156].copy_from_slice(&(sum as u32).to_le_bytes());
     bytes
 }
 
@@ -108,6 +161,14 @@ fn member(dir: &Path, name: &str, len: u64, sb: &Superblock) -> (std::path::Path
         let at = (at as i64 + i64::from(offset) * SECTOR as i64) as usize;
         image[at..at + bitmap.len()].copy_from_slice(&bitmap);
     }
+    if let Some(entries) = sb.bad_blocks {
+        // md.c super_1_sync: sector << 10 | count per entry, the rest all ones.
+        let log = &mut image[at + BAD_BLOCK_LOG.0 as usize * 512..][..usize::from(BAD_BLOCK_LOG.1) * 512];
+        log.fill(0xff);
+        for (entry, (sector, count)) in log.chunks_exact_mut(8).zip(entries) {
+            entry.copy_from_slice(&(sector << 10 | count).to_le_bytes());
+        }
+    }
     std::fs::write(&path, &image).unwrap();
     (path, image, data)
 }
@@ -117,8 +178,9 @@ fn info_volume(source: &Path) -> Value {
     json["volume"].clone()
 }
 
-/// Acceptance 3: RAID1 members with metadata 1.2 (with a write-intent bitmap) and 1.0 (at the
-/// end): the data area's ext4 is elided exactly as partclone says, everything else is copied.
+/// Acceptance 3: RAID1 members with metadata 1.2 (with a write-intent bitmap and an empty
+/// bad-block log) and 1.0 (at the end): the data area's ext4 is elided exactly as partclone says,
+/// everything else is copied.
 #[test]
 fn root_raid1_members_elide_their_inner_ext4_exactly() {
     if !is_root() || !have_tool("mdadm") || !have_tool("partclone.extfs") || !have_tool("debugfs") {
@@ -139,6 +201,7 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
                 data_offset: 2048,
                 data_size: sectors - 4096,
                 bitmap_offset: Some(8),
+                bad_blocks: Some(&[]),
             },
             "1.2",
         ),
@@ -151,6 +214,7 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
                 data_offset: 0,
                 data_size: v1_0_at - 128,
                 bitmap_offset: None,
+                bad_blocks: None,
             },
             "1.0",
         ),
@@ -180,6 +244,37 @@ fn root_raid1_members_elide_their_inner_ext4_exactly() {
     }
 }
 
+/// A 16 MiB member of a `level` array of `raid_disks` (metadata 1.2, data from sector 2048) with
+/// `bad_blocks`, accepted by `mdadm --examine`: `part` copies it raw and its warning and `info`'s
+/// reason say `reason`. Returns the member and mdadm's report.
+fn copied_raw(
+    dir: &Path,
+    name: &str,
+    (level, raid_disks): (u32, u32),
+    bad_blocks: Option<&'static [(u64, u64)]>,
+    reason: &str,
+) -> (std::path::PathBuf, String) {
+    let len = 16 * MIB;
+    let sb = Superblock {
+        level,
+        raid_disks,
+        super_offset: 8,
+        data_offset: 2048,
+        data_size: len / SECTOR - 4096,
+        bitmap_offset: None,
+        bad_blocks,
+    };
+    let (path, image, _) = member(dir, name, len, &sb);
+    let report = mdadm_examine(&path, false);
+    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join(format!("{name}-out.img")));
+    assert!(stderr.contains(reason) && stderr.contains("copying it raw"), "{stderr}");
+    assert_same_bytes(&format!("{name} member copied raw"), &output, &image);
+    let volume = info_volume(&path);
+    assert_eq!(volume["status"], "raw", "{volume}");
+    assert!(volume["reason"].as_str().unwrap().contains(reason), "{volume}");
+    (path, report)
+}
+
 /// Acceptance 3: a RAID5 member holds a third of the data, striped: named, copied raw.
 #[test]
 fn raid5_member_is_named_and_copied_raw() {
@@ -187,23 +282,22 @@ fn raid5_member_is_named_and_copied_raw() {
         return;
     }
     let dir = scratch();
-    let dir = dir.path();
-    let len = 16 * MIB;
-    let sb = Superblock {
-        level: 5,
-        raid_disks: 3,
-        super_offset: 8,
-        data_offset: 2048,
-        data_size: len / SECTOR - 4096,
-        bitmap_offset: None,
-    };
-    let (path, image, _) = member(dir, "raid5", len, &sb);
-    let report = mdadm_examine(&path, false);
+    let (_, report) = copied_raw(dir.path(), "raid5", (5, 3), None, "md raid5 member: only RAID1 members");
     assert!(report.contains("Raid Level : raid5"), "{report}");
-    let (output, stderr) = stream_to_file(&["part"], &path, &dir.join("raid5-out.img"));
-    assert!(stderr.contains("md raid5 member") && stderr.contains("copying it raw"), "{stderr}");
-    assert_same_bytes("raid5 member copied raw", &output, &image);
-    let volume = info_volume(&path);
-    assert_eq!(volume["status"], "raw");
-    assert!(volume["reason"].as_str().unwrap().contains("only RAID1 members"), "{volume}");
+}
+
+/// A RAID1 member whose bad-block log records bad sectors does not hold them: the kernel reads
+/// them from another member, and what this one holds there (maybe the filesystem's bitmap) is
+/// not the array's. Its data area cannot be read as the array: named, copied raw.
+#[test]
+fn a_raid1_member_with_bad_blocks_recorded_is_copied_raw() {
+    if !have_tool("mdadm") || !have_tool("debugfs") {
+        return;
+    }
+    let dir = scratch();
+    let (path, report) =
+        copied_raw(dir.path(), "bad-blocks", (1, 2), Some(&[(2048 + 40, 8)]), "1 bad block(s) recorded");
+    assert!(report.contains("bad blocks present"), "{report}");
+    let listed = run_ok(Command::new("mdadm").arg("--examine-badblocks").arg(&path)).stdout;
+    assert!(String::from_utf8_lossy(&listed).contains("2088 for 8 sectors"), "{}", String::from_utf8_lossy(&listed));
 }

@@ -309,6 +309,57 @@ fn root_restore_disk_clears_a_stale_backup_gpt_header_on_a_larger_device() {
     assert!(restored[last - 512..last].iter().all(|&b| b == 0xAB), "more than the last sector was cleared");
 }
 
+/// A disk restored onto a larger device that was an md member (metadata 1.0 and 0.90, which md
+/// finds from the device's end): the stale superblocks past the restored disk are wiped, else
+/// md would assemble the old array over the restored disk. mdadm --examine is the judge.
+#[test]
+fn root_restore_disk_clears_stale_md_superblocks_at_the_end_of_a_larger_device() {
+    if !is_root() || !have_tool("losetup") || !have_tool("mdadm") {
+        return;
+    }
+    let Some((dir, borg, disk)) = backed_up("disk-mbr", &["m"]) else { return };
+    let size = std::fs::metadata(&disk).unwrap().len();
+    let backing = dir.path().join("device.img");
+    let len = size + (16 << 20);
+    let mut old = vec![0xABu8; len as usize];
+    let sectors = len / 512;
+    let v1_0 = (sectors - 16) & !7;
+    let v0_90 = (len & !0xFFFF) - 0x10000;
+    let mut superblocks = Vec::new();
+    for (version, at, bytes) in [
+        ("0.90", v0_90, crate::md::superblock_0_90(v0_90 / 1024)),
+        ("1.0", v1_0 * 512, crate::md::member_1_0_superblock(v1_0)),
+    ] {
+        old[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        let backing_alone = dir.path().join(format!("alone-{version}.img"));
+        let mut alone = vec![0u8; len as usize];
+        alone[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        std::fs::write(&backing_alone, &alone).unwrap();
+        let examined = run_ok(Command::new("mdadm").arg("--examine").arg(&backing_alone)).stdout;
+        assert!(
+            String::from_utf8_lossy(&examined).contains(&format!("Version : {version}")),
+            "mdadm sees the {version} superblock"
+        );
+        superblocks.push(at);
+    }
+    std::fs::write(&backing, &old).unwrap();
+    let device = LoopDevice::attach(&backing, &[]);
+    let output = run_ok(borg.imgstream(&["restore-disk", "--name", "m"]).arg(device.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("stale md superblock").count(), 2, "{stderr}");
+    // mdadm --examine reports the MBR then (exit 0), but no md superblock.
+    let examined = Command::new("mdadm").arg("--examine").arg(device.path()).output().unwrap();
+    let report = String::from_utf8_lossy(&examined.stdout);
+    assert!(!report.contains("a92b4efc") && !report.contains("Raid Level"), "mdadm still finds a superblock: {report}");
+    drop(device);
+    let restored = std::fs::read(&backing).unwrap();
+    for at in superblocks {
+        let at = at as usize;
+        assert!(restored[at..at + 512].iter().all(|&b| b == 0), "superblock at {at} still there");
+        assert!(restored[at - 512..at].iter().all(|&b| b == 0xAB), "more than the superblock's sector was cleared");
+    }
+}
+
 /// A directory target is named as one; a disk without a partition table is described in words.
 #[test]
 fn restore_disk_refuses_a_directory_and_describes_a_disk_without_a_table() {

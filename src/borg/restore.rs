@@ -290,7 +290,8 @@ fn write_disk(
 }
 
 /// The target is larger than the disk: a GPT's backup moves to the new end; any other disk
-/// must not leave a stale GPT backup header from the target's earlier life in its last sector.
+/// must not leave a stale GPT backup header from the target's earlier life in its last sector,
+/// and no disk a stale md superblock (0.90, 1.0) where md looks for one, near the end.
 fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failure> {
     let mut file: &fs::File = target.file();
     if disk.table == TableKind::Gpt {
@@ -307,6 +308,16 @@ fn fit_table_to_larger_target(target: &Target, disk: &Disk) -> Result<(), Failur
     {
         note(&format!(
             "the target's last sector (LBA {lba}, outside the restored disk) held a stale GPT backup header: zeroed"
+        ));
+    }
+    // md finds 0.90 and 1.0 superblocks from the device's end, past the restored disk.
+    let written = Source::open(target.path())?;
+    let failed = |e: io::Error| Failure::new(format!("{}: {e}", target.path().display()));
+    for at in imgstream_md::superblocks_at_end(&written, disk.size).map_err(failed)? {
+        let sector = vec![0u8; disk.sector_size as usize];
+        std::os::unix::fs::FileExt::write_all_at(file, &sector, at).map_err(failed)?;
+        note(&format!(
+            "the target held a stale md superblock at byte {at} (outside the restored disk, where md looks for one): its first sector zeroed"
         ));
     }
     Ok(())

@@ -8,8 +8,10 @@
 //!   (snapshot origin or COW store, thin pool, raid image, cache origin...), and no other LV
 //!   uses any of its extents in any version. Every other LV is copied raw, with the reason.
 //!
-//! A VG whose metadata versions disagree on the extent size or a PV's first extent, or whose
-//! extents do not fit in their PV, makes its PVs raw, with the reason.
+//! A VG whose metadata versions disagree on the extent size or a PV's first extent, whose
+//! extents do not fit in their PV, or that lvm itself refuses (a segment naming a volume the VG
+//! lacks or its own LV, one extent mapped twice in one version), makes its PVs raw, with the
+//! reason.
 
 use crate::PhysicalVolume;
 use crate::config;
@@ -313,6 +315,8 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
         }
     }
     let mut result = Vec::new();
+    // The extents striped segments map in this version, per member: each at most once.
+    let mut mapped_in_version: BTreeMap<usize, RangeSet> = BTreeMap::new();
     for lv in &vg.lvs {
         let mut version = LvVersion {
             kind: kind(lv),
@@ -332,6 +336,14 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
             let mut columns = Vec::new();
             for (name, first) in &segment.areas {
                 let Some(pv) = vg.pvs.iter().find(|pv| &pv.name == name) else {
+                    // lvm refuses such a VG ("Couldn't find volume"): the extents this area held
+                    // would otherwise count as free.
+                    if name == &lv.name || !vg.lvs.iter().any(|other| &other.name == name) {
+                        return Err(fail(format!(
+                            "LV {}, segment at extent {}: {name:?} is neither a PV nor another LV of the VG",
+                            lv.name, segment.start_extent
+                        )));
+                    }
                     if striped {
                         version.raw.get_or_insert(format!("is stacked on LV {name} (a pvmove in progress?)"));
                     }
@@ -356,6 +368,20 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
                         // A member's extents were checked to fit in it, so this cannot overflow.
                         let range: Range<u64> = pv.pe_start + first * extent..pv.pe_start + past.unwrap_or(0) * extent;
                         columns.push(placed.get(index).map_or(0, |p| p.offset) + range.start);
+                        // lvm refuses such a VG ("PV segments corrupted"): a block of the extent
+                        // free at one LV offset would be zeroed though used at the other, and
+                        // extents an LV no longer maps after such an edit would count as free.
+                        let mapped = mapped_in_version.entry(index).or_default();
+                        if striped && mapped.covered_in(range.clone()) > 0 {
+                            return Err(fail(format!(
+                                "LV {}: extents {first}..{} of PV {name} are mapped twice in this version",
+                                lv.name,
+                                past.unwrap_or(0)
+                            )));
+                        }
+                        if striped {
+                            mapped.insert(range.clone());
+                        }
                         version.extents.entry(index).or_default().insert(range);
                     }
                     None => {

@@ -128,6 +128,12 @@ fn logical_volume(name: &str, lv: &Section, what: &str) -> Result<LvEntry, Probl
         _ => Vec::new(),
     };
     let segment_count = number(lv, "segment_count", what)?;
+    // lvm reads every non-empty section of an LV as a segment, and refuses the VG when they do
+    // not number `segment_count`: a segment left unread would leave its extents looking free.
+    let sections = lv.sections().filter(|(_, section)| !section.entries.is_empty()).count();
+    if sections as u64 != segment_count {
+        return Err(format!("{what}: segment_count {segment_count}, but {sections} segment sections"));
+    }
     let mut segments = Vec::new();
     let mut next_extent = 0u64;
     for index in 1..=segment_count {

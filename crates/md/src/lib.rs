@@ -6,7 +6,8 @@
 //! give the data area as `data_offset`/`data_size` in sectors. Everything outside the data area
 //! (superblock, write-intent bitmap, bad-block log, padding) is always copied; the `fs` crate
 //! analyses the data area as a volume. A member of any other level, a spare, a faulty member,
-//! one being rebuilt or reshaped is named and copied raw.
+//! one being rebuilt or reshaped, one whose bad-block log records bad blocks is named and copied
+//! raw.
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +15,7 @@
 pub use imgstream_volume::ParseError as Error;
 
 use imgstream_blockio::ReadAt;
-use imgstream_volume::fields::{array, le16, le32, le64};
+use imgstream_volume::fields::{array, le16, le32, le64, u8_at};
 use imgstream_volume::read_at;
 use std::io;
 use std::ops::Range;
@@ -32,6 +33,8 @@ const FEATURE_BAD_BLOCKS: u32 = 8;
 /// The write-intent bitmap's superblock: "bitm", 256 bytes, then one bit per chunk.
 const BITMAP_MAGIC: u32 = 0x6d74_6962;
 const BITMAP_HEADER_LEN: u64 = 256;
+/// The most of a bad-block log the kernel reads (one page): a longer one makes it refuse the member.
+const BAD_BLOCK_LOG_MAX: u64 = 4096;
 
 /// What a member's superblock says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +91,27 @@ fn find(volume: &dyn ReadAt) -> io::Result<Option<(&'static str, u64, Vec<u8>)>>
 /// Cheap check: an md superblock magic where one of the four versions puts it.
 pub fn detect(volume: &dyn ReadAt) -> io::Result<bool> {
     Ok(find(volume)?.is_some())
+}
+
+/// Superblocks of versions 0.90 and 1.0, which md looks for relative to a device's end, that
+/// lie wholly at or after byte `from` of `device`: where a disk of `from` bytes was restored onto
+/// a larger device, such a superblock is left from the device's earlier life, and would make md
+/// assemble that old array over the restored disk. Returns each one's byte offset.
+pub fn superblocks_at_end(device: &dyn ReadAt, from: u64) -> io::Result<Vec<u64>> {
+    let mut found = Vec::new();
+    for (version, at) in locations(device.size()) {
+        let Some(at) = at.filter(|at| *at >= from && at + SUPERBLOCK_LEN as u64 <= device.size()) else { continue };
+        if version != "0.90" && version != "1.0" {
+            continue;
+        }
+        let mut head = [0u8; 8];
+        device.read_exact_at(&mut head, at)?;
+        let major = if version == "0.90" { 0 } else { 1 };
+        if le32(&head, 0) == MAGIC && le32(&head, 4) == major {
+            found.push(at);
+        }
+    }
+    Ok(found)
 }
 
 /// The sum that md's checksums use: little-endian u32 words (a trailing u16 too) with the
@@ -192,16 +216,23 @@ fn version_1(volume: &dyn ReadAt, version: &'static str, at: u64, bytes: &[u8]) 
             return Err(corrupt(96, format!("write-intent bitmap at bytes {bitmap:?} overlaps the data area")));
         }
     }
+    let mut bad_blocks = None;
     if features & FEATURE_BAD_BLOCKS != 0 {
         let start = relative(188).ok_or_else(|| corrupt(188, "bad-block log before the start of the member".into()))?;
         let log = start..start + u64::from(le16(bytes, 186)) * SECTOR;
+        if log.end > volume.size() {
+            return Err(corrupt(188, format!("bad-block log at bytes {log:?} past the end of the member")));
+        }
         if overlapping(&log) {
             return Err(corrupt(188, format!("bad-block log at bytes {log:?} overlaps the data area")));
         }
+        bad_blocks = bad_block_log(volume, &log, u32::from(u8_at(bytes, 185)))?;
     }
     let name = array::<32>(bytes, 32);
     let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
-    let role = le16(bytes, 256 + 2 * le32(bytes, 160) as usize);
+    // A device number past the role table makes the member a spare, as the kernel has it.
+    let dev_number = le32(bytes, 160);
+    let role = if dev_number < max_dev as u32 { le16(bytes, 256 + 2 * dev_number as usize) } else { 0xffff };
     let raw_reason = if features & FEATURE_RESHAPE != 0 {
         Some("the array is being reshaped".to_owned())
     } else if features & FEATURE_RECOVERY != 0 {
@@ -209,7 +240,7 @@ fn version_1(volume: &dyn ReadAt, version: &'static str, at: u64, bytes: &[u8]) 
     } else if role >= 0xfffe {
         Some(format!("{} member: its data is not in sync", if role == 0xffff { "spare" } else { "faulty" }))
     } else {
-        None
+        bad_blocks
     };
     let mut member = Member {
         version,
@@ -232,10 +263,44 @@ fn check_level(member: &mut Member) {
     }
 }
 
+/// Why a member whose bad-block log is `log` (bytes) holds no whole copy of the array, if it
+/// does not: the kernel reads those sectors from another member, so what this one holds there,
+/// a bitmap or inode table of the filesystem included, is not the array's data.
+fn bad_block_log(volume: &dyn ReadAt, log: &Range<u64>, shift: u32) -> Result<Option<String>, Error> {
+    const STRUCTURE: &str = "md bad-block log";
+    let len = log.end - log.start;
+    if len > BAD_BLOCK_LOG_MAX {
+        // md.c super_1_load refuses such a member.
+        return Ok(Some(format!("bad-block log of {len} bytes at byte {}, more than the kernel reads", log.start)));
+    }
+    let mut entries = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    read_at(volume, || STRUCTURE, log.start, &mut entries)?;
+    // Each entry: the first sector of the member << 10 | the sector count (both in units of
+    // 2^shift sectors); all ones ends the list.
+    let recorded: Vec<u64> = entries
+        .chunks_exact(8)
+        .map(|entry| le64(entry, 0))
+        .take_while(|&entry| entry != u64::MAX)
+        .filter(|entry| entry & 0x3ff > 0)
+        .map(|entry| entry >> 10)
+        .collect();
+    Ok(recorded.first().map(|first| {
+        format!(
+            "{} bad block(s) recorded in its bad-block log at byte {} (the first at sector {} of the member): the array reads them from another member",
+            recorded.len(),
+            log.start,
+            first.checked_shl(shift).unwrap_or(u64::MAX)
+        )
+    }))
+}
+
 /// The bytes of the write-intent bitmap whose superblock is at `at`.
 fn bitmap_range(volume: &dyn ReadAt, at: u64) -> Result<Range<u64>, Error> {
     const STRUCTURE: &str = "md write-intent bitmap";
     let mut header = [0u8; BITMAP_HEADER_LEN as usize];
+    if at.saturating_add(BITMAP_HEADER_LEN) > volume.size() {
+        return Err(Error::corrupt(STRUCTURE, at, "past the end of the member"));
+    }
     read_at(volume, || STRUCTURE, at, &mut header)?;
     if le32(&header, 0) != BITMAP_MAGIC {
         return Err(Error::corrupt(STRUCTURE, at, "no \"bitm\" magic"));

@@ -81,3 +81,67 @@ fn a_version_0_90_member_keeps_its_data_from_byte_0() {
     assert_eq!(member.superblock, at..at + 4096);
     assert!(!detect(&vec![0u8; 4 * MIB as usize]).unwrap());
 }
+
+/// Sets the 1.x superblock field at `field` of the member's superblock at `at`, checksum kept right.
+fn set_field(image: &mut [u8], at: usize, field: usize, value: &[u8]) {
+    let sb = &mut image[at..at + 512];
+    put(sb, field, value);
+    let sum = word_sum(&sb[..260], 216);
+    put(sb, 216, &sum.to_le_bytes());
+}
+
+#[test]
+fn a_device_number_past_the_role_table_is_a_spare_as_the_kernel_reads_it() {
+    let mut image = member_1(4096, 1, 0, 0);
+    // max_dev is 2; device 5's role would be read from past the table (zeros: "active 0").
+    set_field(&mut image, 4096, 160, &5u32.to_le_bytes());
+    let member = read_member(&image).unwrap();
+    assert_eq!(member.raw_reason.as_deref(), Some("spare member: its data is not in sync"));
+}
+
+#[test]
+fn a_bad_block_log_the_kernel_would_not_read_makes_the_member_raw() {
+    let mut image = member_1(4096, 1, 0, FEATURE_BAD_BLOCKS);
+    // 16 sectors at 8 sectors after the superblock: more than the page md.c reads.
+    set_field(&mut image, 4096, 186, &16u16.to_le_bytes());
+    set_field(&mut image, 4096, 188, &8u32.to_le_bytes());
+    let reason = read_member(&image).unwrap().raw_reason.unwrap();
+    assert_eq!(reason, "bad-block log of 8192 bytes at byte 8192, more than the kernel reads");
+    // 8 sectors, all ones but one entry of 0 sectors: no bad block.
+    set_field(&mut image, 4096, 186, &8u16.to_le_bytes());
+    image[8192..12288].fill(0xff);
+    image[8192..8200].copy_from_slice(&(77u64 << 10).to_le_bytes());
+    assert_eq!(read_member(&image).unwrap().raw_reason, None);
+}
+
+#[test]
+fn superblocks_at_the_end_are_found_only_past_the_given_byte() {
+    let mut image = vec![0u8; 4 * MIB as usize];
+    let (v1_0, v0_90) = ((4 * MIB / SECTOR - 16) * SECTOR, 4 * MIB - 0x10000);
+    for (at, major) in [(v1_0, 1u32), (v0_90, 0)] {
+        put(&mut image[at as usize..], 0, &MAGIC.to_le_bytes());
+        put(&mut image[at as usize..], 4, &major.to_le_bytes());
+    }
+    assert_eq!(superblocks_at_end(&image, 3 * MIB).unwrap(), vec![v1_0, v0_90]);
+    assert_eq!(superblocks_at_end(&image, v0_90 + 1).unwrap(), vec![v1_0]);
+    // A 1.2 superblock near the start is the restored disk's own business.
+    put(&mut image, 4096, &MAGIC.to_le_bytes());
+    put(&mut image, 4100, &1u32.to_le_bytes());
+    assert_eq!(superblocks_at_end(&image, 0).unwrap(), vec![v1_0, v0_90]);
+}
+
+#[test]
+fn a_bitmap_or_bad_block_log_past_the_end_is_corrupt_not_a_read_error() {
+    use imgstream_volume::{Classify, ErrorClass};
+    let mut image = member_1(4096, 1, 0, FEATURE_BITMAP);
+    set_field(&mut image, 4096, 96, &(8 * 1024u32).to_le_bytes()); // 4 MiB after the superblock
+    let error = read_member(&image).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Corrupt, "{error}");
+    assert!(error.to_string().contains("past the end of the member"), "{error}");
+    let mut image = member_1(4096, 1, 0, FEATURE_BAD_BLOCKS);
+    set_field(&mut image, 4096, 186, &8u16.to_le_bytes());
+    set_field(&mut image, 4096, 188, &(8 * 1024u32 - 12).to_le_bytes());
+    let error = read_member(&image).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Corrupt, "{error}");
+    assert!(error.to_string().starts_with("md superblock 1.2 at byte 4284: bad-block log"), "{error}");
+}
