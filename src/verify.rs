@@ -50,6 +50,14 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
         for warning in &volume.warnings {
             warn(warning);
         }
+        if !args.policy.common.raw {
+            crate::part::suggest_disk(
+                &volume,
+                &opened,
+                &args.source,
+                "`imgstream verify --disk` checks a `disk` stream of it",
+            );
+        }
         let map = volume.map_ranges();
         (volume.used, map)
     };
