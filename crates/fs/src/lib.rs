@@ -259,7 +259,9 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
     };
     if depth < MAX_DEPTH {
         // md first: a 1.0 member holding a PV shows the PV's label at its start too.
-        let manager = imgstream_md::detect(volume).and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)));
+        let manager = imgstream_md::detect(volume)
+            .and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)))
+            .map_err(|e| io::Error::new(e.kind(), format!("looking for an md superblock or an LVM2 label: {e}")));
         match manager {
             Err(error) if policy.rescue => return Ok(unreadable(&error)),
             Err(error) => return Err(error.into()),
@@ -290,7 +292,7 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
-                ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
+                ErrorClass::Io if policy.rescue => Ok(Volume { recognised_as: Some(filesystem), ..unreadable(&error) }),
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => {
