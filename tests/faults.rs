@@ -131,7 +131,7 @@ fn an_unreadable_used_sector_fails_part_and_disk_with_one_line_and_a_free_one_is
     drop(faulty);
 
     // The first page, read before any filesystem is recognised: the line names what was read.
-    let Some(faulty) = FaultySource::new(&image, &[0..PAGE as u64]) else { return };
+    let Some(faulty) = FaultySource::new(&image, std::slice::from_ref(&(0..PAGE as u64))) else { return };
     let stderr = run_fails(imgstream().arg("part").arg(faulty.path()).stdout(Stdio::null()), 1);
     assert_one_error_line(&stderr, &["Input/output error", "at byte 0", "md superblock or an LVM2 label"]);
     drop(faulty);
