@@ -230,6 +230,26 @@ fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_ma
     let Some(faulty) = FaultySource::new(&disk, std::slice::from_ref(&bad)) else { return };
     let output = run_ok(imgstream().args(["disk", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()));
     assert_same_bytes("rescued disk", &output.stdout, &zeroed(&clean, &[bad]));
+    drop(faulty);
+
+    // The first page of partition 3 (its superblock, where md and LVM2 labels are looked for
+    // too): that partition alone is copied raw, every other one is elided as usual; without
+    // --rescue, one line names the partition and what was read.
+    let third = crate::disk::sfdisk(&disk).partitions.iter().find(|p| p.0 == 3).expect("a partition 3").1.clone();
+    let bad = third.start..third.start + PAGE as u64;
+    let Some(faulty) = FaultySource::new(&disk, std::slice::from_ref(&bad)) else { return };
+    let output = run_ok(
+        imgstream().args(["disk", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()).stderr(Stdio::piped()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("partition 3") && stderr.contains("its metadata cannot be read"), "{stderr}");
+    let mut expected = clean.clone();
+    let span = third.start as usize..third.end as usize;
+    expected[span.clone()].copy_from_slice(&disk_bytes[span]);
+    assert_same_bytes("rescued disk, partition 3 raw", &output.stdout, &zeroed(&expected, &[bad]));
+    let stderr = run_fails(imgstream().arg("disk").arg(faulty.path()).stdout(Stdio::null()), 1);
+    assert_one_error_line(&stderr, &["partition 3", "md superblock or an LVM2 label", "Input/output error"]);
+    drop(faulty);
 
     // The map is not optional: without it the zeros would be unaccounted for.
     run_fails(imgstream().args(["part", "--rescue"]).arg(&image), 2);
