@@ -94,3 +94,18 @@ fn verify_of_a_partitioned_disk_without_disk_points_to_disk() {
     let (code, stderr) = verify(&["--disk"], &source, &stream);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// A stream that cannot be read (stdin a directory: EISDIR, as an I/O error of a file on a
+/// network filesystem would be) fails with one line that says reading stdin failed: verify
+/// writes nothing.
+#[test]
+fn verify_names_a_failed_read_of_the_stream() {
+    let dir = scratch();
+    let source = fixture("ext-ext4", dir.path());
+    let output =
+        imgstream().arg("verify").arg(&source).stdin(std::fs::File::open(dir.path()).unwrap()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("stdin: reading the stream failed at byte 0") && !stderr.contains("write"), "{stderr}");
+}
