@@ -268,10 +268,9 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
-    let unreadable = |error: &dyn fmt::Display| unreadable(size, error);
     if depth < MAX_DEPTH {
         match volume_manager(volume) {
-            Err(error) if policy.rescue => return Ok(unreadable(&error)),
+            Err(error) if policy.rescue => return Ok(unreadable(size, &error)),
             Err(error) => return Err(error.into()),
             Ok((true, _)) => return container::md_member(volume, policy, depth),
             Ok((_, true)) => {
@@ -284,7 +283,7 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         }
     }
     let recognised = match recognise(volume, policy) {
-        Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        Err(error) if policy.rescue => return Ok(unreadable(size, &error)),
         recognised => recognised?,
     };
     let Some((filesystem, parsed)) = recognised else {
@@ -300,7 +299,9 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
-                ErrorClass::Io if policy.rescue => Ok(Volume { recognised_as: Some(filesystem), ..unreadable(&error) }),
+                ErrorClass::Io if policy.rescue => {
+                    Ok(Volume { recognised_as: Some(filesystem), ..unreadable(size, &error) })
+                }
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => {
