@@ -21,8 +21,13 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     for warning in &volume.warnings {
         warn(warning);
     }
-    if !args.policy.raw && volume.allocation.is_none() && volume.recognised_as.is_none() {
-        suggest_disk(&source, &args.source);
+    if !args.policy.raw {
+        suggest_disk(
+            &volume,
+            &source,
+            &args.source,
+            "`imgstream disk` elides the free space of each (`--partition N` streams one)",
+        );
     }
     let mut output = Output::open(args.output.output.as_deref(), &source, volume.size)?;
     let change = ChangeCheck::start(&source, volume.map_ranges())?;
@@ -40,13 +45,18 @@ pub(crate) fn run(args: &PartArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A source with no filesystem that holds a partition table: `part` copies it raw, where
-/// `disk` would elide each partition's free space.
-fn suggest_disk(source: &Source, path: &Path) {
+/// A source with no filesystem that holds a partition table: `part` copies it raw (and `verify`
+/// checks it so) where `disk` would elide each partition's free space; `advice` says what to
+/// run instead. Without a table (an unknown volume, or a filesystem whose metadata cannot be
+/// read), `disk` would do just the same: nothing is said.
+pub(crate) fn suggest_disk(volume: &Volume, source: &Source, path: &Path, advice: &str) {
+    if volume.allocation.is_some() || volume.recognised_as.is_some() {
+        return;
+    }
     if let Ok(layout) = imgstream_ptable::read_layout(source, crate::disk::sector_size_hint(source)) {
-        if !layout.partitions.is_empty() {
+        if layout.table != imgstream_ptable::TableKind::None && !layout.partitions.is_empty() {
             warn(&format!(
-                "{} is a {} with {} partition(s): `imgstream disk` elides the free space of each (`--partition N` streams one)",
+                "{} is a {} with {} partition(s): {advice}",
                 path.display(),
                 layout.table.disk_words(),
                 layout.partitions.len()

@@ -42,6 +42,14 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
         for warning in &volume.warnings {
             warn(warning);
         }
+        if !args.policy.common.raw {
+            crate::part::suggest_disk(
+                &volume,
+                &opened,
+                &args.source,
+                "`imgstream verify --disk` checks a `disk` stream of it",
+            );
+        }
         let map = volume.map_ranges();
         (volume.used, map)
     };
@@ -50,7 +58,13 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let progress = progress::reporter(args.engine.progress, Some(source.size()));
     let stats = imgstream_stream::stream(source, &used, &mut compare, args.engine.options(), progress.as_ref());
     drop(progress);
-    let stats = stats.map_err(|e| crate::output::stream_failure(&args.source, "stdin", e))?;
+    let stats = stats.map_err(|e| match e {
+        // The sink reads: its failures are reads of the stream, not writes.
+        imgstream_stream::Error::Write { written, source } => {
+            Failure::new(format!("stdin: reading the stream failed at byte {written}: {source}"))
+        }
+        e => crate::output::stream_failure(&args.source, "stdin", e),
+    })?;
     change.finish(source, &args.source)?;
     if compare.places == 0 {
         note(&format!(

@@ -130,6 +130,12 @@ fn an_unreadable_used_sector_fails_part_and_disk_with_one_line_and_a_free_one_is
     assert_one_error_line(&stderr, &["Input/output error", "at byte"]);
     drop(faulty);
 
+    // The first page, read before any filesystem is recognised: the line names what was read.
+    let Some(faulty) = FaultySource::new(&image, std::slice::from_ref(&(0..PAGE as u64))) else { return };
+    let stderr = run_fails(imgstream().arg("part").arg(faulty.path()).stdout(Stdio::null()), 1);
+    assert_one_error_line(&stderr, &["Input/output error", "at byte 0", "md superblock or an LVM2 label"]);
+    drop(faulty);
+
     // Bad sectors only where the filesystem is free: never read, so the image is complete.
     let Some(faulty) = FaultySource::new(&image, &elided[..3]) else { return };
     let output = run_ok(imgstream().arg("part").arg(faulty.path()));
@@ -149,7 +155,7 @@ fn an_unreadable_used_sector_fails_part_and_disk_with_one_line_and_a_free_one_is
 /// bad sectors, and the summary.
 #[test]
 fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_map() {
-    if !have_tool("ddrescuelog") {
+    if !have_tool("ddrescuelog") || !have_tool("dumpe2fs") {
         return;
     }
     let dir = scratch();
@@ -193,6 +199,28 @@ fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_ma
     assert_same_bytes("rescued raw image", &output.stdout, &zeroed(&source, std::slice::from_ref(&superblock_page)));
     drop(faulty);
 
+    // Unreadable metadata of a filesystem that was recognised (a block bitmap, 4 KiB blocks): it
+    // is copied raw as ext, not as an unknown volume, and `disk` (which would do the same
+    // without a partition table) is not suggested.
+    let dump = run_ok(Command::new("dumpe2fs").arg(&image)).stdout;
+    let bitmap_block: u64 = String::from_utf8_lossy(&dump)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Block bitmap at ")?.split_whitespace().next()?.parse().ok())
+        .expect("dumpe2fs names a block bitmap");
+    let bitmap_page = bitmap_block * PAGE as u64..(bitmap_block + 1) * PAGE as u64;
+    let Some(faulty) = FaultySource::new(&image, std::slice::from_ref(&bitmap_page)) else { return };
+    let output = run_ok(
+        imgstream().args(["part", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()).stderr(Stdio::piped()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("imgstream: ext: ") && stderr.contains("copied raw: its metadata cannot be read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("imgstream disk"), "{stderr}");
+    assert_same_bytes("rescued ext4 copied raw", &output.stdout, &zeroed(&source, &[bitmap_page]));
+    drop(faulty);
+
     // A whole disk: the bad page is zero, everything else as `disk` streams it.
     let disk = fixture("disk-gpt", dir.path());
     let disk_bytes = std::fs::read(&disk).unwrap();
@@ -202,6 +230,26 @@ fn rescue_images_a_dying_source_with_zeros_for_its_bad_sectors_and_a_ddrescue_ma
     let Some(faulty) = FaultySource::new(&disk, std::slice::from_ref(&bad)) else { return };
     let output = run_ok(imgstream().args(["disk", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()));
     assert_same_bytes("rescued disk", &output.stdout, &zeroed(&clean, &[bad]));
+    drop(faulty);
+
+    // The first page of partition 3 (its superblock, where md and LVM2 labels are looked for
+    // too): that partition alone is copied raw, every other one is elided as usual; without
+    // --rescue, one line names the partition and what was read.
+    let third = crate::disk::sfdisk(&disk).partitions.iter().find(|p| p.0 == 3).expect("a partition 3").1.clone();
+    let bad = third.start..third.start + PAGE as u64;
+    let Some(faulty) = FaultySource::new(&disk, std::slice::from_ref(&bad)) else { return };
+    let output = run_ok(
+        imgstream().args(["disk", "--rescue", "--rescue-map"]).arg(&map).arg(faulty.path()).stderr(Stdio::piped()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("partition 3") && stderr.contains("its metadata cannot be read"), "{stderr}");
+    let mut expected = clean.clone();
+    let span = third.start as usize..third.end as usize;
+    expected[span.clone()].copy_from_slice(&disk_bytes[span]);
+    assert_same_bytes("rescued disk, partition 3 raw", &output.stdout, &zeroed(&expected, &[bad]));
+    let stderr = run_fails(imgstream().arg("disk").arg(faulty.path()).stdout(Stdio::null()), 1);
+    assert_one_error_line(&stderr, &["partition 3", "md superblock or an LVM2 label", "Input/output error"]);
+    drop(faulty);
 
     // The map is not optional: without it the zeros would be unaccounted for.
     run_fails(imgstream().args(["part", "--rescue"]).arg(&image), 2);

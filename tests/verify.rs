@@ -78,3 +78,34 @@ fn verify_lists_at_most_ten_differences_and_counts_the_rest() {
     assert_eq!(stderr.lines().filter(|l| l.contains("difference: 1 byte(s) at byte")).count(), 10, "{stderr}");
     assert!(stderr.contains("difference: ... and 15 more") && stderr.contains("25 difference(s)"), "{stderr}");
 }
+
+/// A `disk` stream checked without `--disk` differs wherever `disk` elided (the source is read as
+/// one unknown volume); the failure must say that the source is a partitioned disk and that
+/// `--disk` checks such a stream, not leave the user to think the backup lost data.
+#[test]
+fn verify_of_a_partitioned_disk_without_disk_points_to_disk() {
+    let dir = scratch();
+    let source = fixture("disk-gpt", dir.path());
+    let stream = dir.path().join("disk.stream");
+    std::fs::write(&stream, imgstream_ok(&["disk", source.to_str().unwrap()])).unwrap();
+    let (code, stderr) = verify(&[], &source, &stream);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a GPT disk with 4 partition(s): `imgstream verify --disk`"), "{stderr}");
+    let (code, stderr) = verify(&["--disk"], &source, &stream);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// A stream that cannot be read (stdin a directory: EISDIR, as an I/O error of a file on a
+/// network filesystem would be) fails with one line that says reading stdin failed: verify
+/// writes nothing.
+#[test]
+fn verify_names_a_failed_read_of_the_stream() {
+    let dir = scratch();
+    let source = fixture("ext-ext4", dir.path());
+    let output =
+        imgstream().arg("verify").arg(&source).stdin(std::fs::File::open(dir.path()).unwrap()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("stdin: reading the stream failed at byte 0") && !stderr.contains("write"), "{stderr}");
+}

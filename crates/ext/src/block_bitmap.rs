@@ -49,15 +49,11 @@ pub(crate) fn read_bitmap_unverified(
 }
 
 fn verify_checksum(sb: &Superblock, group: u64, desc: &GroupDesc, bitmap: &[u8], offset: u64) -> Result<(), Error> {
-    let computed = crc32c_raw(sb.csum_seed, &[bitmap]);
-    let (lo, hi) = desc.block_bitmap_csum;
-    let matches = match hi {
-        Some(hi) => computed == u32::from(hi) << 16 | u32::from(lo),
-        None => computed & 0xFFFF == u32::from(lo),
-    };
-    if matches {
+    if checksum_matches(sb, desc, bitmap) {
         return Ok(());
     }
+    let computed = crc32c_raw(sb.csum_seed, &[bitmap]);
+    let (lo, hi) = desc.block_bitmap_csum;
     let stored = hi.map_or(u32::from(lo), |hi| u32::from(hi) << 16 | u32::from(lo));
     Err(Error::corrupt(
         format!("block bitmap of group {group}"),
@@ -67,6 +63,16 @@ fn verify_checksum(sb: &Superblock, group: u64, desc: &GroupDesc, bitmap: &[u8],
             desc.offset
         ),
     ))
+}
+
+/// Whether `bitmap` has the checksum that `desc` records for it (metadata_csum).
+pub(crate) fn checksum_matches(sb: &Superblock, desc: &GroupDesc, bitmap: &[u8]) -> bool {
+    let computed = crc32c_raw(sb.csum_seed, &[bitmap]);
+    let (lo, hi) = desc.block_bitmap_csum;
+    match hi {
+        Some(hi) => computed == u32::from(hi) << 16 | u32::from(lo),
+        None => computed & 0xFFFF == u32::from(lo),
+    }
 }
 
 /// Number of clear bits among the first `bits` of an LSB-first bitmap.

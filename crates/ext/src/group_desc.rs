@@ -148,7 +148,8 @@ pub(crate) fn desc_checksum(sb: &Superblock, group: u64, desc: &[u8]) -> Option<
     }
 }
 
-fn verify_checksum(sb: &Superblock, group: u64, desc: &[u8], offset: u64) -> Result<(), Error> {
+/// Fails unless descriptor `desc` of `group` (raw, at byte `offset`) has its own checksum right.
+pub(crate) fn verify_checksum(sb: &Superblock, group: u64, desc: &[u8], offset: u64) -> Result<(), Error> {
     let Some(computed) = desc_checksum(sb, group, desc) else {
         return Ok(());
     };

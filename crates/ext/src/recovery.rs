@@ -23,8 +23,11 @@
 //!
 //! A block bitmap whose checksum fails is expected here (the bitmap and the descriptor holding
 //! its checksum reach the disk at different times): its on-disk bits count with its logged
-//! copies, and if there is none the whole group is kept. Free counts may lag the bitmaps for
-//! the same reason and are not cross-checked.
+//! copies. If there is none, the bitmap was not changed in the log window, so it is the one the
+//! last checkpoint wrote; it counts alone if a logged copy of its descriptor (itself verified)
+//! holds its checksum (JBD2 logs a descriptor block again in every transaction that touches any
+//! of its groups, so its home copy lags), and otherwise the whole group is kept. Free counts may
+//! lag the bitmaps for the same reason and are not cross-checked.
 
 use crate::Error;
 use crate::block_bitmap;
@@ -45,6 +48,10 @@ pub(crate) struct Recovery {
     bitmap_copies: HashMap<u64, Vec<u8>>,
     /// For each group with logged descriptor copies: (block bitmap location, flags) of each.
     desc_versions: HashMap<u64, Vec<(u64, u16)>>,
+    /// For each group, its logged descriptor copies whose own checksum verifies: the block
+    /// bitmap checksums the kernel computed, which vouch for an on-disk bitmap that fails the
+    /// on-disk descriptor's.
+    logged_descs: HashMap<u64, Vec<GroupDesc>>,
     /// Blocks that fast-commit replay marks used.
     pub(crate) fast_commit_blocks: Vec<Range<u64>>,
     /// Where the journal is, in filesystem blocks (what decides the answer, with the bitmaps).
@@ -149,6 +156,9 @@ impl Recovery {
                 ));
             }
             self.desc_versions.entry(group).or_default().push((parsed.block_bitmap, parsed.flags));
+            if group_desc::verify_checksum(sb, group, desc, 0).is_ok() {
+                self.logged_descs.entry(group).or_default().push(parsed);
+            }
         }
         Ok(())
     }
@@ -177,9 +187,20 @@ impl Recovery {
             // An uninitialised group's on-disk bitmap has no checksum to match; it only adds bits.
             if !uninit_on_disk && copies.is_empty() {
                 if let Err(torn) = verified {
-                    warnings
-                        .push(format!("{torn}; the journal holds no copy of it, so the whole group {group} is kept"));
-                    return Ok(vec![0xFF; bitmap_bytes(sb)]);
+                    // Checkpointed after the last logged copy of its descriptor was written: the
+                    // kernel's own checksum of these bits is in the log.
+                    let vouched = self.logged_descs.get(&group).is_some_and(|logged| {
+                        logged.iter().any(|logged| {
+                            logged.block_bitmap == desc.block_bitmap
+                                && block_bitmap::checksum_matches(sb, logged, &bitmap)
+                        })
+                    });
+                    if !vouched {
+                        warnings.push(format!(
+                            "{torn}; the journal holds no copy of it, so the whole group {group} is kept"
+                        ));
+                        return Ok(vec![0xFF; bitmap_bytes(sb)]);
+                    }
                 }
             }
             bitmap

@@ -7,7 +7,7 @@
 //! volumes examined. Volumes that must be copied raw are named with the reason; [`Container`]
 //! keeps the tree for `imgstream info`.
 
-use crate::{Elision, Error, Policy, Volume, examine_at};
+use crate::{Elision, Error, Policy, Volume, examine_at, unreadable, volume_manager};
 use imgstream_blockio::{Mapped, ReadAt, Window};
 use imgstream_lvm::{LogicalVolume, Placed, SourceMap};
 use imgstream_volume::{Allocation, Classify, ErrorClass, RangeSet};
@@ -116,8 +116,13 @@ pub(crate) fn examine_parts(source: &dyn ReadAt, parts: &[Part], depth: usize) -
     for (index, (part, policy)) in parts.iter().enumerate() {
         let examined = (|| {
             let window = Window::new(source, part.start, part.end - part.start)?;
-            // md first: a 1.0 member holding a PV shows the PV's label at its start too.
-            if policy.raw || imgstream_md::detect(&window)? || !imgstream_lvm::detect(&window)? {
+            let pv = !policy.raw
+                && match volume_manager(&window) {
+                    Ok((md, lvm)) => !md && lvm,
+                    Err(error) if policy.rescue => return Ok(Some(unreadable(window.size(), &error))),
+                    Err(error) => return Err(error.into()),
+                };
+            if !pv {
                 return examine_at(&window, policy, depth).map(Some);
             }
             match imgstream_lvm::read_pv(&window) {

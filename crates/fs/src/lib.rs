@@ -248,20 +248,29 @@ pub fn examine_parts(source: &dyn ReadAt, parts: &[(std::ops::Range<u64>, Policy
     container::examine_parts(source, parts, 0)
 }
 
+/// Whether `volume` is an md member, and whether it is an LVM2 PV (md first: a 1.0 member
+/// holding a PV shows the PV's label at its start too); a read error names what was read.
+fn volume_manager(volume: &dyn ReadAt) -> io::Result<(bool, bool)> {
+    imgstream_md::detect(volume)
+        .and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)))
+        .map_err(|e| io::Error::new(e.kind(), format!("looking for an md superblock or an LVM2 label: {e}")))
+}
+
+/// A volume of `size` bytes copied raw under `--rescue` because reading its metadata failed
+/// with `error`.
+fn unreadable(size: u64, error: &dyn fmt::Display) -> Volume {
+    Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
+}
+
 /// [`examine`] of a volume found `depth` volume managers deep.
 fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volume, Error> {
     let size = volume.size();
     if policy.raw {
         return Ok(Volume::raw(size, None, "--raw was given".into(), false));
     }
-    let unreadable = |error: &dyn fmt::Display| {
-        Volume::raw(size, None, format!("its metadata cannot be read ({error}), so nothing is known free"), true)
-    };
     if depth < MAX_DEPTH {
-        // md first: a 1.0 member holding a PV shows the PV's label at its start too.
-        let manager = imgstream_md::detect(volume).and_then(|md| Ok((md, !md && imgstream_lvm::detect(volume)?)));
-        match manager {
-            Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        match volume_manager(volume) {
+            Err(error) if policy.rescue => return Ok(unreadable(size, &error)),
             Err(error) => return Err(error.into()),
             Ok((true, _)) => return container::md_member(volume, policy, depth),
             Ok((_, true)) => {
@@ -274,7 +283,7 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         }
     }
     let recognised = match recognise(volume, policy) {
-        Err(error) if policy.rescue => return Ok(unreadable(&error)),
+        Err(error) if policy.rescue => return Ok(unreadable(size, &error)),
         recognised => recognised?,
     };
     let Some((filesystem, parsed)) = recognised else {
@@ -290,7 +299,9 @@ fn examine_at(volume: &dyn ReadAt, policy: &Policy, depth: usize) -> Result<Volu
         Ok(allocation) => allocation,
         Err(error) => {
             return match error.class() {
-                ErrorClass::Io if policy.rescue => Ok(unreadable(&error)),
+                ErrorClass::Io if policy.rescue => {
+                    Ok(Volume { recognised_as: Some(filesystem), ..unreadable(size, &error) })
+                }
                 ErrorClass::Io => Err(Error::Io(io::Error::other(error.to_string()))),
                 ErrorClass::Corrupt => Err(Error::Corrupt { filesystem, message: error.to_string() }),
                 ErrorClass::Unsupported => {

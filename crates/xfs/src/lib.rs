@@ -158,7 +158,8 @@ fn hazards(sb: &Superblock, log_state: Option<&LogState>) -> Vec<String> {
     let mut reasons = Vec::new();
     match log_state {
         Some(LogState::Dirty(why)) => reasons.push(format!(
-            "XFS log is dirty ({why}): mount it (or run xfs_repair) first, or image a clean snapshot"
+            "XFS log is dirty ({why}): mount and unmount it (or run xfs_repair) first; a snapshot taken under \
+             fsfreeze (LVM, storage) has a dirty log too"
         )),
         Some(LogState::Clean | LogState::Empty) => {}
         None => reasons.push(
