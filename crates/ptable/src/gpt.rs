@@ -94,13 +94,13 @@ pub(crate) struct Gpt {
 type Damage = String;
 
 /// Reads and checks the header at `lba`; the inner `Err` says why it is damaged.
-fn read_header(disk: &dyn ReadAt, ss: u64, lba: u64) -> io::Result<Result<Header, Damage>> {
+fn read_header(disk: &dyn ReadAt, ss: u64, lba: u64) -> Result<Result<Header, Damage>, Error> {
     let disk_sectors = disk.size() / ss;
     if lba >= disk_sectors {
         return Ok(Err(format!("LBA {lba} lies past the end of the disk ({disk_sectors} sectors)")));
     }
     let mut raw = [0u8; HEADER_SIZE as usize];
-    disk.read_exact_at(&mut raw, lba * ss)?;
+    crate::read_at(disk, &format!("GPT header (LBA {lba})"), lba * ss, &mut raw)?;
     if &array::<8>(&raw, HDR_SIGNATURE) != SIGNATURE {
         return Ok(Err("no \"EFI PART\" signature".into()));
     }
@@ -168,11 +168,12 @@ fn read_header(disk: &dyn ReadAt, ss: u64, lba: u64) -> io::Result<Result<Header
 }
 
 /// Reads the entry array of a checked header and verifies its CRC; returns the used entries.
-fn read_entries(disk: &dyn ReadAt, ss: u64, header: &Header) -> io::Result<Result<Vec<RawEntry>, Damage>> {
+fn read_entries(disk: &dyn ReadAt, ss: u64, header: &Header) -> Result<Result<Vec<RawEntry>, Damage>, Error> {
     // Bounded: entry_count <= MAX_ENTRIES, so at most 2 MiB.
     let len = usize::try_from(u64::from(header.entry_count) * u64::from(ENTRY_SIZE)).unwrap_or(usize::MAX);
     let mut bytes = vec![0u8; len];
-    disk.read_exact_at(&mut bytes, header.entries_lba * ss)?;
+    let what = format!("GPT partition entry array of the header at LBA {}", header.my_lba);
+    crate::read_at(disk, &what, header.entries_lba * ss, &mut bytes)?;
     let computed = CRC32.checksum(&bytes);
     if computed != header.entries_crc {
         return Ok(Err(format!(
@@ -196,7 +197,7 @@ fn read_entries(disk: &dyn ReadAt, ss: u64, header: &Header) -> io::Result<Resul
 }
 
 /// A header and its array, both valid.
-fn read_copy(disk: &dyn ReadAt, ss: u64, lba: u64) -> io::Result<Result<(Header, Vec<RawEntry>), Damage>> {
+fn read_copy(disk: &dyn ReadAt, ss: u64, lba: u64) -> Result<Result<(Header, Vec<RawEntry>), Damage>, Error> {
     let header = match read_header(disk, ss, lba)? {
         Ok(header) => header,
         Err(damage) => return Ok(Err(damage)),

@@ -140,7 +140,17 @@ pub struct DiskLayout {
 /// Why a partition table cannot be used. Each message names the structure and its byte offset.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the disk failed.
+    /// Reading one of the table's structures failed.
+    #[error("reading the {structure} at byte {offset}: {source}")]
+    Read {
+        /// What was being read, e.g. "backup GPT header".
+        structure: String,
+        /// Byte offset of the read.
+        offset: u64,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Any other I/O on the disk failed (gptman's reads, rewriting a target's table).
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The table is inconsistent: bad checksums in both copies, partitions overlapping or past
@@ -157,6 +167,11 @@ pub(crate) fn corrupt(message: String) -> Error {
     Error::Corrupt(message)
 }
 
+/// Reads `buf.len()` bytes of `structure` at `offset`, naming it on failure.
+pub(crate) fn read_at(disk: &dyn ReadAt, structure: &str, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+    disk.read_exact_at(buf, offset).map_err(|source| Error::Read { structure: structure.to_owned(), offset, source })
+}
+
 /// How many bytes of the disk start we look at for filesystem signatures (ext's magic is at 1080).
 const HEAD_SIZE: u64 = 2048;
 
@@ -170,7 +185,7 @@ pub fn read_layout(disk: &dyn ReadAt, sector_size: Option<u32>) -> Result<DiskLa
     }
     let size = disk.size();
     let mut head = vec![0u8; usize::try_from(size.min(HEAD_SIZE)).unwrap_or(0)];
-    disk.read_exact_at(&mut head, 0)?;
+    read_at(disk, "disk's first sectors", 0, &mut head)?;
     // Less than one sector (of the size the device reports) cannot hold a table.
     let smallest = sector_size.map_or(mbr::RECORD_SIZE as u64, u64::from).max(mbr::RECORD_SIZE as u64);
     if size < smallest {

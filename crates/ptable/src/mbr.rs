@@ -109,7 +109,7 @@ pub(crate) struct Mbr {
 pub(crate) fn read(disk: &dyn ReadAt, sector_size: u32, disk_sectors: u64) -> Result<Mbr, Error> {
     let ss = u64::from(sector_size);
     let mut record = [0u8; RECORD_SIZE];
-    disk.read_exact_at(&mut record, 0)?;
+    crate::read_at(disk, "MBR", 0, &mut record)?;
     if !has_signature(&record) {
         return Err(corrupt(format!(
             "MBR at byte 0: signature 0x{:04X} is not 0x55AA",
@@ -192,7 +192,7 @@ fn walk_ebr_chain(disk: &dyn ReadAt, ss: u64, container: &Entry) -> Result<Vec<L
             return Err(corrupt(format!("EBR at byte {byte}: LBA {ebr_lba} does not fit in 32 bits")));
         }
         let mut record = [0u8; RECORD_SIZE];
-        disk.read_exact_at(&mut record, byte)?;
+        crate::read_at(disk, "EBR", byte, &mut record)?;
         if !has_signature(&record) {
             if relative == 0 {
                 // An empty extended partition need not hold an EBR (mbrman and Linux agree).

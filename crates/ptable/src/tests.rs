@@ -500,3 +500,42 @@ fn a_stale_backup_gpt_header_in_the_last_sector_is_zeroed_and_nothing_else() {
     assert_eq!(clear_stale_backup_header(&mut cursor, 512, 0).unwrap(), None);
     assert_eq!(cursor.into_inner(), disk);
 }
+
+/// A disk whose sectors in `bad` cannot be read.
+struct Unreadable {
+    disk: Vec<u8>,
+    bad: std::ops::Range<u64>,
+}
+
+impl ReadAt for Unreadable {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset < self.bad.end && self.bad.start < offset + buf.len() as u64 {
+            return Err(io::Error::other("Input/output error"));
+        }
+        self.disk.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.disk.len() as u64
+    }
+}
+
+#[test]
+fn a_failed_read_names_the_table_structure_and_its_byte() {
+    let failing = |disk: Vec<u8>, bad: std::ops::Range<u64>| {
+        read_layout(&Unreadable { disk, bad }, None).map(|_| ()).unwrap_err().to_string()
+    };
+    let backup = 4 * MIB - 512;
+    assert_eq!(
+        failing(gpt_disk(), backup..4 * MIB),
+        format!("reading the GPT header (LBA 8191) at byte {backup}: Input/output error")
+    );
+    assert_eq!(
+        failing(gpt_disk(), 8192..8704),
+        "reading the GPT partition entry array of the header at LBA 1 at byte 1024: Input/output error"
+    );
+    assert_eq!(failing(mbr_disk(), 0..512), "reading the disk's first sectors at byte 0: Input/output error");
+    assert_eq!(
+        failing(mbr_disk(), 4 * MIB..4 * MIB + 512),
+        format!("reading the EBR at byte {}: Input/output error", 4 * MIB)
+    );
+}
