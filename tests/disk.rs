@@ -540,6 +540,30 @@ fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
     }
 }
 
+/// A superfloppy (a USB stick without a partition table) whose boot sector is damaged is still
+/// that filesystem, not an empty MBR copied raw in silence: `disk` fails as `part` does, with the
+/// same one-line reason naming the field and its byte offset.
+#[test]
+fn a_partitionless_disk_with_a_damaged_boot_sector_fails_as_part_does() {
+    let dir = scratch();
+    // (fixture, byte, value, what the error names): a damaged NTFS OEM id, FAT32 reserved
+    // sectors 0, FAT16 sectors per cluster 3.
+    for (name, at, value, reason) in [
+        ("ntfs-c4096", 6, b'X', "damaged NTFS boot sector"),
+        ("fat-32", 14, 0, "boot sector at byte 14"),
+        ("fat-16", 13, 3, "boot sector at byte 13"),
+    ] {
+        let image = fixture(name, dir.path());
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[at] = value;
+        std::fs::write(&image, &bytes).unwrap();
+        let part = run_fails(imgstream().arg("part").arg(&image), 1);
+        let disk = run_fails(imgstream().arg("disk").arg(&image), 1);
+        assert!(part.contains(reason), "{name}: part: {part}");
+        assert!(disk.contains(reason) && disk.lines().count() == 1, "{name}: disk: {disk}");
+    }
+}
+
 /// restore-disk without --name takes the latest backup; a 4096-byte-sector GPT moved to a larger
 /// file keeps 4096-byte sectors.
 #[test]
