@@ -562,6 +562,17 @@ fn a_partitionless_disk_with_a_damaged_boot_sector_fails_as_part_does() {
         assert!(part.contains(reason), "{name}: part: {part}");
         assert!(disk.contains(reason) && disk.lines().count() == 1, "{name}: disk: {disk}");
     }
+    // A damaged exFAT name: no parser claims it, so `part` and `disk` copy it raw with a warning.
+    let image = fixture("exfat-4k", dir.path());
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[6] = b'X';
+    std::fs::write(&image, &bytes).unwrap();
+    for command in ["part", "disk"] {
+        let output = run_ok(imgstream().arg(command).arg(&image));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("warning") && stderr.contains("no known filesystem"), "exfat-4k: {command}: {stderr}");
+        assert!(output.stdout == bytes, "exfat-4k: {command}: not copied whole");
+    }
 }
 
 /// restore-disk without --name takes the latest backup; a 4096-byte-sector GPT moved to a larger

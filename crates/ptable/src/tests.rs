@@ -352,7 +352,13 @@ fn a_damaged_boot_sector_without_used_entries_is_one_volume() {
     let mut fat = vec![0u8; MIB as usize];
     fat[82..90].copy_from_slice(b"FAT32   "); // reserved sectors 0, media 0: an implausible BPB
     signature(&mut fat, 0);
-    for (name, mut disk, filesystem) in [("ntfs", ntfs, "ntfs"), ("fat", fat, "fat")] {
+    let mut exfat = vec![0u8; MIB as usize];
+    exfat[3..11].copy_from_slice(b"EXFXT   ");
+    for at in [72, 80, 84, 88] {
+        exfat[at] = 8;
+    }
+    signature(&mut exfat, 0);
+    for (name, mut disk, filesystem) in [("ntfs", ntfs, "ntfs"), ("fat", fat, "fat"), ("exfat", exfat, "exfat")] {
         let layout = read_layout(&disk, None).unwrap();
         assert_eq!((layout.table, layout.filesystem_at_start), (TableKind::None, Some(filesystem)), "{name}");
         set_entry(&mut disk, 0, 0, 0, 0x83, 1024, 16);

@@ -4,7 +4,7 @@
 //! as an MBR. These checks recognise the filesystems whose signature lives in the first
 //! sectors, so that such a disk is treated as one volume instead.
 
-use crate::bytes::{array, le16, le64, u8_at};
+use crate::bytes::{array, le16, le32, le64, u8_at};
 
 /// NTFS: OEM ID at byte 3 (ntfs-3g `ntfs_boot_sector_is_ntfs`).
 const NTFS_OEM_ID: &[u8; 8] = b"NTFS    ";
@@ -48,14 +48,27 @@ pub(crate) fn filesystem_at_start(head: &[u8]) -> Option<&'static str> {
 const NTFS_ZERO_FIELDS: [std::ops::Range<usize>; 3] = [0x0E..0x15, 0x16..0x18, 0x20..0x24];
 const NTFS_SET_FIELDS: [usize; 3] = [0x28, 0x30, 0x38];
 
+/// exFAT (spec §3.1): `MustBeZero` covers bytes 11..64, where FAT and NTFS keep their BPB; the
+/// volume length (u64) and the FAT offset, FAT length and cluster heap offset (u32) are set.
+const EXFAT_MUST_BE_ZERO: std::ops::Range<usize> = 11..64;
+const EXFAT_VOLUME_LENGTH: usize = 72;
+const EXFAT_SET_FIELDS: [usize; 3] = [80, 84, 88];
+
 /// The filesystem whose boot sector, damaged, is at the start of `head`, for a disk whose MBR
-/// entries are all unused: an NTFS boot sector by its shape whatever its OEM id, a FAT boot sector
-/// by its type string whatever its BPB says. The filesystem's own parser then names the damaged
-/// field, as `part` does, instead of the disk passing for an empty MBR copied raw in silence.
+/// entries are all unused: an NTFS boot sector by its shape whatever its OEM id, an exFAT one by
+/// its shape whatever its name, a FAT boot sector by its type string whatever its BPB says. The
+/// disk is then probed as one volume, so the damage is named (or, for exFAT, the volume is copied
+/// raw with a warning), as `part` does, instead of passing for an empty MBR copied raw in silence.
 pub(crate) fn damaged_filesystem_at_start(head: &[u8]) -> Option<&'static str> {
     let zero = |range: std::ops::Range<usize>| head.get(range).is_some_and(|b| b.iter().all(|&b| b == 0));
     if NTFS_ZERO_FIELDS.into_iter().all(zero) && NTFS_SET_FIELDS.iter().all(|&at| le64(head, at) != 0) {
         return Some("ntfs");
+    }
+    if zero(EXFAT_MUST_BE_ZERO)
+        && le64(head, EXFAT_VOLUME_LENGTH) != 0
+        && EXFAT_SET_FIELDS.iter().all(|&at| le32(head, at) != 0)
+    {
+        return Some("exfat");
     }
     fat_type_string(head).then_some("fat")
 }
