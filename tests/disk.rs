@@ -540,6 +540,24 @@ fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
     }
 }
 
+/// The FAT type string ("FAT32   ", "FAT16   ") is informational (fatgen103: never use it to
+/// decide the type; DOS 3 wrote none): a superfloppy whose string is damaged still streams as
+/// `part` streams it, elided, not as an empty MBR copied raw.
+#[test]
+fn a_partitionless_fat_disk_without_its_type_string_streams_like_part() {
+    let dir = scratch();
+    for (name, at) in [("fat-32", 82), ("fat-16", 54), ("fat-12", 54)] {
+        let image = fixture(name, dir.path());
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[at..at + 8].copy_from_slice(b"        ");
+        std::fs::write(&image, &bytes).unwrap();
+        let disk = run_ok(imgstream().arg("disk").arg(&image)).stdout;
+        let part = run_ok(imgstream().arg("part").arg(&image)).stdout;
+        assert_same_bytes(&format!("disk vs part of {name} without its type string"), &disk, &part);
+        assert!(disk != bytes, "{name}: nothing was elided");
+    }
+}
+
 /// A superfloppy (a USB stick without a partition table) whose boot sector is damaged is still
 /// that filesystem, not an empty MBR copied raw in silence: `disk` fails as `part` does, with the
 /// same one-line reason naming the field and its byte offset.

@@ -358,7 +358,15 @@ fn a_damaged_boot_sector_without_used_entries_is_one_volume() {
         exfat[at] = 8;
     }
     signature(&mut exfat, 0);
-    for (name, mut disk, filesystem) in [("ntfs", ntfs, "ntfs"), ("fat", fat, "fat"), ("exfat", exfat, "exfat")] {
+    // No type string (DOS 3, or damaged): a jump, 512-byte sectors and media 0xF8.
+    let mut untyped = vec![0u8; MIB as usize];
+    untyped[..3].copy_from_slice(&[0xEB, 0x3C, 0x90]);
+    untyped[11..13].copy_from_slice(&512u16.to_le_bytes());
+    untyped[21] = 0xF8;
+    signature(&mut untyped, 0);
+    for (name, mut disk, filesystem) in
+        [("ntfs", ntfs, "ntfs"), ("fat", fat, "fat"), ("exfat", exfat, "exfat"), ("untyped fat", untyped, "fat")]
+    {
         let layout = read_layout(&disk, None).unwrap();
         assert_eq!((layout.table, layout.filesystem_at_start), (TableKind::None, Some(filesystem)), "{name}");
         set_entry(&mut disk, 0, 0, 0, 0x83, 1024, 16);

@@ -56,7 +56,8 @@ const EXFAT_SET_FIELDS: [usize; 3] = [80, 84, 88];
 
 /// The filesystem whose boot sector, damaged, is at the start of `head`, for a disk whose MBR
 /// entries are all unused: an NTFS boot sector by its shape whatever its OEM id, an exFAT one by
-/// its shape whatever its name, a FAT boot sector by its type string whatever its BPB says. The
+/// its shape whatever its name, a FAT boot sector by its type string whatever its BPB says or by
+/// its BPB without a type string. The
 /// disk is then probed as one volume, so the damage is named (or, for exFAT, the volume is copied
 /// raw with a warning), as `part` does, instead of passing for an empty MBR copied raw in silence.
 pub(crate) fn damaged_filesystem_at_start(head: &[u8]) -> Option<&'static str> {
@@ -70,7 +71,20 @@ pub(crate) fn damaged_filesystem_at_start(head: &[u8]) -> Option<&'static str> {
     {
         return Some("exfat");
     }
-    fat_type_string(head).then_some("fat")
+    (fat_type_string(head) || fat_shape(head)).then_some("fat")
+}
+
+/// What the FAT parser itself requires of a boot sector (its `looks_like_fat`): a jump
+/// instruction, a valid sector size and media byte. The type string is informational (fatgen103
+/// forbids deciding the type by it, and DOS 3 wrote none), so it is not needed here.
+fn fat_shape(head: &[u8]) -> bool {
+    matches!(u8_at(head, 0), 0xEB | 0xE9)
+        && matches!(le16(head, BPB_BYTES_PER_SECTOR), 512 | 1024 | 2048 | 4096)
+        && valid_media(u8_at(head, BPB_MEDIA))
+}
+
+fn valid_media(media: u8) -> bool {
+    media == 0xF0 || media >= 0xF8
 }
 
 fn fat_type_string(head: &[u8]) -> bool {
@@ -89,7 +103,7 @@ fn is_fat_boot_sector(head: &[u8]) -> bool {
         && sectors_per_cluster.is_power_of_two()
         && le16(head, BPB_RESERVED_SECTORS) >= 1
         && u8_at(head, BPB_NUM_FATS) >= 1
-        && (media == 0xF0 || media >= 0xF8)
+        && valid_media(media)
 }
 
 #[cfg(test)]
