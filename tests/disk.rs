@@ -540,6 +540,59 @@ fn a_partitionless_disk_with_a_filesystem_at_sector_0_streams_like_part() {
     }
 }
 
+/// The FAT type string ("FAT32   ", "FAT16   ") is informational (fatgen103: never use it to
+/// decide the type; DOS 3 wrote none): a superfloppy whose string is damaged still streams as
+/// `part` streams it, elided, not as an empty MBR copied raw.
+#[test]
+fn a_partitionless_fat_disk_without_its_type_string_streams_like_part() {
+    let dir = scratch();
+    for (name, at) in [("fat-32", 82), ("fat-16", 54), ("fat-12", 54)] {
+        let image = fixture(name, dir.path());
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[at..at + 8].copy_from_slice(b"        ");
+        std::fs::write(&image, &bytes).unwrap();
+        let disk = run_ok(imgstream().arg("disk").arg(&image)).stdout;
+        let part = run_ok(imgstream().arg("part").arg(&image)).stdout;
+        assert_same_bytes(&format!("disk vs part of {name} without its type string"), &disk, &part);
+        assert!(disk != bytes, "{name}: nothing was elided");
+    }
+}
+
+/// A superfloppy (a USB stick without a partition table) whose boot sector is damaged is still
+/// that filesystem, not an empty MBR copied raw in silence: `disk` fails as `part` does, with the
+/// same one-line reason naming the field and its byte offset.
+#[test]
+fn a_partitionless_disk_with_a_damaged_boot_sector_fails_as_part_does() {
+    let dir = scratch();
+    // (fixture, byte, value, what the error names): a damaged NTFS OEM id, FAT32 reserved
+    // sectors 0, FAT16 sectors per cluster 3.
+    for (name, at, value, reason) in [
+        ("ntfs-c4096", 6, b'X', "damaged NTFS boot sector"),
+        ("fat-32", 14, 0, "boot sector at byte 14"),
+        ("fat-16", 13, 3, "boot sector at byte 13"),
+    ] {
+        let image = fixture(name, dir.path());
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[at] = value;
+        std::fs::write(&image, &bytes).unwrap();
+        let part = run_fails(imgstream().arg("part").arg(&image), 1);
+        let disk = run_fails(imgstream().arg("disk").arg(&image), 1);
+        assert!(part.contains(reason), "{name}: part: {part}");
+        assert!(disk.contains(reason) && disk.lines().count() == 1, "{name}: disk: {disk}");
+    }
+    // A damaged exFAT name: no parser claims it, so `part` and `disk` copy it raw with a warning.
+    let image = fixture("exfat-4k", dir.path());
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[6] = b'X';
+    std::fs::write(&image, &bytes).unwrap();
+    for command in ["part", "disk"] {
+        let output = run_ok(imgstream().arg(command).arg(&image));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("warning") && stderr.contains("no known filesystem"), "exfat-4k: {command}: {stderr}");
+        assert!(output.stdout == bytes, "exfat-4k: {command}: not copied whole");
+    }
+}
+
 /// restore-disk without --name takes the latest backup; a 4096-byte-sector GPT moved to a larger
 /// file keeps 4096-byte sectors.
 #[test]

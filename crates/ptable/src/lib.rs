@@ -201,7 +201,9 @@ pub fn read_layout(disk: &dyn ReadAt, sector_size: Option<u32>) -> Result<DiskLa
     if structurally_valid && entries.iter().any(|e| e.sys == mbr::PROTECTIVE_TYPE) {
         return gpt_layout(disk, sector_size, &entries);
     }
-    let filesystem = vbr::filesystem_at_start(&head);
+    let no_used_entry = !entries.iter().any(mbr::Entry::is_used);
+    let filesystem = vbr::filesystem_at_start(&head)
+        .or_else(|| no_used_entry.then(|| vbr::damaged_filesystem_at_start(&head)).flatten());
     let ss = sector_size.unwrap_or(512);
     let disk_sectors = size / u64::from(ss);
     // A boot sector can look like an MBR; only a table whose used entries all fit the disk

@@ -339,6 +339,41 @@ fn a_filesystem_at_sector_0_is_one_volume_even_with_0x55aa() {
     assert_eq!(read_layout(&disk, None).unwrap().table, TableKind::None);
 }
 
+/// A damaged boot sector at sector 0 (NTFS OEM id, FAT BPB) with no used MBR entry is that
+/// volume, so its parser names the damage; with a used entry that fits, the table wins.
+#[test]
+fn a_damaged_boot_sector_without_used_entries_is_one_volume() {
+    let mut ntfs = vec![0u8; MIB as usize];
+    ntfs[3..11].copy_from_slice(b"NTFX    ");
+    for at in [0x28, 0x30, 0x38] {
+        ntfs[at] = 4;
+    }
+    signature(&mut ntfs, 0);
+    let mut fat = vec![0u8; MIB as usize];
+    fat[82..90].copy_from_slice(b"FAT32   "); // reserved sectors 0, media 0: an implausible BPB
+    signature(&mut fat, 0);
+    let mut exfat = vec![0u8; MIB as usize];
+    exfat[3..11].copy_from_slice(b"EXFXT   ");
+    for at in [72, 80, 84, 88] {
+        exfat[at] = 8;
+    }
+    signature(&mut exfat, 0);
+    // No type string (DOS 3, or damaged): a jump, 512-byte sectors and media 0xF8.
+    let mut untyped = vec![0u8; MIB as usize];
+    untyped[..3].copy_from_slice(&[0xEB, 0x3C, 0x90]);
+    untyped[11..13].copy_from_slice(&512u16.to_le_bytes());
+    untyped[21] = 0xF8;
+    signature(&mut untyped, 0);
+    for (name, mut disk, filesystem) in
+        [("ntfs", ntfs, "ntfs"), ("fat", fat, "fat"), ("exfat", exfat, "exfat"), ("untyped fat", untyped, "fat")]
+    {
+        let layout = read_layout(&disk, None).unwrap();
+        assert_eq!((layout.table, layout.filesystem_at_start), (TableKind::None, Some(filesystem)), "{name}");
+        set_entry(&mut disk, 0, 0, 0, 0x83, 1024, 16);
+        assert_eq!(read_layout(&disk, None).unwrap().table, TableKind::Mbr, "{name} with an entry");
+    }
+}
+
 /// Every single-byte corruption of the table sectors gives Ok or Err, never a panic, and an
 /// Ok answer is self-consistent.
 #[test]
