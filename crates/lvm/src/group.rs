@@ -371,15 +371,15 @@ fn lv_versions(vg: &VolumeGroup, members: &[usize], placed: &[Placed<'_>]) -> Re
                         // lvm refuses such a VG ("PV segments corrupted"): a block of the extent
                         // free at one LV offset would be zeroed though used at the other, and
                         // extents an LV no longer maps after such an edit would count as free.
-                        let mapped = mapped_in_version.entry(index).or_default();
-                        if striped && mapped.covered_in(range.clone()) > 0 {
-                            return Err(fail(format!(
-                                "LV {}: extents {first}..{} of PV {name} are mapped twice in this version",
-                                lv.name,
-                                past.unwrap_or(0)
-                            )));
-                        }
                         if striped {
+                            let mapped = mapped_in_version.entry(index).or_default();
+                            if mapped.covered_in(range.clone()) > 0 {
+                                return Err(fail(format!(
+                                    "LV {}: extents {first}..{} of PV {name} are mapped twice in this version",
+                                    lv.name,
+                                    past.unwrap_or(0)
+                                )));
+                            }
                             mapped.insert(range.clone());
                         }
                         version.extents.entry(index).or_default().insert(range);
